@@ -1,0 +1,50 @@
+"""Heartbeat tunables, read once from Django settings (`PAPERCLIP_HEARTBEAT = {...}`) or the
+environment (`PAPERCLIP_<NAME>` in upper case), each default with where it came from."""
+
+import os
+from dataclasses import dataclass, fields
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class HeartbeatConf:
+    # Sweep interval of the reaper and the reconciler: the reference's 30 s heartbeat tick.
+    sweep_interval_sec: int = 30
+    # Periodic reap skips runs updated this recently (reference: 5 minutes); start-up uses 0.
+    reap_stale_threshold_sec: int = 300
+    # TERM, then KILL after this many seconds for leftover groups (reference 2 s, like
+    # supervisord's stopwaitsecs but shorter because the run is already lost).
+    terminate_grace_sec: float = 2.0
+    # A worker renews its lease every 15 s; a lease not renewed for 90 s means the owner is gone
+    # (six missed renewals, as Solid Queue's process heartbeat / alive threshold ratio).
+    lease_renew_interval_sec: int = 15
+    lease_expiry_sec: int = 90
+    # One automatic process-loss retry per lineage (reference 3.1).
+    process_loss_retry_limit: int = 1
+    # A detached run with no reported activity for this long is terminated and ended as lost.
+    detached_grace_sec: int = 1800
+    # One stranded-issue recovery before escalation to blocked (reference 5).
+    stranded_recovery_limit: int = 1
+    # Queued runs older than this are re-dispatched by resume_queued_runs (a lost dispatch).
+    resume_queued_after_sec: int = 10
+    # Rows handled per transaction by the sweeps: bounds memory and lock time.
+    sweep_batch_size: int = 500
+    # Default adapter timeout (0 = none) and TERM grace for a run's process (reference adapters).
+    adapter_timeout_sec: int = 0
+    adapter_grace_sec: float = 15.0
+    # Longest stdout/stderr chunk kept in one log line, and the excerpt kept on the run (32 KiB).
+    log_chunk_max_bytes: int = 64 * 1024
+    excerpt_max_bytes: int = 32 * 1024
+
+
+def heartbeat_conf() -> HeartbeatConf:
+    """The tunables in force; cheap enough to call per use, so `override_settings` just works."""
+    overrides = getattr(settings, "PAPERCLIP_HEARTBEAT", None) or {}
+    values = {}
+    for field in fields(HeartbeatConf):
+        kind = type(field.default)
+        raw = overrides.get(field.name, os.environ.get(f"PAPERCLIP_{field.name.upper()}"))
+        if raw not in (None, ""):
+            values[field.name] = kind(raw)
+    return HeartbeatConf(**values)

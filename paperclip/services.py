@@ -1,0 +1,74 @@
+"""State changes of the core app: companies and the activity log."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django.db import transaction
+
+from paperclip.models import ActivityLog, Company
+
+_SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
+
+
+def _redact(details: Any) -> Any:
+    """Activity details are shown to every board member: secret-looking keys never reach them."""
+    if isinstance(details, dict):
+        return {
+            key: "***REDACTED***" if _SECRET_KEY_PATTERN.search(str(key)) else _redact(value)
+            for key, value in details.items()
+        }
+    if isinstance(details, list):
+        return [_redact(item) for item in details]
+    return details
+
+
+def activity_log_record(
+    *,
+    company_id: uuid.UUID | str,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    actor_type: str = ActivityLog.ActorType.SYSTEM,
+    actor_id: str = "system",
+    agent_id: uuid.UUID | str | None = None,
+    run_id: uuid.UUID | str | None = None,
+    details: dict | None = None,
+) -> ActivityLog:
+    return ActivityLog.objects.create(
+        company_id=company_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        agent_id=agent_id,
+        run_id=run_id,
+        details=_redact(details) if details is not None else None,
+    )
+
+
+def company_create(
+    *,
+    name: str,
+    issue_prefix: str,
+    description: str | None = None,
+    require_board_approval_for_new_agents: bool = True,
+) -> Company:
+    with transaction.atomic():
+        company = Company.objects.create(
+            name=name,
+            issue_prefix=issue_prefix.strip().upper(),
+            description=description,
+            require_board_approval_for_new_agents=require_board_approval_for_new_agents,
+        )
+        activity_log_record(
+            company_id=company.id,
+            action="company.created",
+            entity_type="company",
+            entity_id=company.id,
+            details={"name": name, "issuePrefix": company.issue_prefix},
+        )
+    return company

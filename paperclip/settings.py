@@ -1,0 +1,178 @@
+"""Django settings. Every value an operator may change comes from the environment; the defaults
+are documented in README.md ("Configuration") and the heartbeat tunables in heartbeat/conf.py."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from paperclip.embedded_db import ConfigurationError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+PAPERCLIP_HOME = Path(os.environ.get("PAPERCLIP_HOME") or BASE_DIR / ".paperclip").resolve()
+
+SECRET_KEY = os.environ.get("PAPERCLIP_SECRET_KEY") or (
+    # A fixed development key would let anyone forge sessions; the local default is per home.
+    "insecure-local-" + str(PAPERCLIP_HOME)
+)
+DEBUG = _env_bool("PAPERCLIP_DEBUG", False)
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("PAPERCLIP_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("PAPERCLIP_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_q",
+    "paperclip",
+    "issues",
+    "heartbeat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "paperclip.urls"
+WSGI_APPLICATION = "paperclip.wsgi.application"
+ASGI_APPLICATION = "paperclip.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return {
+            "ENGINE": "paperclip.embedded_postgres",
+            "NAME": "postgres",
+            "USER": "postgres",
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"DATABASE_URL is malformed ({exc}); expected postgresql://USER:PASSWORD@HOST:PORT/NAME"
+        ) from exc
+    if config.get("ENGINE") != "django.db.backends.postgresql":
+        raise ConfigurationError(
+            "DATABASE_URL must point at PostgreSQL 15 or newer (postgresql://...); "
+            f"got engine {config.get('ENGINE')!r}"
+        )
+    return config
+
+
+DATABASES = {"default": _database()}
+# Several test runs may share one server (developers running suites side by side).
+if os.environ.get("PAPERCLIP_TEST_DB_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["PAPERCLIP_TEST_DB_NAME"]}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = PAPERCLIP_HOME / "static"
+
+LOGIN_URL = "admin:login"
+
+# The origin agents call back on (PAPERCLIP_API_URL in a run's environment), without /api.
+PAPERCLIP_API_URL = os.environ.get("PAPERCLIP_API_URL", "http://127.0.0.1:8000").rstrip("/")
+PAPERCLIP_TELEMETRY_CLIENT = os.environ.get(
+    "PAPERCLIP_TELEMETRY_CLIENT", "paperclip.telemetry.NullTelemetryClient"
+)
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Paperclip heartbeat control plane API",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+Q_CLUSTER = {
+    "name": "paperclip",
+    "orm": "default",
+    "workers": int(os.environ.get("PAPERCLIP_Q_WORKERS", "4")),
+    # Agent runs are long; recovery of a run is ours (leases + reaper), never a django-q2 re-run,
+    # so the broker's retry must exceed the longest run and failures are not re-queued.
+    "timeout": int(os.environ.get("PAPERCLIP_Q_TIMEOUT", "86400")),
+    "retry": int(os.environ.get("PAPERCLIP_Q_RETRY", "90000")),
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": 0.2,
+    # Workers spawn agent processes of their own; daemonic workers cannot (django-q2 docs).
+    "daemonize_workers": False,
+    "label": "Django Q2",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "plain",
+        }
+    },
+    "root": {"handlers": ["stderr"], "level": os.environ.get("PAPERCLIP_LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
+}

@@ -1,0 +1,62 @@
+"""The README's first command: the whole product comes up and Ctrl-C stops all of it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.timeout(240)
+def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env.update(PAPERCLIP_HOME=str(tmp_path / "home"), PAPERCLIP_ADMIN_PASSWORD="pw-for-test")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "paperclip", "start", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_for(f"http://127.0.0.1:{port}/admin/login/", timeout=150) == 200
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        assert any("qcluster" in " ".join(c.cmdline()) for c in children)
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output
+    assert "Board login" in output
+    assert "ready: http://127.0.0.1:" in output
+    assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
+    assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
