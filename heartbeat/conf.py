@@ -30,6 +30,9 @@ class HeartbeatConf:
     resume_queued_after_sec: int = 10
     # Rows handled per transaction by the sweeps: bounds memory and lock time.
     sweep_batch_size: int = 500
+    # Sweep records (health endpoint, dashboard) older than this are pruned: a week of history,
+    # about 40,000 rows at the 30 s interval, enough to see when sweeps stopped or slowed down.
+    sweep_record_retention_sec: int = 7 * 24 * 3600
     # Default adapter timeout (0 = none) and TERM grace for a run's process (reference adapters).
     adapter_timeout_sec: int = 0
     adapter_grace_sec: float = 15.0

@@ -421,3 +421,38 @@ class HeartbeatRunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.event_type}"
+
+
+class SweepKind(models.TextChoices):
+    REAP = "reap"
+    RECONCILE = "reconcile"
+
+
+class SweepRecord(models.Model):
+    """One finished reap or reconcile sweep: when, how long, what it did (health and dashboard)."""
+
+    Kind = SweepKind
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=16, choices=SweepKind.choices)
+    host = models.CharField(max_length=255)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.FloatField()
+    # The sweep's result in the JSON shape of the commands' --json output.
+    result = models.JSONField(default=dict)
+    # Set when the sweep itself failed (per-run failures are recorded on their runs instead).
+    error = models.TextField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=SweepKind.values), name="sweep_kind_valid"),
+        ]
+        indexes = [
+            # sweeps_latest() and the retention prune.
+            models.Index(fields=["kind", "-started_at"], name="sweep_kind_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} sweep at {self.started_at:%Y-%m-%d %H:%M:%S}"
