@@ -1,0 +1,356 @@
+"""Lifecycle primitives shared by the run engine and recovery: queue a run, hand it to the
+workers, release an issue and promote its deferred wake, settle the agent after a run.
+
+Lock order (to stay free of deadlocks between workers, wakes and sweeps): agent row, then issue
+row, then run rows. The agent row is locked FOR NO KEY UPDATE, which does not conflict with the
+KEY SHARE lock that inserting a run or a wakeup takes on its agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from functools import partial
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.fields.json import KT
+from django.utils import timezone
+
+from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
+    Agent,
+    AgentRuntimeState,
+    AgentStatus,
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunStatus,
+    WakeupStatus,
+)
+from heartbeat.services.events import run_event_append
+from issues.models import Issue
+from paperclip.services import activity_log_record
+from paperclip.telemetry import telemetry_client
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_RUN_TASK = "heartbeat.tasks.execute_run"
+FIRST_HEARTBEAT_EVENT = "agent.first_heartbeat"
+MAX_CONCURRENT_RUNS_LIMIT = 10
+_REOPEN_ON_COMMENT_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
+
+
+def agent_name_key(name: str) -> str:
+    """The issue lock's agent key (reference 2.3): the trimmed, lower-cased agent name."""
+    return name.strip().lower()
+
+
+def heartbeat_policy_max_concurrent_runs(runtime_config: dict | None) -> int:
+    """runtime_config.heartbeat.maxConcurrentRuns floored and clamped to 1..10 (reference 2.1)."""
+    heartbeat = (runtime_config or {}).get("heartbeat") or {}
+    raw = heartbeat.get("maxConcurrentRuns", 1) if isinstance(heartbeat, dict) else 1
+    try:
+        value = int(float(raw))
+    except (TypeError, ValueError, OverflowError):
+        return 1
+    return min(max(value, 1), MAX_CONCURRENT_RUNS_LIMIT)
+
+
+def runs_of_issue(issue_id: uuid.UUID | str):
+    """Runs whose context names this issue, through the expression index on issueId."""
+    return HeartbeatRun.objects.alias(issue_key=KT("context_snapshot__issueId")).filter(
+        issue_key=str(issue_id)
+    )
+
+
+def wakeups_of_issue(issue_id: uuid.UUID | str):
+    """Wakes whose payload names this issue, through the expression index on issueId."""
+    return AgentWakeupRequest.objects.alias(issue_key=KT("payload__issueId")).filter(
+        issue_key=str(issue_id)
+    )
+
+
+def run_dispatch_on_commit(run_id: uuid.UUID | str) -> None:
+    """Hand the run to a django-q2 worker once the transaction that queued it commits."""
+    transaction.on_commit(partial(_run_dispatch, str(run_id)))
+
+
+def _run_dispatch(run_id: str) -> None:
+    from django_q.tasks import async_task
+
+    try:
+        async_task(EXECUTE_RUN_TASK, run_id, task_name=f"run-{run_id}")
+    except Exception:
+        # The run stays queued in the database; resume_queued_runs hands it out again.
+        logger.exception("dispatch of run %s failed; resume_queued_runs will retry it", run_id)
+
+
+def run_create_queued(
+    *,
+    agent: Agent,
+    wakeup: AgentWakeupRequest,
+    context: dict,
+    invocation_source: str,
+    trigger_detail: str | None,
+    retry_of_run: HeartbeatRun | None = None,
+    process_loss_retry_count: int = 0,
+    session_id_before: str | None = None,
+) -> HeartbeatRun:
+    """Insert a queued run for the wake, link the wake to it, and dispatch it after commit.
+
+    Raises IntegrityError (from a savepoint, so the caller's transaction survives) when the
+    database refuses a second active run for the same issue (run_one_active_per_issue) or a
+    second retry of the same run (run_one_retry_per_run).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        run = HeartbeatRun.objects.create(
+            company_id=agent.company_id,
+            agent=agent,
+            invocation_source=invocation_source,
+            trigger_detail=trigger_detail,
+            status=RunStatus.QUEUED,
+            wakeup_request=wakeup,
+            context_snapshot=context,
+            retry_of_run=retry_of_run,
+            process_loss_retry_count=process_loss_retry_count,
+            session_id_before=session_id_before,
+        )
+        AgentWakeupRequest.objects.filter(pk=wakeup.pk).update(run=run, updated_at=now)
+        wakeup.run = run
+        run_event_append(
+            run_id=run.id,
+            company_id=run.company_id,
+            agent_id=agent.id,
+            event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+            message="run queued",
+            payload={
+                "wakeupRequestId": str(wakeup.id),
+                "source": invocation_source,
+                "reason": wakeup.reason,
+                **({"retryOfRunId": str(retry_of_run.id)} if retry_of_run else {}),
+            },
+        )
+    run_dispatch_on_commit(run.id)
+    return run
+
+
+def agent_start_next_queued(*, agent_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """Dispatch the agent's oldest queued runs, as many as it has free slots (after commit).
+
+    Only an optimisation of who gets a worker first: the claim re-checks the cap under the
+    agent's row lock, so a stale count here can never over-run the agent.
+    """
+    agent = Agent.objects.filter(pk=agent_id).only("status", "runtime_config").first()
+    # Paused or unapproved agents keep their queued runs queued (reference 2.3 step 1).
+    if agent is None or not agent.is_invokable:
+        return []
+    cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
+    running = HeartbeatRun.objects.filter(agent_id=agent_id, status=RunStatus.RUNNING).count()
+    slots = cap - running
+    if slots <= 0:
+        return []
+    run_ids = list(
+        HeartbeatRun.objects.filter(agent_id=agent_id, status=RunStatus.QUEUED)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:slots]
+    )
+    for run_id in run_ids:
+        run_dispatch_on_commit(run_id)
+    return run_ids
+
+
+def issue_release_and_promote(*, run: HeartbeatRun, now: datetime) -> HeartbeatRun | None:
+    """Release the issue's execution lock held by this run and promote the oldest deferred wake.
+
+    Reference 2.6. Runs in the caller's transaction (or its own). The run must already be
+    terminal. checkout_run is left alone: the reference's tests require it to keep pointing at
+    the finished run. Returns the promoted run, if any.
+    """
+    with transaction.atomic():
+        locked = Issue.objects.select_for_update()
+        issue_id = run.issue_id
+        if issue_id:
+            issue = locked.filter(pk=issue_id, company_id=run.company_id).first()
+        else:
+            issue = locked.filter(execution_run_id=run.id).first()
+        if issue is None:
+            return None
+        if issue.execution_run_id is not None and issue.execution_run_id != run.id:
+            return None
+        if issue.execution_run_id == run.id:
+            Issue.objects.filter(pk=issue.pk).update(
+                execution_run=None,
+                execution_agent_name_key=None,
+                execution_locked_at=None,
+                updated_at=now,
+            )
+        return _promote_deferred_wake(issue=issue, now=now)
+
+
+def _promote_deferred_wake(*, issue: Issue, now: datetime) -> HeartbeatRun | None:
+    # Another active run still holds the issue (one active run per issue, enforced by the DB).
+    if runs_of_issue(issue.id).filter(status__in=ACTIVE_RUN_STATUSES).exists():
+        return None
+    deferred = (
+        wakeups_of_issue(issue.id)
+        .filter(status=WakeupStatus.DEFERRED_ISSUE_EXECUTION, company_id=issue.company_id)
+        .select_related("agent")
+        .select_for_update(of=("self",))
+        .order_by("requested_at", "id")
+    )
+    for wake in deferred:
+        if not wake.agent.is_invokable:
+            AgentWakeupRequest.objects.filter(pk=wake.pk).update(
+                status=WakeupStatus.FAILED,
+                finished_at=now,
+                error="Deferred wake could not be promoted: agent is not invokable",
+                updated_at=now,
+            )
+            continue
+        payload = wake.payload or {}
+        context = dict(payload.get("_paperclipWakeContext") or {})
+        context.setdefault("issueId", str(issue.id))
+        if _carries_comment(context, payload) and issue.status in _REOPEN_ON_COMMENT_STATUSES:
+            _issue_reopen_for_comment(issue=issue, wake=wake, now=now)
+        try:
+            promoted = run_create_queued(
+                agent=wake.agent,
+                wakeup=wake,
+                context=context,
+                invocation_source=wake.source,
+                trigger_detail=wake.trigger_detail,
+                session_id_before=None,
+            )
+        except IntegrityError:
+            # A concurrent wake queued a run for the issue first; this wake stays deferred.
+            logger.info("promotion of wake %s lost to another active run", wake.id)
+            return None
+        AgentWakeupRequest.objects.filter(pk=wake.pk).update(
+            status=WakeupStatus.QUEUED,
+            reason="issue_execution_promoted",
+            run=promoted,
+            claimed_at=None,
+            finished_at=None,
+            error=None,
+            updated_at=now,
+        )
+        Issue.objects.filter(pk=issue.pk).update(
+            execution_run=promoted,
+            execution_agent_name_key=agent_name_key(wake.agent.name),
+            execution_locked_at=now,
+            updated_at=now,
+        )
+        return promoted
+    return None
+
+
+def _carries_comment(context: dict, payload: dict) -> bool:
+    return bool(
+        context.get("wakeCommentIds")
+        or context.get("commentId")
+        or payload.get("commentId")
+        or payload.get("wakeCommentIds")
+    )
+
+
+def _issue_reopen_for_comment(*, issue: Issue, wake: AgentWakeupRequest, now: datetime) -> None:
+    previous = issue.status
+    Issue.objects.filter(pk=issue.pk).update(
+        status=Issue.Status.TODO, completed_at=None, cancelled_at=None, updated_at=now
+    )
+    issue.status = Issue.Status.TODO
+    activity_log_record(
+        company_id=issue.company_id,
+        action="issue.reopened",
+        entity_type="issue",
+        entity_id=issue.id,
+        agent_id=wake.agent_id,
+        details={"from": previous, "to": Issue.Status.TODO, "reason": "deferred_comment_wake"},
+    )
+
+
+def agent_finalize_status(*, agent_id: uuid.UUID | str, outcome: str, now: datetime) -> None:
+    """Settle the agent after one of its runs ended (reference 2.5).
+
+    The agent is `running` while it has another running run, else `idle` after success or
+    cancel and `error` otherwise. Paused and terminated agents are left as they are. The first
+    finished run sends `agent.first_heartbeat` after commit; the compare-and-set on
+    `last_heartbeat_at IS NULL` makes that exactly once however many finalizers race.
+    """
+    with transaction.atomic():
+        # The row lock orders us after a concurrent claim, so a run it just started is seen.
+        agent = (
+            Agent.objects.select_for_update(no_key=True)
+            .filter(pk=agent_id)
+            .only("id", "status", "role", "last_heartbeat_at")
+            .first()
+        )
+        if agent is None or agent.status in (AgentStatus.PAUSED, AgentStatus.TERMINATED):
+            return
+        if HeartbeatRun.objects.filter(agent_id=agent_id, status=RunStatus.RUNNING).exists():
+            status = AgentStatus.RUNNING
+        elif outcome in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+            status = AgentStatus.IDLE
+        else:
+            status = AgentStatus.ERROR
+        changes = {"status": status, "last_heartbeat_at": now, "updated_at": now}
+        first = Agent.objects.filter(pk=agent_id, last_heartbeat_at__isnull=True).update(**changes)
+        if first:
+            transaction.on_commit(
+                partial(_track_first_heartbeat, agent_role=agent.role, agent_id=str(agent.id))
+            )
+        else:
+            Agent.objects.filter(pk=agent_id).update(**changes)
+
+
+def _track_first_heartbeat(*, agent_role: str, agent_id: str) -> None:
+    try:
+        telemetry_client().track(
+            FIRST_HEARTBEAT_EVENT, {"agent_role": agent_role, "agent_id": agent_id}
+        )
+    except Exception:
+        # Telemetry is best effort; it must never fail a run that already finished.
+        logger.exception("telemetry %s failed for agent %s", FIRST_HEARTBEAT_EVENT, agent_id)
+
+
+def runtime_state_record(*, run: HeartbeatRun, error: str | None = None) -> None:
+    """Record the run as the agent's last run in its runtime state (created on first use)."""
+    now = timezone.now()
+    with transaction.atomic():
+        agent = Agent.objects.only("adapter_type", "company_id").get(pk=run.agent_id)
+        # Insert-if-missing without a race on the primary key between two finishing runs.
+        AgentRuntimeState.objects.bulk_create(
+            [
+                AgentRuntimeState(
+                    agent_id=run.agent_id,
+                    company_id=agent.company_id,
+                    adapter_type=agent.adapter_type,
+                    state_json={},
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        usage = run.usage_json if isinstance(run.usage_json, dict) else {}
+        AgentRuntimeState.objects.filter(pk=run.agent_id).update(
+            adapter_type=agent.adapter_type,
+            last_run_id=run.id,
+            last_run_status=run.status,
+            last_error=error,
+            session_id=run.session_id_after or F("session_id"),
+            total_input_tokens=F("total_input_tokens") + _usage_int(usage, "inputTokens"),
+            total_output_tokens=F("total_output_tokens") + _usage_int(usage, "outputTokens"),
+            total_cached_input_tokens=F("total_cached_input_tokens")
+            + _usage_int(usage, "cachedInputTokens"),
+            total_cost_cents=F("total_cost_cents") + _usage_int(usage, "costCents"),
+            updated_at=now,
+        )
+
+
+def _usage_int(usage: dict, key: str) -> int:
+    try:
+        return max(int(usage.get(key) or 0), 0)
+    except (TypeError, ValueError):
+        return 0
