@@ -171,6 +171,21 @@ def find_marked(marker: str) -> list[ProcessIdentity]:
     return found
 
 
+def live_markers() -> frozenset[str]:
+    """The PAPERCLIP_RUN_MARKER of every live process carrying one.
+
+    One scan of the process table answers "is anything of run X still alive?" for a whole sweep
+    batch; find_marked scans the table once per run.
+    """
+    markers = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            marker = proc.environ().get(MARKER_ENV)
+            if marker and _is_live(proc):
+                markers.add(marker)
+    return frozenset(markers)
+
+
 def terminate_tree(
     identity: ProcessIdentity | None, *, marker: str | None = None, grace: float = 2.0
 ) -> KillReport:
