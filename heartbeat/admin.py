@@ -1,17 +1,701 @@
-from django.contrib import admin
+"""The operator console for agents and runs: which run is stuck, why, and what happens next."""
 
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, OuterRef, Q, Subquery, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from heartbeat import selectors
 from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
     Agent,
     AgentApiKey,
     AgentRuntimeState,
     AgentWakeupRequest,
     HeartbeatRun,
     HeartbeatRunEvent,
+    RunErrorCode,
+    RunStatus,
+    SweepRecord,
 )
+from heartbeat.process_control import current_host
+from issues.models import Issue
+from paperclip.admin import (
+    BigTableAdmin,
+    CompanyScopedAdmin,
+    MachineOwnedAdmin,
+    PrefetchingChangeList,
+    admin_link,
+    age_of,
+    changelist_link,
+    humanize_seconds,
+    short_id,
+)
+from paperclip.admin import _as_uuid as as_uuid
+
+# How many retry hops the run page follows each way (a lineage is short: one automatic retry,
+# one stranded-issue recovery), so a corrupt loop cannot hang the page.
+_RETRY_CHAIN_MAX_HOPS = 10
+# Events shown inline on a run page; the rest are one link away.
+_INLINE_EVENTS = 50
 
 
-class MachineOwnedAdmin(admin.ModelAdmin):
-    """Rows written only by the engine and the sweeps: never added or edited by hand."""
+def _status_badge(status: str) -> str:
+    return format_html('<span class="pc-status pc-status-{}">{}</span>', status, status)
+
+
+def _liveness_text(liveness) -> str:
+    return "-" if liveness is None else str(liveness)
+
+
+class RunErrorCodeFilter(admin.SimpleListFilter):
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request, model_admin):
+        return [("__none__", "(none)"), *RunErrorCode.choices]
+
+    def queryset(self, request, queryset):
+        if self.value() == "__none__":
+            return queryset.filter(error_code__isnull=True)
+        if self.value():
+            return queryset.filter(error_code=self.value())
+        return queryset
+
+
+class RunHostFilter(admin.SimpleListFilter):
+    """Hosts that run agents now or run sweeps: a small set, found without scanning all runs."""
+
+    title = "host"
+    parameter_name = "host"
+
+    def lookups(self, request, model_admin):
+        hosts = set(
+            HeartbeatRun.objects.filter(status__in=ACTIVE_RUN_STATUSES)
+            .exclude(process_host__isnull=True)
+            .values_list("process_host", flat=True)
+            .distinct()
+        )
+        hosts.update(SweepRecord.objects.values_list("host", flat=True).distinct())
+        hosts.add(current_host())
+        if self.value():
+            hosts.add(self.value())
+        return [(host, host) for host in sorted(hosts)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(Q(process_host=self.value()) | Q(owner_host=self.value()))
+        return queryset
+
+
+class AdapterTypeFilter(admin.SimpleListFilter):
+    title = "adapter"
+    parameter_name = "adapter"
+    field = "agent__adapter_type"
+
+    def lookups(self, request, model_admin):
+        types = Agent.objects.values_list("adapter_type", flat=True).distinct()
+        return [(t, t) for t in sorted(types)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.field: self.value()})
+        return queryset
+
+
+class StaleRunFilter(admin.SimpleListFilter):
+    """The runs an operator looks at first: the same definitions as the dashboard."""
+
+    title = "stale"
+    parameter_name = "stale"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("any", "any stale"),
+            ("owner_gone", "owner lease expired or missing"),
+            ("detached", "detached (process without owner)"),
+            ("silent", "running, no activity past the reap threshold"),
+            ("queued_long", "queued past the reap threshold"),
+        ]
+
+    def queryset(self, request, queryset):
+        conditions = selectors.stale_run_conditions(timezone.now())
+        if self.value() == "any":
+            combined = Q()
+            for condition in conditions.values():
+                combined |= condition
+            return queryset.filter(combined)
+        if self.value() in conditions:
+            return queryset.filter(conditions[self.value()])
+        return queryset
+
+
+def _search_runs(queryset, search_term: str):
+    """A run id, agent id or issue id finds by index; other words match agent names and issue
+    identifiers and titles (runs point at issues through context_snapshot.issueId)."""
+    term = search_term.strip()
+    if not term:
+        return queryset
+    as_id = as_uuid(term)
+    if as_id is not None:
+        return queryset.filter(
+            Q(pk=as_id)
+            | Q(agent_id=as_id)
+            | Q(retry_of_run_id=as_id)
+            | Q(context_snapshot__issueId=str(as_id))
+        )
+    matching_issues = (
+        Issue.objects.filter(Q(identifier__iexact=term) | Q(title__icontains=term))
+        .annotate(id_text=Cast("pk", TextField()))
+        .values("id_text")
+    )
+    return queryset.alias(issue_key=KT("context_snapshot__issueId")).filter(
+        Q(agent__name__icontains=term) | Q(issue_key__in=Subquery(matching_issues))
+    )
+
+
+class HeartbeatRunEventInline(admin.TabularInline):
+    model = HeartbeatRunEvent
+    fk_name = "run"
+    fields = ["seq", "created_at", "event_type", "stream", "level", "message", "payload"]
+    readonly_fields = fields
+    ordering = ["-seq"]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = f"run events (newest {_INLINE_EVENTS})"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        run_id = as_uuid((match.kwargs.get("object_id") or "") if match else "")
+        if run_id is None:
+            return queryset.none()
+        # Only the newest events: a long run has thousands, and the inline renders every row.
+        last_seq = HeartbeatRun.objects.filter(pk=run_id).values_list("event_seq", flat=True)
+        return queryset.filter(seq__gt=Subquery(last_seq) - _INLINE_EVENTS)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(HeartbeatRun)
+class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
+    list_display = [
+        "run",
+        "status_badge",
+        "error_code",
+        "agent_link",
+        "issue_link",
+        "age",
+        "process",
+        "owner",
+        "lease",
+        "retry_of",
+        "retried_by",
+    ]
+    list_display_links = None
+    list_filter = [
+        StaleRunFilter,
+        "status",
+        RunErrorCodeFilter,
+        AdapterTypeFilter,
+        RunHostFilter,
+        "invocation_source",
+        "company",
+    ]
+    list_select_related = ["agent"]
+    search_fields = ["agent__name"]
+    search_help_text = "Run, agent or issue id; agent name; issue identifier or title."
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    inlines = [HeartbeatRunEventInline]
+    fieldsets = [
+        (
+            "What is happening",
+            {
+                "fields": [
+                    "diagnosis",
+                    "status",
+                    "error_code",
+                    "error",
+                    "agent_link",
+                    "issue_link",
+                    "wakeup_link",
+                    "retry_chain",
+                    "invocation_source",
+                    "trigger_detail",
+                ]
+            },
+        ),
+        (
+            "Timing",
+            {
+                "fields": [
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "last_activity_at",
+                    "detached_at",
+                    "updated_at",
+                ]
+            },
+        ),
+        (
+            "Process",
+            {
+                "fields": [
+                    "process_liveness",
+                    "process_pid",
+                    "process_group_id",
+                    "process_started_at",
+                    "process_host",
+                    "process_boot_id",
+                    "exit_code",
+                    "signal",
+                ]
+            },
+        ),
+        (
+            "Owner (worker) and lease",
+            {
+                "fields": [
+                    "owner_liveness",
+                    "owner_host",
+                    "owner_pid",
+                    "owner_started_at",
+                    "owner_boot_id",
+                    "lease_expires_at",
+                    "lease",
+                ]
+            },
+        ),
+        ("Log", {"fields": ["log_tail", "log_ref", "log_bytes", "log_compressed"]}),
+        (
+            "Details",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "id",
+                    "company",
+                    "context_snapshot",
+                    "process_loss_retry_count",
+                    "usage_json",
+                    "result_json",
+                    "session_id_before",
+                    "session_id_after",
+                    "stdout_excerpt",
+                    "stderr_excerpt",
+                    "external_run_id",
+                    "issue_comment_status",
+                    "event_seq",
+                ],
+            },
+        ),
+    ]
+    readonly_fields = [
+        "diagnosis",
+        "agent_link",
+        "issue_link",
+        "wakeup_link",
+        "retry_chain",
+        "process_liveness",
+        "owner_liveness",
+        "lease",
+        "log_tail",
+    ]
+
+    def get_queryset(self, request):
+        retry = HeartbeatRun.objects.filter(retry_of_run=OuterRef("pk"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                retried_by_id=Subquery(retry.values("pk")[:1]),
+                retried_by_status=Subquery(retry.values("status")[:1]),
+            )
+        )
+
+    def get_changelist(self, request, **kwargs):
+        return PrefetchingChangeList
+
+    def prefetch_for_page(self, request, runs):
+        issues = selectors.issues_by_id(run.issue_id for run in runs)
+        for run in runs:
+            run.console_issue = issues.get(str(run.issue_id))
+
+    def get_search_results(self, request, queryset, search_term):
+        return _search_runs(queryset, search_term), False
+
+    def get_object(self, request, object_id, from_field=None):
+        run = super().get_object(request, object_id, from_field)
+        run.console_issue = selectors.issues_by_id([run.issue_id]).get(str(run.issue_id))
+        return run
+
+    @admin.display(description="run", ordering="created_at")
+    def run(self, obj: HeartbeatRun) -> str:
+        return admin_link(obj, short_id(obj.pk))
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: HeartbeatRun) -> str:
+        return _status_badge(obj.status)
+
+    @admin.display(description="agent", ordering="agent__name")
+    def agent_link(self, obj: HeartbeatRun) -> str:
+        return admin_link(obj.agent)
+
+    @admin.display(description="issue")
+    def issue_link(self, obj: HeartbeatRun) -> str:
+        issue = getattr(obj, "console_issue", None)
+        if issue is None:
+            return short_id(obj.issue_id) if obj.issue_id else "-"
+        return admin_link(issue, issue.identifier)
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: HeartbeatRun) -> str:
+        return age_of(obj.created_at)
+
+    @admin.display(description="pid@host")
+    def process(self, obj: HeartbeatRun) -> str:
+        if not obj.process_pid:
+            return "-"
+        return f"{obj.process_pid}@{obj.process_host or '?'}"
+
+    @admin.display(description="owner")
+    def owner(self, obj: HeartbeatRun) -> str:
+        if obj.status != RunStatus.RUNNING:
+            return "-"
+        liveness = selectors.run_owner_liveness(obj)
+        where = f"{obj.owner_pid}@{obj.owner_host}" if obj.owner_pid else "none recorded"
+        return f"{where} ({_liveness_text(liveness)})"
+
+    @admin.display(description="lease")
+    def lease(self, obj: HeartbeatRun) -> str:
+        remaining = selectors.run_lease_remaining(obj, timezone.now())
+        if remaining is None or obj.status != RunStatus.RUNNING:
+            return "-"
+        if remaining >= 0:
+            return f"{humanize_seconds(remaining)} left"
+        return format_html(
+            '<span class="pc-warn">expired {} ago</span>', humanize_seconds(remaining)
+        )
+
+    @admin.display(description="retry of")
+    def retry_of(self, obj: HeartbeatRun) -> str:
+        if not obj.retry_of_run_id:
+            return "-"
+        return admin_link(
+            None, short_id(obj.retry_of_run_id), pk=obj.retry_of_run_id, model=HeartbeatRun
+        )
+
+    @admin.display(description="retried by")
+    def retried_by(self, obj: HeartbeatRun) -> str:
+        retry_id = getattr(obj, "retried_by_id", None)
+        if not retry_id:
+            return "-"
+        label = f"{short_id(retry_id)} ({obj.retried_by_status})"
+        return admin_link(None, label, pk=retry_id, model=HeartbeatRun)
+
+    @admin.display(description="what happens next")
+    def diagnosis(self, obj: HeartbeatRun) -> str:
+        return selectors.run_diagnosis(obj, timezone.now())
+
+    @admin.display(description="wakeup")
+    def wakeup_link(self, obj: HeartbeatRun) -> str:
+        own = (
+            admin_link(
+                None,
+                short_id(obj.wakeup_request_id),
+                pk=obj.wakeup_request_id,
+                model=AgentWakeupRequest,
+            )
+            if obj.wakeup_request_id
+            else "-"
+        )
+        return format_html(
+            "{} · {}",
+            own,
+            changelist_link(AgentWakeupRequest, "all wakes of this run", run=obj.pk),
+        )
+
+    @admin.display(description="retry chain")
+    def retry_chain(self, obj: HeartbeatRun) -> str:
+        chain = selectors.run_retry_chain(obj, max_hops=_RETRY_CHAIN_MAX_HOPS)
+        if len(chain) == 1:
+            return "no retries"
+        return format_html_join(
+            " → ",
+            "{}",
+            (
+                (
+                    format_html("<strong>{}</strong>", _chain_label(run))
+                    if run.pk == obj.pk
+                    else admin_link(run, _chain_label(run)),
+                )
+                for run in chain
+            ),
+        )
+
+    @admin.display(description="process liveness")
+    def process_liveness(self, obj: HeartbeatRun) -> str:
+        return _liveness_text(selectors.run_process_liveness(obj))
+
+    @admin.display(description="owner liveness")
+    def owner_liveness(self, obj: HeartbeatRun) -> str:
+        return _liveness_text(selectors.run_owner_liveness(obj))
+
+    @admin.display(description="log tail")
+    def log_tail(self, obj: HeartbeatRun) -> str:
+        tail = selectors.run_log_tail(obj)
+        if tail.note:
+            return tail.note
+        header = (
+            f"last {len(tail.lines)} lines of {tail.size} bytes"
+            if tail.truncated
+            else f"whole log, {tail.size} bytes"
+        )
+        return format_html(
+            '<div class="pc-log-head">{}</div><pre class="pc-log">{}</pre>',
+            header,
+            "\n".join(tail.lines),
+        )
+
+
+def _chain_label(run: HeartbeatRun) -> str:
+    code = f" {run.error_code}" if run.error_code else ""
+    return f"{short_id(run.pk)} {run.status}{code}"
+
+
+@admin.register(HeartbeatRunEvent)
+class HeartbeatRunEventAdmin(BigTableAdmin, MachineOwnedAdmin):
+    list_display = ["created_at", "run_link", "seq", "event_type", "level", "message", "agent"]
+    list_filter = ["level", "event_type", "company"]
+    list_select_related = ["agent"]
+    search_fields = ["message"]
+    search_help_text = "Run id or message text."
+    ordering = ["-created_at"]
+
+    def get_search_results(self, request, queryset, search_term):
+        run_id = as_uuid(search_term)
+        if run_id is not None:
+            return queryset.filter(run_id=run_id), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="run")
+    def run_link(self, obj: HeartbeatRunEvent) -> str:
+        return admin_link(None, short_id(obj.run_id), pk=obj.run_id, model=HeartbeatRun)
+
+
+@admin.register(AgentWakeupRequest)
+class AgentWakeupRequestAdmin(BigTableAdmin, MachineOwnedAdmin):
+    list_display = [
+        "requested_at",
+        "agent",
+        "source",
+        "reason",
+        "status",
+        "coalesced_count",
+        "run_link",
+        "issue_id",
+    ]
+    list_filter = ["status", "source", "company"]
+    list_select_related = ["agent"]
+    search_fields = ["agent__name", "reason"]
+    search_help_text = "Wake, agent, run or issue id; agent name; reason."
+    ordering = ["-requested_at"]
+    readonly_fields = ["run_link"]
+
+    def get_search_results(self, request, queryset, search_term):
+        as_id = as_uuid(search_term)
+        if as_id is not None:
+            return (
+                queryset.filter(
+                    Q(pk=as_id)
+                    | Q(agent_id=as_id)
+                    | Q(run_id=as_id)
+                    | Q(payload__issueId=str(as_id))
+                ),
+                False,
+            )
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="run")
+    def run_link(self, obj: AgentWakeupRequest) -> str:
+        if not obj.run_id:
+            return "-"
+        return admin_link(None, short_id(obj.run_id), pk=obj.run_id, model=HeartbeatRun)
+
+    @admin.display(description="issue id")
+    def issue_id(self, obj: AgentWakeupRequest) -> str:
+        return short_id((obj.payload or {}).get("issueId"))
+
+
+@admin.register(AgentRuntimeState)
+class AgentRuntimeStateAdmin(MachineOwnedAdmin):
+    list_display = [
+        "agent",
+        "company",
+        "adapter_type",
+        "last_run",
+        "last_run_status",
+        "total_cost_cents",
+        "updated_at",
+    ]
+    list_select_related = ["agent", "company"]
+    list_filter = ["last_run_status", "company"]
+    search_fields = ["agent__name"]
+
+    @admin.display(description="last run")
+    def last_run(self, obj: AgentRuntimeState) -> str:
+        if not obj.last_run_id:
+            return "-"
+        return admin_link(None, short_id(obj.last_run_id), pk=obj.last_run_id, model=HeartbeatRun)
+
+
+@admin.register(Agent)
+class AgentAdmin(CompanyScopedAdmin):
+    board_may_change = True
+    list_display = [
+        "name",
+        "company",
+        "role",
+        "status",
+        "adapter_type",
+        "active_runs",
+        "last_run",
+        "last_heartbeat_at",
+    ]
+    list_filter = ["status", "role", "adapter_type", "company"]
+    list_select_related = ["company", "runtime_state"]
+    search_fields = ["name"]
+    search_help_text = "Agent id or name."
+    raw_id_fields = ["reports_to"]
+    # The engine and the agent services own these: status changes go through pause / resume.
+    readonly_fields = [
+        "id",
+        "links",
+        "status",
+        "pause_reason",
+        "paused_at",
+        "last_heartbeat_at",
+        "spent_monthly_cents",
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                active_run_count=Coalesce(
+                    Subquery(
+                        HeartbeatRun.objects.filter(
+                            agent=OuterRef("pk"), status__in=ACTIVE_RUN_STATUSES
+                        )
+                        .values("agent")
+                        .annotate(n=Count("pk"))
+                        .values("n")
+                    ),
+                    0,
+                )
+            )
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        as_id = as_uuid(search_term)
+        if as_id is not None:
+            return queryset.filter(pk=as_id), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="active runs", ordering="active_run_count")
+    def active_runs(self, obj: Agent) -> str:
+        return changelist_link(
+            HeartbeatRun,
+            str(obj.active_run_count),
+            agent=obj.pk,
+            status__in="queued,running",
+        )
+
+    @admin.display(description="last run")
+    def last_run(self, obj: Agent) -> str:
+        state = getattr(obj, "runtime_state", None) if _has_runtime_state(obj) else None
+        if state is None or not state.last_run_id:
+            return "-"
+        return admin_link(
+            None,
+            f"{short_id(state.last_run_id)} ({state.last_run_status})",
+            pk=state.last_run_id,
+            model=HeartbeatRun,
+        )
+
+    @admin.display(description="console")
+    def links(self, obj: Agent) -> str:
+        runtime = (
+            admin_link(obj.runtime_state, "runtime state")
+            if _has_runtime_state(obj)
+            else "no runtime state"
+        )
+        return format_html(
+            "{} · {} · {} · {}",
+            changelist_link(HeartbeatRun, "runs", agent=obj.pk),
+            changelist_link(AgentWakeupRequest, "wakes", agent=obj.pk),
+            changelist_link(Issue, "assigned issues", assignee_agent=obj.pk),
+            runtime,
+        )
+
+
+def _has_runtime_state(agent: Agent) -> bool:
+    try:
+        return agent.runtime_state is not None
+    except AgentRuntimeState.DoesNotExist:
+        return False
+
+
+@admin.register(AgentApiKey)
+class AgentApiKeyAdmin(CompanyScopedAdmin):
+    list_display = ["name", "agent", "key_prefix", "created_at", "last_used_at", "revoked_at"]
+    list_select_related = ["agent"]
+    list_filter = ["company"]
+    search_fields = ["name", "agent__name", "key_prefix"]
+    readonly_fields = ["key_prefix", "key_hash", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request):
+        # Keys are shown once at creation through the API; the admin cannot show one.
+        return False
+
+
+@admin.register(SweepRecord)
+class SweepRecordAdmin(BigTableAdmin):
+    """Sweeps span every company, so only instance admins list them (the dashboard summarises)."""
+
+    list_display = ["started_at", "kind", "host", "duration", "outcome", "error"]
+    list_filter = ["kind", "host"]
+    date_hierarchy = "started_at"
+
+    @admin.display(description="took", ordering="duration_ms")
+    def duration(self, obj: SweepRecord) -> str:
+        return f"{obj.duration_ms:.0f} ms"
+
+    @admin.display(description="result")
+    def outcome(self, obj: SweepRecord) -> str:
+        return selectors.sweep_summary(obj.result)
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
 
     def has_add_permission(self, request):
         return False
@@ -19,68 +703,5 @@ class MachineOwnedAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-
-@admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
-    list_display = ["name", "company", "role", "status", "adapter_type", "last_heartbeat_at"]
-    list_filter = ["status", "role", "adapter_type", "company"]
-    list_select_related = ["company"]
-    search_fields = ["name", "id"]
-    raw_id_fields = ["reports_to"]
-    readonly_fields = ["last_heartbeat_at", "created_at", "updated_at"]
-
-
-@admin.register(AgentApiKey)
-class AgentApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "agent", "key_prefix", "created_at", "last_used_at", "revoked_at"]
-    list_select_related = ["agent"]
-    search_fields = ["name", "agent__name", "key_prefix"]
-    readonly_fields = ["key_prefix", "key_hash", "created_at", "last_used_at"]
-
-    def has_add_permission(self, request):
+    def has_delete_permission(self, request, obj=None):
         return False
-
-
-@admin.register(AgentRuntimeState)
-class AgentRuntimeStateAdmin(MachineOwnedAdmin):
-    list_display = ["agent", "company", "adapter_type", "last_run_status", "updated_at"]
-    list_select_related = ["agent", "company"]
-    search_fields = ["agent__name"]
-
-
-@admin.register(AgentWakeupRequest)
-class AgentWakeupRequestAdmin(MachineOwnedAdmin):
-    list_display = ["requested_at", "agent", "source", "reason", "status", "coalesced_count", "run"]
-    list_filter = ["status", "source", "company"]
-    list_select_related = ["agent", "run"]
-    search_fields = ["id", "agent__name", "reason"]
-    show_full_result_count = False
-
-
-@admin.register(HeartbeatRun)
-class HeartbeatRunAdmin(MachineOwnedAdmin):
-    list_display = [
-        "id",
-        "agent",
-        "status",
-        "error_code",
-        "invocation_source",
-        "process_pid",
-        "process_host",
-        "created_at",
-        "finished_at",
-    ]
-    list_filter = ["status", "error_code", "invocation_source", "process_host", "company"]
-    list_select_related = ["agent"]
-    search_fields = ["id", "agent__name"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
-
-
-@admin.register(HeartbeatRunEvent)
-class HeartbeatRunEventAdmin(MachineOwnedAdmin):
-    list_display = ["run", "seq", "event_type", "level", "message", "created_at"]
-    list_filter = ["event_type", "level"]
-    list_select_related = ["run"]
-    search_fields = ["run__id", "message"]
-    show_full_result_count = False

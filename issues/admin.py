@@ -1,43 +1,325 @@
+"""The operator console for issues: who holds an issue, which runs worked on it, and why it is
+blocked. Runs are heartbeat's; this app reaches them through string model references only."""
+
+from __future__ import annotations
+
+from django.apps import apps
 from django.contrib import admin
+from django.db.models import Exists, OuterRef, Q, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+from django.utils.html import format_html
 
 from issues.models import Issue, IssueComment
+from issues.services import issue_create
+from paperclip.admin import (
+    CompanyScopedAdmin,
+    admin_link,
+    age_of,
+    changelist_link,
+    short_id,
+)
+from paperclip.admin import _as_uuid as as_uuid
+from paperclip.models import ActivityLog
+
+_ACTIVE_RUN_STATUSES = ("queued", "running")
+
+
+def _run_model():
+    return apps.get_model("heartbeat", "HeartbeatRun")
+
+
+def _wakeup_model():
+    return apps.get_model("heartbeat", "AgentWakeupRequest")
+
+
+def issues_stranded_condition() -> Q:
+    """Assigned to an agent, todo or in progress, and no live execution path: no queued or running
+    run and no deferred wake for it (the reconciler's candidates, reference section 5)."""
+    issue_key = Cast(OuterRef("pk"), TextField())
+    live_run = (
+        _run_model()
+        .objects.filter(status__in=_ACTIVE_RUN_STATUSES)
+        .alias(issue_key=KT("context_snapshot__issueId"))
+        .filter(issue_key=issue_key)
+    )
+    deferred_wake = (
+        _wakeup_model()
+        .objects.filter(status="deferred_issue_execution")
+        .alias(issue_key=KT("payload__issueId"))
+        .filter(issue_key=issue_key)
+    )
+    return (
+        Q(assignee_agent__isnull=False, status__in=(Issue.Status.TODO, Issue.Status.IN_PROGRESS))
+        & ~Exists(live_run)
+        & ~Exists(deferred_wake)
+    )
+
+
+def issues_escalated_condition() -> Q:
+    """Blocked with a comment from no author: the reconciler's escalation note."""
+    system_comment = IssueComment.objects.filter(
+        issue=OuterRef("pk"), author_agent__isnull=True, author_user_id__isnull=True
+    )
+    return Q(status=Issue.Status.BLOCKED) & Exists(system_comment)
+
+
+class IssueAttentionFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("stranded", "stranded (assigned, no live run)"),
+            ("escalated", "escalated (blocked with a system comment)"),
+            ("locked", "execution lock held"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "stranded":
+            return queryset.filter(issues_stranded_condition())
+        if self.value() == "escalated":
+            return queryset.filter(issues_escalated_condition())
+        if self.value() == "locked":
+            return queryset.filter(execution_run__isnull=False)
+        return queryset
 
 
 class IssueCommentInline(admin.TabularInline):
     model = IssueComment
     extra = 0
-    fields = ["created_at", "author_agent", "author_user_id", "body"]
-    readonly_fields = ["created_at", "author_agent"]
+    fields = ["created_at", "author", "body", "run"]
+    readonly_fields = fields
+    ordering = ["created_at"]
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        # Comments go through the API's comment service: a comment wakes the assignee.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("author_agent")
+
+    @admin.display(description="author")
+    def author(self, obj: IssueComment) -> str:
+        if obj.author_agent_id:
+            return admin_link(obj.author_agent)
+        return obj.author_user_id or "system"
+
+    @admin.display(description="run")
+    def run(self, obj: IssueComment) -> str:
+        if not obj.created_by_run_id:
+            return "-"
+        return admin_link(
+            None, short_id(obj.created_by_run_id), pk=obj.created_by_run_id, model=_run_model()
+        )
 
 
 @admin.register(Issue)
-class IssueAdmin(admin.ModelAdmin):
+class IssueAdmin(CompanyScopedAdmin):
+    board_may_add = True
+    board_may_change = True
     list_display = [
         "identifier",
         "title",
         "status",
         "priority",
-        "assignee_agent",
-        "execution_run",
+        "assignee",
+        "execution",
+        "lock_age",
         "updated_at",
     ]
-    list_filter = ["status", "priority", "company"]
-    list_select_related = ["company", "assignee_agent"]
-    search_fields = ["identifier", "title", "id"]
-    raw_id_fields = [
-        "assignee_agent",
-        "checkout_run",
-        "execution_run",
-        "parent",
-        "created_by_agent",
-    ]
-    readonly_fields = ["issue_number", "identifier", "created_at", "updated_at"]
+    list_display_links = ["identifier", "title"]
+    list_filter = [IssueAttentionFilter, "status", "priority", "company"]
+    list_select_related = ["company", "assignee_agent", "execution_run"]
+    search_fields = ["identifier", "title"]
+    search_help_text = "Issue id, identifier or title."
+    raw_id_fields = ["assignee_agent", "parent"]
     inlines = [IssueCommentInline]
+    # The run engine and the checkout service own the locks; numbers come from the company.
+    machine_owned_fields = [
+        "id",
+        "links",
+        "issue_number",
+        "identifier",
+        "checkout_run_link",
+        "execution_run_link",
+        "execution_agent_name_key",
+        "execution_locked_at",
+        "started_at",
+        "completed_at",
+        "cancelled_at",
+        "origin_kind",
+        "origin_id",
+        "origin_run_id",
+        "created_by_agent",
+        "created_by_user_id",
+        "request_depth",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "company",
+                    "title",
+                    "description",
+                    "status",
+                    "priority",
+                    "assignee_agent",
+                    "assignee_user_id",
+                    "parent",
+                ]
+            },
+        ),
+        (
+            "Execution",
+            {
+                "fields": [
+                    "links",
+                    "checkout_run_link",
+                    "execution_run_link",
+                    "execution_agent_name_key",
+                    "execution_locked_at",
+                ]
+            },
+        ),
+        (
+            "Record",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "id",
+                    "issue_number",
+                    "identifier",
+                    "started_at",
+                    "completed_at",
+                    "cancelled_at",
+                    "origin_kind",
+                    "origin_id",
+                    "origin_run_id",
+                    "created_by_agent",
+                    "created_by_user_id",
+                    "request_depth",
+                    "created_at",
+                    "updated_at",
+                ],
+            },
+        ),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.machine_owned_fields
+        # Status and assignee changes release locks and wake agents: the issue services do that.
+        return [
+            *self.machine_owned_fields,
+            "company",
+            "status",
+            "assignee_agent",
+            "assignee_user_id",
+        ]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return self.fieldsets[:1]
+        return self.fieldsets
+
+    def get_search_results(self, request, queryset, search_term):
+        as_id = as_uuid(search_term)
+        if as_id is not None:
+            return queryset.filter(pk=as_id), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # The number and identifier come from the company's counter, taken in the service.
+        created = issue_create(
+            company_id=obj.company_id,
+            title=obj.title,
+            description=obj.description,
+            status=obj.status,
+            priority=obj.priority,
+            assignee_agent_id=obj.assignee_agent_id,
+            assignee_user_id=obj.assignee_user_id,
+            parent_id=obj.parent_id,
+            created_by_user_id=str(request.user.pk),
+        )
+        for field in Issue._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(created, field.attname))
+        obj._state = created._state
+
+    @admin.display(description="assignee", ordering="assignee_agent__name")
+    def assignee(self, obj: Issue) -> str:
+        if obj.assignee_agent_id:
+            return admin_link(obj.assignee_agent)
+        return obj.assignee_user_id or "-"
+
+    @admin.display(description="executing run")
+    def execution(self, obj: Issue) -> str:
+        run = obj.execution_run
+        if run is None:
+            return "-"
+        return admin_link(run, f"{short_id(run.pk)} ({run.status})")
+
+    @admin.display(description="locked for", ordering="execution_locked_at")
+    def lock_age(self, obj: Issue) -> str:
+        return age_of(obj.execution_locked_at) if obj.execution_run_id else "-"
+
+    @admin.display(description="checkout run")
+    def checkout_run_link(self, obj: Issue) -> str:
+        return admin_link(obj.checkout_run) if obj.checkout_run_id else "-"
+
+    @admin.display(description="execution run")
+    def execution_run_link(self, obj: Issue) -> str:
+        return admin_link(obj.execution_run) if obj.execution_run_id else "-"
+
+    @admin.display(description="console")
+    def links(self, obj: Issue) -> str:
+        if obj.pk is None:
+            return "-"
+        return format_html(
+            "{} · {} · {}",
+            changelist_link(_run_model(), "runs", q=str(obj.pk)),
+            changelist_link(IssueComment, "comments", issue=obj.pk),
+            changelist_link(ActivityLog, "activity", entity_type="issue", entity_id=obj.pk),
+        )
 
 
 @admin.register(IssueComment)
-class IssueCommentAdmin(admin.ModelAdmin):
-    list_display = ["issue", "author_agent", "author_user_id", "created_at"]
+class IssueCommentAdmin(CompanyScopedAdmin):
+    list_display = ["created_at", "issue_link", "author", "excerpt", "run"]
     list_select_related = ["issue", "author_agent"]
+    list_filter = ["company"]
     search_fields = ["body", "issue__identifier"]
     raw_id_fields = ["issue", "author_agent", "created_by_run"]
+    ordering = ["-created_at"]
+
+    @admin.display(description="issue", ordering="issue__identifier")
+    def issue_link(self, obj: IssueComment) -> str:
+        return admin_link(obj.issue, obj.issue.identifier)
+
+    @admin.display(description="author")
+    def author(self, obj: IssueComment) -> str:
+        if obj.author_agent_id:
+            return admin_link(obj.author_agent)
+        return obj.author_user_id or "system"
+
+    @admin.display(description="comment")
+    def excerpt(self, obj: IssueComment) -> str:
+        return obj.body if len(obj.body) <= 120 else obj.body[:117] + "..."
+
+    @admin.display(description="run")
+    def run(self, obj: IssueComment) -> str:
+        if not obj.created_by_run_id:
+            return "-"
+        return admin_link(
+            None, short_id(obj.created_by_run_id), pk=obj.created_by_run_id, model=_run_model()
+        )

@@ -1,18 +1,306 @@
+"""The operator console's shared pieces (company scoping, the estimating paginator, links) and the
+core app's admin.
+
+A board user who is not an instance admin (superuser) sees and acts on the companies they have a
+membership in, whatever their Django model permissions say: board membership is the role.
+"""
+
+from __future__ import annotations
+
+import uuid
+
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Model, QuerySet
+from django.http import Http404
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership, CompanySkill
 
+# Below this many rows an exact count is cheap enough; above it the planner's estimate is shown.
+_EXACT_COUNT_BELOW = 10_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts an unfiltered big table from PostgreSQL's statistics instead of COUNT(*).
+
+    COUNT(*) over millions of runs or events takes seconds on every list page (healthchecks'
+    admin has the same paginator for its pings); a filtered list still counts exactly.
+    """
+
+    @cached_property
+    def count(self) -> int:
+        query = getattr(self.object_list, "query", None)
+        if query is not None and not query.where:
+            estimate = _table_row_estimate(self.object_list.model._meta.db_table)
+            if estimate >= _EXACT_COUNT_BELOW:
+                return estimate
+        return super().count
+
+
+def _table_row_estimate(table: str) -> int:
+    """The planner's row estimate for a table; -1 when it has never been analysed."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        row = cursor.fetchone()
+    return int(row[0]) if row else -1
+
+
+def board_company_ids(request) -> frozenset[uuid.UUID] | None:
+    """The companies a board user may see; None means every company (an instance admin)."""
+    user = request.user
+    if user.is_active and user.is_superuser:
+        return None
+    cached = getattr(request, "_board_company_ids", None)
+    if cached is None:
+        if not (user.is_active and user.is_staff):
+            cached = frozenset()
+        else:
+            cached = frozenset(
+                CompanyMembership.objects.filter(user_id=user.pk).values_list(
+                    "company_id", flat=True
+                )
+            )
+        request._board_company_ids = cached
+    return cached
+
+
+def admin_link(obj: Model | None, text: str | None = None, *, pk=None, model=None) -> str:
+    """An HTML link to an object's admin change page ("-" when there is none)."""
+    if obj is None and pk is None:
+        return "-"
+    model = model or type(obj)
+    pk = pk if pk is not None else obj.pk
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk])
+    return format_html('<a href="{}">{}</a>', url, text if text is not None else str(obj))
+
+
+def changelist_link(model, text: str, **filters) -> str:
+    """An HTML link to a model's admin list filtered by `filters`."""
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode(filters), text)
+
+
+def short_id(value) -> str:
+    return str(value)[:8] if value else "-"
+
+
+def humanize_seconds(seconds: float | None) -> str:
+    """A compact duration: 45s, 12m, 3h05m, 2d04h."""
+    if seconds is None:
+        return "-"
+    seconds = int(abs(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def age_of(moment) -> str:
+    if moment is None:
+        return "-"
+    return humanize_seconds((timezone.now() - moment).total_seconds())
+
+
+def _object_company_id(obj: Model, company_field: str):
+    value = obj
+    for part in company_field.split("__"):
+        value = getattr(value, part)
+    return value.pk if isinstance(value, Model) else value
+
+
+class ScopedCompanyListFilter(admin.RelatedFieldListFilter):
+    """The company filter lists only the companies the user may see."""
+
+    def field_choices(self, field, request, model_admin):
+        companies = Company.objects.order_by("name")
+        ids = board_company_ids(request)
+        if ids is not None:
+            companies = companies.filter(id__in=ids)
+        return [(c.pk, str(c)) for c in companies]
+
+
+class CompanyScopedAdmin(admin.ModelAdmin):
+    """Filters rows, foreign-key choices and permissions by the user's board memberships.
+
+    `company_field` is the lookup path from the model to its company. Rows outside the user's
+    companies answer 404, exactly like rows that do not exist.
+    """
+
+    company_field = "company"
+    # What a board member (not an instance admin) may do on rows of their own companies.
+    board_may_add = False
+    board_may_change = False
+    board_may_delete = False
+
+    def get_queryset(self, request) -> QuerySet:
+        queryset = super().get_queryset(request)
+        ids = board_company_ids(request)
+        if ids is None:
+            return queryset
+        return queryset.filter(**{f"{self.company_field}__in": ids})
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with id {object_id!r}")
+        return obj
+
+    def _board_allows(self, request, obj, allowed: bool) -> bool:
+        ids = board_company_ids(request)
+        if not allowed or not ids:
+            return False
+        return obj is None or _object_company_id(obj, self.company_field) in ids
+
+    def has_module_permission(self, request) -> bool:
+        if board_company_ids(request) is None:
+            return super().has_module_permission(request)
+        return bool(board_company_ids(request))
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        if board_company_ids(request) is None:
+            return super().has_view_permission(request, obj)
+        return self._board_allows(request, obj, True)
+
+    def has_add_permission(self, request) -> bool:
+        if board_company_ids(request) is None:
+            return super().has_add_permission(request)
+        return self._board_allows(request, None, self.board_may_add)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if board_company_ids(request) is None:
+            return super().has_change_permission(request, obj)
+        return self._board_allows(request, obj, self.board_may_change)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if board_company_ids(request) is None:
+            return super().has_delete_permission(request, obj)
+        return self._board_allows(request, obj, self.board_may_delete)
+
+    def has_operate_permission(self, request) -> bool:
+        """Operator actions (cancel, retry, pause, wake, sweeps): any board member."""
+        ids = board_company_ids(request)
+        return ids is None or bool(ids)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        ids = board_company_ids(request)
+        if ids is not None and "queryset" not in kwargs:
+            related = db_field.related_model
+            if related is Company:
+                kwargs["queryset"] = Company.objects.filter(id__in=ids)
+            elif any(f.name == "company" for f in related._meta.get_fields()):
+                kwargs["queryset"] = related._default_manager.filter(company_id__in=ids)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_list_filter(self, request):
+        return [
+            (name, ScopedCompanyListFilter) if name == self.company_field else name
+            for name in super().get_list_filter(request)
+        ]
+
+
+class MachineOwnedAdmin(CompanyScopedAdmin):
+    """Rows written only by the engine and the sweeps: never added or edited by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class BigTableAdmin(admin.ModelAdmin):
+    """Large, append-mostly tables: estimated counts and no full-table count per page."""
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+
+
+class PrefetchingChangeList(ChangeList):
+    """Lets an admin batch-load what its columns need for one page, in a fixed query count."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        self.model_admin.prefetch_for_page(request, self.result_list)
+
 
 @admin.register(Company)
-class CompanyAdmin(admin.ModelAdmin):
-    list_display = ["name", "issue_prefix", "status", "issue_counter", "created_at"]
+class CompanyAdmin(CompanyScopedAdmin):
+    company_field = "pk"
+    board_may_change = True
+    list_display = [
+        "name",
+        "issue_prefix",
+        "status",
+        "issue_counter",
+        "budget_monthly_cents",
+        "spent_monthly_cents",
+        "created_at",
+    ]
     list_filter = ["status"]
-    search_fields = ["name", "issue_prefix", "id"]
-    readonly_fields = ["issue_counter", "created_at", "updated_at"]
+    search_fields = ["name", "issue_prefix"]
+    readonly_fields = [
+        "id",
+        "links",
+        "issue_counter",
+        "spent_monthly_cents",
+        "paused_at",
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request):
+        queryset = admin.ModelAdmin.get_queryset(self, request)
+        ids = board_company_ids(request)
+        return queryset if ids is None else queryset.filter(pk__in=ids)
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        term = _as_uuid(search_term)
+        if term is not None:
+            queryset = queryset | self.get_queryset(request).filter(pk=term)
+        return queryset, duplicates
+
+    @admin.display(description="console")
+    def links(self, obj: Company) -> str:
+        from django.apps import apps
+
+        agent = apps.get_model("heartbeat", "Agent")
+        run = apps.get_model("heartbeat", "HeartbeatRun")
+        issue = apps.get_model("issues", "Issue")
+        return format_html(
+            "{} · {} · {} · {}",
+            changelist_link(agent, "agents", company__id__exact=obj.pk),
+            changelist_link(issue, "issues", company__id__exact=obj.pk),
+            changelist_link(run, "runs", company__id__exact=obj.pk),
+            changelist_link(ActivityLog, "activity", company__id__exact=obj.pk),
+        )
+
+
+def _as_uuid(term: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(term.strip())
+    except (ValueError, AttributeError):
+        return None
 
 
 @admin.register(CompanyMembership)
-class CompanyMembershipAdmin(admin.ModelAdmin):
+class CompanyMembershipAdmin(CompanyScopedAdmin):
     list_display = ["user", "company", "role", "created_at"]
     list_filter = ["role", "company"]
     list_select_related = ["user", "company"]
@@ -33,23 +321,58 @@ class BoardApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(ActivityLog)
-class ActivityLogAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "company", "actor_type", "actor_id", "action", "entity_type"]
-    list_filter = ["action", "actor_type", "entity_type", "company"]
-    list_select_related = ["company"]
-    search_fields = ["action", "entity_id", "actor_id", "id"]
+class ActivityLogAdmin(BigTableAdmin, MachineOwnedAdmin):
+    list_display = [
+        "created_at",
+        "company",
+        "actor",
+        "action",
+        "entity",
+        "agent_link",
+        "run_link",
+    ]
+    list_filter = ["actor_type", "entity_type", "company"]
+    list_select_related = ["company", "agent"]
+    search_fields = ["action", "entity_id", "actor_id"]
     date_hierarchy = "created_at"
-    show_full_result_count = False
+    readonly_fields = [
+        "id",
+        "company",
+        "actor_type",
+        "actor_id",
+        "action",
+        "entity_type",
+        "entity_id",
+        "agent",
+        "run",
+        "details",
+        "created_at",
+    ]
 
-    def has_add_permission(self, request):
-        return False
+    @admin.display(description="actor")
+    def actor(self, obj: ActivityLog) -> str:
+        return f"{obj.actor_type}:{obj.actor_id}"
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    @admin.display(description="entity")
+    def entity(self, obj: ActivityLog) -> str:
+        return f"{obj.entity_type}:{short_id(obj.entity_id)}"
+
+    @admin.display(description="agent")
+    def agent_link(self, obj: ActivityLog) -> str:
+        return admin_link(obj.agent) if obj.agent_id else "-"
+
+    @admin.display(description="run")
+    def run_link(self, obj: ActivityLog) -> str:
+        if not obj.run_id:
+            return "-"
+        run = ActivityLog._meta.get_field("run").related_model
+        return admin_link(None, short_id(obj.run_id), pk=obj.run_id, model=run)
 
 
 @admin.register(CompanySkill)
-class CompanySkillAdmin(admin.ModelAdmin):
+class CompanySkillAdmin(CompanyScopedAdmin):
+    board_may_add = True
+    board_may_change = True
     list_display = ["key", "name", "company", "trust_level", "updated_at"]
     list_filter = ["trust_level", "company"]
     list_select_related = ["company"]
