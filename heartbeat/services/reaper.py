@@ -1,0 +1,889 @@
+"""reap_orphaned_runs: fail runs whose owner is gone, watch detached processes, retry once.
+
+A running run is orphaned when its owner (the django-q2 worker executing it) is gone: its lease
+expired, or on this host and boot the owner process no longer exists with its recorded start
+time, or no owner was ever recorded. For an orphan on this host the run's own process decides:
+alive with its recorded identity means detached (watched, never killed on first sight), anything
+else means lost. Orphans of other hosts are judged by their lease alone and never signalled.
+
+The work is batched: candidates are locked FOR UPDATE SKIP LOCKED a batch at a time, and each
+batch is written with a fixed number of statements, whatever its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from functools import partial
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KT
+from django.utils import timezone
+
+from heartbeat import process_control
+from heartbeat.conf import HeartbeatConf, heartbeat_conf
+from heartbeat.models import (
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunErrorCode,
+    RunStatus,
+    SweepKind,
+    WakeSource,
+    WakeupStatus,
+)
+from heartbeat.process_control import Liveness, ProcessIdentity
+from heartbeat.services.events import run_event_append
+from heartbeat.services.lifecycle import (
+    agent_finalize_status,
+    agent_name_key,
+    agent_start_next_queued,
+    issue_release_and_promote,
+    runtime_state_record,
+)
+from heartbeat.services.sweeps import (
+    SweepLock,
+    sweep_lock_scope,
+    sweep_record_save,
+    sweep_single_flight,
+)
+from issues.models import Issue
+from paperclip.models import ActivityLog
+
+logger = logging.getLogger(__name__)
+
+PROCESS_LOST_RETRY_REASON = "process_lost"
+PROCESS_LOST_WAKE_REASON = "process_lost_retry"
+_CLOSED_ISSUE_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
+
+
+# --- Decisions (pure) ---------------------------------------------------------------------------
+
+
+class ReapVerdict(StrEnum):
+    DETACHED = "detached"  # first sight of a live process without its owner: mark, keep running
+    WATCHED = "watched"  # already detached, still alive, within its grace: nothing to write
+    LOST = "lost"
+
+
+class LossCause(StrEnum):
+    PROCESS_DEAD = "process_dead"
+    PROCESS_ZOMBIE = "process_zombie"
+    PID_REUSED = "pid_reused"
+    HOST_REBOOTED = "host_rebooted"
+    LEASE_EXPIRED = "lease_expired"  # another host's run: judged by its lease alone
+    NO_PROCESS = "no_process"  # no pid or group was ever recorded
+    DETACHED_EXITED = "detached_exited"
+    DETACHED_SILENT = "detached_silent"
+
+
+_CAUSE_OF_LIVENESS = {
+    Liveness.DEAD: LossCause.PROCESS_DEAD,
+    Liveness.ZOMBIE: LossCause.PROCESS_ZOMBIE,
+    Liveness.REUSED: LossCause.PID_REUSED,
+    Liveness.REBOOTED: LossCause.HOST_REBOOTED,
+    Liveness.OTHER_HOST: LossCause.LEASE_EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class ReapDecision:
+    verdict: ReapVerdict
+    cause: LossCause | None = None
+    # Signal leftovers after commit (only processes whose identity or run marker still match).
+    terminate: bool = False
+    retry: bool = False
+
+
+def reap_decide(
+    *,
+    liveness: Liveness | None,
+    leftovers: bool,
+    detached_at: datetime | None,
+    has_process_record: bool,
+    retries_used: int,
+    retry_limit: int,
+    issue_closed: bool,
+    now: datetime,
+    detached_grace_sec: float,
+) -> ReapDecision:
+    """Judge one orphaned running run.
+
+    liveness is the probe of the run's recorded process (None when none was recorded);
+    leftovers says whether live processes still carry the run's marker on this host.
+    """
+    if liveness is Liveness.ALIVE:
+        if detached_at is None:
+            return ReapDecision(ReapVerdict.DETACHED)
+        if (now - detached_at).total_seconds() < detached_grace_sec:
+            return ReapDecision(ReapVerdict.WATCHED)
+        cause = LossCause.DETACHED_SILENT
+        terminate = True
+    else:
+        cause = LossCause.NO_PROCESS if liveness is None else _CAUSE_OF_LIVENESS[liveness]
+        if detached_at is not None and liveness in (Liveness.DEAD, Liveness.ZOMBIE):
+            cause = LossCause.DETACHED_EXITED
+        # After a reboot or on another host a matching pid or group is not the run's: hands off.
+        terminate = leftovers and liveness not in (Liveness.REBOOTED, Liveness.OTHER_HOST)
+    retry = has_process_record and retries_used < retry_limit and not issue_closed
+    return ReapDecision(ReapVerdict.LOST, cause=cause, terminate=terminate, retry=retry)
+
+
+def reap_message(
+    decision: ReapDecision,
+    *,
+    pid: int | None,
+    pgid: int | None,
+    owner_host: str | None,
+    detached_grace_sec: float,
+) -> str:
+    """The run's error text for a decision (the reference's wording where it had one)."""
+    if decision.verdict is not ReapVerdict.LOST:
+        return (
+            f"Lost in-memory process handle, but child pid {pid} is still alive "
+            f"(its worker is gone); watching it until it exits, terminating it after "
+            f"{_duration(detached_grace_sec)} without reported activity"
+        )
+    cause = decision.cause
+    shown_pid = pid if pid is not None else "unknown"
+    if cause is LossCause.DETACHED_SILENT:
+        base = (
+            f"Process lost -- detached child pid {pid} reported no activity for "
+            f"{_duration(detached_grace_sec)} and was terminated"
+        )
+    elif decision.terminate and pgid is not None:
+        base = (
+            f"Process lost -- parent pid {shown_pid} exited, but descendant process group "
+            f"{pgid} was still alive and was terminated"
+        )
+    elif decision.terminate:
+        base = (
+            f"Process lost -- child pid {shown_pid} exited, but descendant processes of the run "
+            "were still alive and were terminated"
+        )
+    elif cause is LossCause.DETACHED_EXITED:
+        base = f"Process lost -- detached child pid {pid} exited; its exit status cannot be known"
+    elif cause is LossCause.LEASE_EXPIRED:
+        base = (
+            f"Process lost -- the worker on host {owner_host or 'unknown'} stopped renewing its "
+            "lease; its processes were not signalled from this host"
+        )
+    elif pid is not None:
+        base = f"Process lost -- child pid {pid} is no longer running"
+        if cause is LossCause.PROCESS_ZOMBIE:
+            base += " (it exited and was left a zombie)"
+        elif cause is LossCause.PID_REUSED:
+            base += " (the pid now belongs to another process)"
+        elif cause is LossCause.HOST_REBOOTED:
+            base += " (the host rebooted since it started)"
+    elif pgid is not None:
+        base = f"Process lost -- process group {pgid} is no longer running"
+    else:
+        base = "Process lost -- server may have restarted"
+    return base + ("; retrying once" if decision.retry else "")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def retry_context(context: dict | None, *, lost_run_id: uuid.UUID) -> dict:
+    """The retry's context: a copy of the lost run's with the retry markers set.
+
+    retryReason is overwritten as in the reference, but earlier reasons are kept in
+    retryReasons so the reconciler still recognises a retried recovery (reference 9.5: the
+    reaper and the reconciler alternated 433 times because this was lost).
+    """
+    copied = dict(context or {})
+    reasons = list(copied.get("retryReasons") or [])
+    previous = copied.get("retryReason")
+    if isinstance(previous, str) and previous and previous not in reasons:
+        reasons.append(previous)
+    reasons.append(PROCESS_LOST_RETRY_REASON)
+    copied.update(
+        retryOfRunId=str(lost_run_id),
+        wakeReason=PROCESS_LOST_WAKE_REASON,
+        retryReason=PROCESS_LOST_RETRY_REASON,
+        retryReasons=reasons,
+    )
+    return copied
+
+
+# --- Result -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    """reaped/run_ids: runs failed as lost, in processing order; detached runs are not counted.
+
+    sweep_skipped is True when another sweep held the lock and this one did nothing.
+    """
+
+    reaped: int = 0
+    run_ids: list[uuid.UUID] = field(default_factory=list)
+    detached: int = 0
+    detached_run_ids: list[uuid.UUID] = field(default_factory=list)
+    errors: int = 0
+    sweep_skipped: bool = False
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        """The JSON shape (commands' --json, sweep records)."""
+        data = asdict(self)
+        data["run_ids"] = [str(run_id) for run_id in self.run_ids]
+        data["detached_run_ids"] = [str(run_id) for run_id in self.detached_run_ids]
+        return data
+
+
+# --- Selectors ----------------------------------------------------------------------------------
+
+_CANDIDATE_FIELDS = (
+    "id",
+    "company_id",
+    "agent_id",
+    "agent__name",
+    "wakeup_request_id",
+    "status",
+    "context_snapshot",
+    "process_pid",
+    "process_group_id",
+    "process_started_at",
+    "process_host",
+    "process_boot_id",
+    "owner_host",
+    "error_code",
+    "detached_at",
+    "updated_at",
+    "created_at",
+    "process_loss_retry_count",
+    "session_id_before",
+    "session_id_after",
+    "usage_json",
+)
+
+
+def runs_with_dead_local_owner(*, now: datetime, host: str, boot_id: str) -> list[uuid.UUID]:
+    """Running runs whose lease is still valid but whose owner on this host and boot is gone.
+
+    Bounded by this host's concurrent runs (the partial index run_running_owner_idx).
+    """
+    owned = HeartbeatRun.objects.filter(
+        status=RunStatus.RUNNING, owner_host=host, owner_boot_id=boot_id, lease_expires_at__gte=now
+    ).values_list("id", "owner_pid", "owner_started_at")
+    alive: dict[tuple[int, datetime | None], bool] = {}
+    dead = []
+    for run_id, pid, started_at in owned:
+        if pid is None or pid <= 0:
+            dead.append(run_id)
+            continue
+        key = (pid, started_at)
+        if key not in alive:
+            identity = ProcessIdentity(
+                pid=pid, pgid=None, started_at=started_at, host=host, boot_id=boot_id
+            )
+            alive[key] = process_control.probe(identity) is Liveness.ALIVE
+        if not alive[key]:
+            dead.append(run_id)
+    return dead
+
+
+def runs_reap_candidates(
+    *,
+    now: datetime,
+    host: str,
+    boot_id: str,
+    stale_threshold_sec: float,
+    dead_owner_run_ids: Sequence[uuid.UUID] = (),
+) -> QuerySet[HeartbeatRun]:
+    """Running runs whose owner is gone, oldest first; queued runs are never candidates."""
+    owner_gone = (
+        Q(lease_expires_at__isnull=True)
+        | Q(lease_expires_at__lt=now)
+        | Q(owner_host__isnull=True)
+        | (Q(owner_host=host) & ~Q(owner_boot_id=boot_id))
+    )
+    if dead_owner_run_ids:
+        owner_gone |= Q(id__in=list(dead_owner_run_ids))
+    runs = HeartbeatRun.objects.filter(owner_gone, status=RunStatus.RUNNING)
+    if stale_threshold_sec > 0:
+        # A detached run is already known orphaned; its watch must not wait for staleness.
+        runs = runs.filter(
+            Q(updated_at__lte=now - timedelta(seconds=stale_threshold_sec))
+            | Q(error_code=RunErrorCode.PROCESS_DETACHED)
+        )
+    return runs.select_related("agent").only(*_CANDIDATE_FIELDS).order_by("created_at", "id")
+
+
+# --- Service ------------------------------------------------------------------------------------
+
+
+def reap_orphaned_runs(
+    *,
+    stale_threshold_sec: float = 0,
+    now: datetime | None = None,
+    host: str | None = None,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    single_flight: bool = True,
+) -> ReapResult:
+    """Fail orphaned running runs as process_lost (one retry each), mark live ones detached.
+
+    stale_threshold_sec skips runs updated more recently (the periodic sweep passes 300, the
+    start-up sweep 0, the reference's default). dry_run reports what would change and changes
+    nothing. single_flight=False lets concurrent sweeps race (tests of the row-level guards).
+    """
+    conf = heartbeat_conf()
+    host = host or process_control.current_host()
+    if not single_flight:
+        return _reap(conf, stale_threshold_sec, now, host, dry_run, batch_size)
+    with sweep_single_flight(SweepLock.REAP, scope=sweep_lock_scope(host)) as acquired:
+        if not acquired:
+            logger.info("reap sweep skipped: another reap sweep on %s holds the lock", host)
+            return ReapResult(sweep_skipped=True, dry_run=dry_run)
+        return _reap(conf, stale_threshold_sec, now, host, dry_run, batch_size)
+
+
+def _reap(conf, stale_threshold_sec, now, host, dry_run, batch_size) -> ReapResult:
+    started_at = timezone.now()
+    now = now or started_at
+    boot_id = process_control.current_boot_id()
+    sweep = _Sweep(
+        conf=conf, now=now, host=host, boot_id=boot_id, dry_run=dry_run, run_batch=batch_size
+    )
+    error = None
+    try:
+        sweep.run(stale_threshold_sec)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result = sweep.result()
+        if result.reaped or result.detached or result.errors:
+            logger.warning("reaped orphaned heartbeat runs: %s", result.as_dict())
+        if not dry_run:
+            _save_record(SweepKind.REAP, host, started_at, result.as_dict(), error)
+    return result
+
+
+def _save_record(kind: str, host: str, started_at: datetime, result: dict, error) -> None:
+    try:
+        sweep_record_save(
+            kind=kind,
+            host=host,
+            started_at=started_at,
+            finished_at=timezone.now(),
+            result=result,
+            error=error,
+        )
+    except Exception:
+        # The record is for observers; losing one must not fail the sweep that did the work.
+        logger.exception("could not record the %s sweep", kind)
+
+
+@dataclass
+class _Planned:
+    run: HeartbeatRun
+    decision: ReapDecision
+    message: str
+    retry_id: uuid.UUID | None = None
+    retry_wakeup_id: uuid.UUID | None = None
+
+
+@dataclass
+class _Sweep:
+    conf: HeartbeatConf
+    now: datetime
+    host: str
+    boot_id: str
+    dry_run: bool
+    run_batch: int | None
+    lost: list[uuid.UUID] = field(default_factory=list)
+    detached: list[uuid.UUID] = field(default_factory=list)
+    errors: int = 0
+
+    def result(self) -> ReapResult:
+        return ReapResult(
+            reaped=len(self.lost),
+            run_ids=list(self.lost),
+            detached=len(self.detached),
+            detached_run_ids=list(self.detached),
+            errors=self.errors,
+            dry_run=self.dry_run,
+        )
+
+    def run(self, stale_threshold_sec: float) -> None:
+        dead_owners = runs_with_dead_local_owner(now=self.now, host=self.host, boot_id=self.boot_id)
+        candidates = runs_reap_candidates(
+            now=self.now,
+            host=self.host,
+            boot_id=self.boot_id,
+            stale_threshold_sec=stale_threshold_sec,
+            dead_owner_run_ids=dead_owners,
+        )
+        batch_size = self.run_batch or self.conf.sweep_batch_size
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            page = candidates
+            if after is not None:
+                page = page.filter(
+                    Q(created_at__gt=after[0]) | Q(created_at=after[0], id__gt=after[1])
+                )
+            batch_ids = self._run_batch(page, batch_size)
+            if batch_ids is None:
+                return
+            after = batch_ids[-1]
+            if len(batch_ids) < batch_size:
+                return
+
+    def _run_batch(self, page: QuerySet[HeartbeatRun], batch_size: int):
+        """Judge and write one batch; returns its (created_at, id) keys, None when empty."""
+        keys: list[tuple[datetime, uuid.UUID]] = []
+        try:
+            with transaction.atomic():
+                runs = self._lock(page)[:batch_size]
+                runs = list(runs)
+                if not runs:
+                    return None
+                keys = [(run.created_at, run.id) for run in runs]
+                self._judge_and_write(runs)
+            return keys
+        except Exception:
+            if not keys:
+                raise
+            logger.exception("reap batch failed; judging its %d runs one by one", len(keys))
+        # One bad row must not cost the others their recovery (reference 9.9).
+        for _created_at, run_id in keys:
+            self._run_one(page, run_id)
+        return keys
+
+    def _run_one(self, page: QuerySet[HeartbeatRun], run_id: uuid.UUID) -> None:
+        for allow_retry in (True, False):
+            try:
+                with transaction.atomic():
+                    runs = list(self._lock(page.filter(id=run_id)))
+                    self._judge_and_write(runs, allow_retry=allow_retry)
+                return
+            except IntegrityError as exc:
+                # The database refused the retry (another active run holds the issue, or a
+                # retry already exists): fail the run without one rather than leave it running.
+                if allow_retry:
+                    logger.warning("retry of run %s refused (%s); failing it without", run_id, exc)
+                    continue
+                self._record_failure(run_id, exc)
+            except Exception as exc:
+                self._record_failure(run_id, exc)
+            return
+
+    def _lock(self, runs: QuerySet[HeartbeatRun]) -> QuerySet[HeartbeatRun]:
+        if self.dry_run:
+            return runs
+        # Another reaper holding a row is handling it; the engine's CAS from running waits.
+        return runs.select_for_update(skip_locked=True, of=("self",))
+
+    def _record_failure(self, run_id: uuid.UUID, exc: Exception) -> None:
+        self.errors += 1
+        logger.error("reaper could not process run %s: %s", run_id, exc, exc_info=exc)
+        if self.dry_run:
+            return
+        try:
+            run = HeartbeatRun.objects.only("company_id", "agent_id").get(pk=run_id)
+            run_event_append(
+                run_id=run.id,
+                company_id=run.company_id,
+                agent_id=run.agent_id,
+                event_type=HeartbeatRunEvent.EventType.ERROR,
+                level=HeartbeatRunEvent.Level.ERROR,
+                message=f"Reaper could not process this run; the next sweep tries again: {exc}",
+                payload={"exception": type(exc).__name__},
+            )
+        except Exception:
+            logger.exception("could not record the reaper failure on run %s", run_id)
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def _judge_and_write(self, runs: list[HeartbeatRun], *, allow_retry: bool = True) -> None:
+        closed_issues = _closed_issue_ids(runs)
+        markers: frozenset[str] | None = None
+        planned: list[_Planned] = []
+        for run in runs:
+            liveness = self._probe(run)
+            leftovers = False
+            if liveness is not Liveness.ALIVE and self._is_local(run):
+                if markers is None:
+                    markers = process_control.live_markers()
+                leftovers = str(run.id) in markers
+            decision = reap_decide(
+                liveness=liveness,
+                leftovers=leftovers,
+                detached_at=_detached_since(run),
+                has_process_record=run.process_pid is not None or run.process_group_id is not None,
+                retries_used=run.process_loss_retry_count,
+                retry_limit=self.conf.process_loss_retry_limit if allow_retry else 0,
+                issue_closed=_normalised_issue_id(run) in closed_issues,
+                now=self.now,
+                detached_grace_sec=self.conf.detached_grace_sec,
+            )
+            if decision.verdict is ReapVerdict.WATCHED:
+                continue
+            message = reap_message(
+                decision,
+                pid=run.process_pid,
+                pgid=run.process_group_id,
+                owner_host=run.owner_host or run.process_host,
+                detached_grace_sec=self.conf.detached_grace_sec,
+            )
+            planned.append(_Planned(run=run, decision=decision, message=message))
+        detach = [p for p in planned if p.decision.verdict is ReapVerdict.DETACHED]
+        lose = [p for p in planned if p.decision.verdict is ReapVerdict.LOST]
+        if self.dry_run:
+            self.detached.extend(p.run.id for p in detach)
+            self.lost.extend(p.run.id for p in lose)
+            return
+        if detach:
+            self._write_detached(detach)
+        if lose:
+            self._write_lost(lose)
+
+    def _is_local(self, run: HeartbeatRun) -> bool:
+        return (run.process_host or run.owner_host or self.host) == self.host
+
+    def _probe(self, run: HeartbeatRun) -> Liveness | None:
+        process_host = run.process_host or run.owner_host or self.host
+        if run.process_pid is None or run.process_pid <= 0:
+            return Liveness.OTHER_HOST if process_host != self.host else None
+        # A row without host or boot recorded (seeded by hand or an old version) is taken as
+        # local; without a start time only the run marker lets terminate_tree signal it.
+        return process_control.probe(self._identity(run))
+
+    def _identity(self, run: HeartbeatRun) -> ProcessIdentity | None:
+        if run.process_pid is None or run.process_pid <= 0:
+            return None
+        return ProcessIdentity(
+            pid=run.process_pid,
+            pgid=run.process_group_id,
+            started_at=run.process_started_at,
+            host=run.process_host or run.owner_host or self.host,
+            boot_id=run.process_boot_id or self.boot_id,
+        )
+
+    def _write_detached(self, planned: list[_Planned]) -> None:
+        # Other hosts leave the run alone while this host watches it: its lease covers the grace.
+        lease = self.now + timedelta(
+            seconds=self.conf.detached_grace_sec + self.conf.lease_expiry_sec
+        )
+        won = _update_runs_returning_seq(
+            "error_code = %s, error = v.error, detached_at = %s, lease_expires_at = %s, "
+            "updated_at = %s",
+            [RunErrorCode.PROCESS_DETACHED, self.now, lease, self.now],
+            [(p.run.id, p.message) for p in planned],
+            extra_where="AND r.error_code IS DISTINCT FROM 'process_detached'",
+        )
+        planned = [p for p in planned if p.run.id in won]
+        HeartbeatRunEvent.objects.bulk_create(
+            [
+                _event(
+                    p.run,
+                    won[p.run.id],
+                    level=HeartbeatRunEvent.Level.WARN,
+                    message=p.message,
+                    payload=_process_payload(p.run),
+                )
+                for p in planned
+            ]
+        )
+        ActivityLog.objects.bulk_create(
+            [_activity(p, "heartbeat.run_detached", self.host) for p in planned]
+        )
+        self.detached.extend(p.run.id for p in planned)
+
+    def _write_lost(self, planned: list[_Planned]) -> None:
+        won = _update_runs_returning_seq(
+            "status = %s, error_code = %s, error = v.error, finished_at = %s, updated_at = %s",
+            [RunStatus.FAILED, RunErrorCode.PROCESS_LOST, self.now, self.now],
+            [(p.run.id, p.message) for p in planned],
+        )
+        # A run that finished meanwhile is left alone (the CAS from running lost).
+        planned = [p for p in planned if p.run.id in won]
+        if not planned:
+            return
+        for p in planned:
+            p.run.status = RunStatus.FAILED
+        _update_wakeups_failed(
+            [(p.run.wakeup_request_id, p.message) for p in planned if p.run.wakeup_request_id],
+            now=self.now,
+        )
+        retried = [p for p in planned if p.decision.retry]
+        released = [p for p in planned if not p.decision.retry]
+        events = self._insert_retries(retried) if retried else []
+        if released:
+            self._release_issues(released)
+        events.extend(_lost_event(p, won[p.run.id]) for p in planned)
+        HeartbeatRunEvent.objects.bulk_create(events)
+        ActivityLog.objects.bulk_create(
+            [_activity(p, "heartbeat.run_process_lost", self.host) for p in planned]
+        )
+        self._settle_agents(planned)
+        self._terminate_after_commit([p for p in planned if p.decision.terminate])
+        self.lost.extend(p.run.id for p in planned)
+
+    def _insert_retries(self, planned: list[_Planned]) -> list[HeartbeatRunEvent]:
+        """Queue one retry per run, in this transaction; run_one_retry_per_run backs it up."""
+        wakeups, retries, events = [], [], []
+        for p in planned:
+            run = p.run
+            p.retry_id, p.retry_wakeup_id = uuid.uuid4(), uuid.uuid4()
+            payload = {"retryOfRunId": str(run.id)}
+            if run.issue_id:
+                payload["issueId"] = run.issue_id
+            # The wake and the run point at each other; the foreign keys are checked at commit.
+            wakeups.append(
+                AgentWakeupRequest(
+                    id=p.retry_wakeup_id,
+                    company_id=run.company_id,
+                    agent_id=run.agent_id,
+                    source=WakeSource.AUTOMATION,
+                    trigger_detail="system",
+                    reason=PROCESS_LOST_WAKE_REASON,
+                    payload=payload,
+                    status=WakeupStatus.QUEUED,
+                    requested_by_actor_type="system",
+                    run_id=p.retry_id,
+                )
+            )
+            retries.append(
+                HeartbeatRun(
+                    id=p.retry_id,
+                    company_id=run.company_id,
+                    agent_id=run.agent_id,
+                    invocation_source=WakeSource.AUTOMATION,
+                    trigger_detail="system",
+                    status=RunStatus.QUEUED,
+                    wakeup_request_id=p.retry_wakeup_id,
+                    context_snapshot=retry_context(run.context_snapshot, lost_run_id=run.id),
+                    session_id_before=run.session_id_before,
+                    retry_of_run_id=run.id,
+                    process_loss_retry_count=run.process_loss_retry_count + 1,
+                    event_seq=1,
+                )
+            )
+            events.append(
+                HeartbeatRunEvent(
+                    company_id=run.company_id,
+                    run_id=p.retry_id,
+                    agent_id=run.agent_id,
+                    seq=1,
+                    event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+                    level=HeartbeatRunEvent.Level.WARN,
+                    message="Queued automatic retry after orphaned child process was confirmed "
+                    "dead",
+                    payload={"retryOfRunId": str(run.id)},
+                )
+            )
+        AgentWakeupRequest.objects.bulk_create(wakeups)
+        HeartbeatRun.objects.bulk_create(retries)
+        # The issue's execution lock moves to the retry only if it still names the lost run;
+        # checkout_run stays on the lost run (the reference's tests require it).
+        _execute_values(
+            f"UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.retry_id, "
+            "execution_agent_name_key = v.name_key, execution_locked_at = %s, updated_at = %s "
+            "FROM (VALUES {values}) AS v(lost_id, retry_id, name_key) "
+            "WHERE i.execution_run_id = v.lost_id",
+            [self.now, self.now],
+            [(p.run.id, p.retry_id, agent_name_key(p.run.agent.name)) for p in planned],
+            ("uuid", "uuid", "text"),
+        )
+        return events
+
+    def _release_issues(self, planned: list[_Planned]) -> None:
+        """Release the issue locks the lost runs hold; promote deferred wakes where there are."""
+        _execute_values(
+            f"UPDATE {Issue._meta.db_table} AS i SET execution_run_id = NULL, "
+            "execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %s "
+            "FROM (VALUES {values}) AS v(lost_id) WHERE i.execution_run_id = v.lost_id",
+            [self.now],
+            [(p.run.id,) for p in planned],
+            ("uuid",),
+        )
+        by_issue = {p.run.issue_id: p.run for p in planned if p.run.issue_id}
+        if not by_issue:
+            return
+        waiting = set(
+            _wakeups_of_issues(by_issue)
+            .filter(status=WakeupStatus.DEFERRED_ISSUE_EXECUTION)
+            .values_list("issue_key", flat=True)
+            .distinct()
+        )
+        for issue_id in sorted(waiting):
+            issue_release_and_promote(run=by_issue[issue_id], now=self.now)
+
+    def _settle_agents(self, planned: list[_Planned]) -> None:
+        last_of_agent: dict[uuid.UUID, _Planned] = {}
+        for p in planned:
+            last_of_agent[p.run.agent_id] = p
+        for agent_id, p in last_of_agent.items():
+            agent_finalize_status(agent_id=agent_id, outcome=RunStatus.FAILED, now=self.now)
+            runtime_state_record(run=p.run, error=p.message)
+            if any(q.decision.retry for q in planned if q.run.agent_id == agent_id):
+                agent_start_next_queued(agent_id=agent_id)
+
+    def _terminate_after_commit(self, planned: list[_Planned]) -> None:
+        targets = [(self._identity(p.run), str(p.run.id)) for p in planned]
+        if targets:
+            # Kills cannot be rolled back: only once the failure is committed.
+            transaction.on_commit(
+                partial(_terminate_leftovers, targets, self.conf.terminate_grace_sec)
+            )
+
+
+def _terminate_leftovers(targets: list[tuple[ProcessIdentity | None, str]], grace: float) -> None:
+    for identity, marker in targets:
+        try:
+            report = process_control.terminate_tree(identity, marker=marker, grace=grace)
+            if report.survivors:
+                logger.error("run %s: processes %s survived SIGKILL", marker, report.survivors)
+        except Exception:
+            logger.exception("terminating the leftovers of run %s failed", marker)
+
+
+# --- SQL helpers --------------------------------------------------------------------------------
+
+
+def _wakeups_of_issues(issue_ids: Iterable[str]) -> QuerySet[AgentWakeupRequest]:
+    """Wakes whose payload names any of these issues, with the name as issue_key."""
+    return AgentWakeupRequest.objects.annotate(issue_key=KT("payload__issueId")).filter(
+        issue_key__in=list(issue_ids)
+    )
+
+
+def _normalised_issue_id(run: HeartbeatRun) -> str | None:
+    try:
+        return str(uuid.UUID(str(run.issue_id))) if run.issue_id else None
+    except ValueError:
+        return None
+
+
+def _closed_issue_ids(runs: list[HeartbeatRun]) -> set[str]:
+    issue_ids = {_normalised_issue_id(run) for run in runs} - {None}
+    if not issue_ids:
+        return set()
+    closed = Issue.objects.filter(id__in=issue_ids, status__in=_CLOSED_ISSUE_STATUSES)
+    return {str(issue_id) for issue_id in closed.values_list("id", flat=True)}
+
+
+def _detached_since(run: HeartbeatRun) -> datetime | None:
+    if run.error_code != RunErrorCode.PROCESS_DETACHED:
+        return None
+    # Rows marked by the reference (or by hand) carry no detached_at: count from the mark.
+    return run.detached_at or run.updated_at
+
+
+def _execute_values(
+    sql: str, head_params: list, rows: list[tuple], casts: tuple[str, ...]
+) -> list[tuple]:
+    """Run an UPDATE ... FROM (VALUES ...) with one row per item: one statement per batch."""
+    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    values = ", ".join([row_sql] * len(rows))
+    params = [*head_params, *(value for row in rows for value in row)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql.replace("{values}", values), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _update_runs_returning_seq(
+    assignments: str, params: list, rows: list[tuple], *, extra_where: str = ""
+) -> dict[uuid.UUID, int]:
+    """CAS running runs (one statement), allotting each its next event seq; {won id: seq}."""
+    returned = _execute_values(
+        f"UPDATE {HeartbeatRun._meta.db_table} AS r SET {assignments}, "
+        "event_seq = r.event_seq + 1 FROM (VALUES {values}) AS v(id, error) "
+        f"WHERE r.id = v.id AND r.status = 'running' {extra_where} "
+        "RETURNING r.id, r.event_seq",
+        params,
+        rows,
+        ("uuid", "text"),
+    )
+    return {run_id: seq for run_id, seq in returned}
+
+
+def _update_wakeups_failed(rows: list[tuple], *, now: datetime) -> None:
+    if rows:
+        _execute_values(
+            f"UPDATE {AgentWakeupRequest._meta.db_table} AS w SET status = %s, "
+            "finished_at = %s, error = v.error, updated_at = %s "
+            "FROM (VALUES {values}) AS v(id, error) WHERE w.id = v.id",
+            [WakeupStatus.FAILED, now, now],
+            rows,
+            ("uuid", "text"),
+        )
+
+
+def _lost_event(p: _Planned, seq: int) -> HeartbeatRunEvent:
+    payload = _process_payload(p.run)
+    message = p.message
+    if p.decision.terminate:
+        payload["descendantOnlyCleanup"] = True
+    if p.retry_id is not None:
+        payload["retryRunId"] = str(p.retry_id)
+        message = message.removesuffix("; retrying once") + f"; queued retry {p.retry_id}"
+    return _event(p.run, seq, level=HeartbeatRunEvent.Level.ERROR, message=message, payload=payload)
+
+
+def _process_payload(run: HeartbeatRun) -> dict:
+    payload = {}
+    if run.process_pid is not None:
+        payload["processPid"] = run.process_pid
+    if run.process_group_id is not None:
+        payload["processGroupId"] = run.process_group_id
+    return payload
+
+
+def _event(run: HeartbeatRun, seq: int, *, level: str, message: str, payload: dict):
+    return HeartbeatRunEvent(
+        company_id=run.company_id,
+        run_id=run.id,
+        agent_id=run.agent_id,
+        seq=seq,
+        event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+        level=level,
+        message=message,
+        payload=payload,
+    )
+
+
+def _activity(p: _Planned, action: str, host: str) -> ActivityLog:
+    details = {
+        "verdict": p.decision.verdict.value,
+        "error": p.message,
+        "reapedBy": host,
+        **_process_payload(p.run),
+    }
+    if p.decision.cause is not None:
+        details["cause"] = p.decision.cause.value
+        details["errorCode"] = RunErrorCode.PROCESS_LOST.value
+    else:
+        details["errorCode"] = RunErrorCode.PROCESS_DETACHED.value
+    if p.run.issue_id:
+        details["issueId"] = p.run.issue_id
+    if p.decision.terminate:
+        details["descendantsTerminated"] = True
+    if p.retry_id:
+        details["retryRunId"] = str(p.retry_id)
+    return ActivityLog(
+        company_id=p.run.company_id,
+        actor_type=ActivityLog.ActorType.SYSTEM,
+        actor_id="reaper",
+        action=action,
+        entity_type="heartbeat_run",
+        entity_id=str(p.run.id),
+        agent_id=p.run.agent_id,
+        run_id=p.run.id,
+        details=details,
+    )
