@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from issues.models import Issue, IssueComment
+from issues.signals import assignee_wake_requested
 from paperclip.models import Company
+from paperclip.services import activity_log_record
 
 
 def _next_issue_number(company_id: uuid.UUID | str) -> tuple[int, str]:
@@ -40,10 +45,15 @@ def issue_create(
     parent_id: uuid.UUID | str | None = None,
     created_by_agent_id: uuid.UUID | str | None = None,
     created_by_user_id: str | None = None,
+    wake_assignee: bool = False,
+    actor_type: str = "system",
+    actor_id: str = "system",
 ) -> Issue:
+    """A new issue with the company's next number. With `wake_assignee` (the API, the admin), an
+    agent assignee is woken after commit unless the issue is in backlog (reference 2.2)."""
     with transaction.atomic():
         number, prefix = _next_issue_number(company_id)
-        return Issue.objects.create(
+        issue = Issue.objects.create(
             company_id=company_id,
             title=title,
             description=description,
@@ -57,6 +67,25 @@ def issue_create(
             issue_number=number,
             identifier=f"{prefix}-{number}",
         )
+        activity_log_record(
+            company_id=company_id,
+            action="issue.created",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=created_by_agent_id,
+            details={"identifier": issue.identifier, "title": title},
+        )
+        if wake_assignee and status not in (Issue.Status.BACKLOG, *_CLOSED_STATUSES):
+            _request_assignee_wake(
+                issue=issue,
+                reason="issue_assigned",
+                payload={"mutation": "create"},
+                actor_type=actor_type,
+                actor_id=actor_id,
+            )
+        return issue
 
 
 def issue_comment_create(
@@ -78,4 +107,554 @@ def issue_comment_create(
             created_by_run_id=created_by_run_id,
         )
         Issue.objects.filter(pk=issue.pk).update(updated_at=comment.created_at)
+    return comment
+
+
+# Updates, checkout and release. The lock semantics follow the reference (sections 1.7 and 7):
+# a status other than in_progress, or a new assignee, releases the issue's run locks; an agent
+# working on its own in_progress issue must do so from the run that checked it out (or adopt that
+# run's lock once the run has ended), so two runs never interleave writes on one issue.
+
+_ACTIVE_RUN_STATUSES = ("queued", "running")
+_CLOSED_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
+_LOCK_FIELDS = ("checkout_run", "execution_run", "execution_agent_name_key", "execution_locked_at")
+UPDATABLE_FIELDS = frozenset(
+    {
+        "title",
+        "description",
+        "status",
+        "priority",
+        "assignee_agent_id",
+        "assignee_user_id",
+        "parent_id",
+    }
+)
+
+
+class IssueError(Exception):
+    """Base of the issue domain errors; `details` says what the caller needs to act."""
+
+    def __init__(self, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class IssueInvalidInput(IssueError):
+    """An argument names something that does not exist in the issue's company."""
+
+
+class IssueTransitionInvalid(IssueError):
+    """The requested state is impossible (two assignees, in_progress without one)."""
+
+
+class IssueConflict(IssueError):
+    """The issue is held by another agent or run."""
+
+
+@dataclass(frozen=True)
+class IssueUpdateResult:
+    issue: Issue
+    comment: IssueComment | None
+    changed_fields: tuple[str, ...]
+
+
+def _run_model():
+    return Issue._meta.get_field("checkout_run").related_model
+
+
+def _agent_model():
+    return Issue._meta.get_field("assignee_agent").related_model
+
+
+def _request_assignee_wake(
+    *,
+    issue: Issue,
+    reason: str,
+    source: str = "assignment",
+    payload: dict | None = None,
+    actor_type: str,
+    actor_id: str,
+) -> None:
+    """Ask (after commit) for the issue's assignee agent to be woken; heartbeat does the waking."""
+    if issue.assignee_agent_id is None:
+        return
+    signal_kwargs = {
+        "issue_id": issue.id,
+        "company_id": issue.company_id,
+        "agent_id": issue.assignee_agent_id,
+        "source": source,
+        "reason": reason,
+        "payload": {"issueId": str(issue.id), **(payload or {})},
+        "requested_by_actor_type": actor_type,
+        "requested_by_actor_id": actor_id,
+    }
+    transaction.on_commit(
+        lambda: assignee_wake_requested.send_robust(sender=Issue, **signal_kwargs)
+    )
+
+
+def _agent_name_key(agent_id) -> str | None:
+    name = _agent_model().objects.filter(pk=agent_id).values_list("name", flat=True).first()
+    return name.strip().lower() if name is not None else None
+
+
+def _check_agent_in_company(agent_id, company_id, field: str) -> None:
+    if not _agent_model().objects.filter(pk=agent_id, company_id=company_id).exists():
+        raise IssueInvalidInput(
+            f"{field}: no such agent in this company", {field: ["No such agent in this company."]}
+        )
+
+
+def _check_assignment(issue: Issue) -> None:
+    if issue.assignee_agent_id is not None and issue.assignee_user_id is not None:
+        raise IssueTransitionInvalid(
+            "Issue can only have one assignee",
+            {
+                "assigneeAgentId": str(issue.assignee_agent_id),
+                "assigneeUserId": issue.assignee_user_id,
+            },
+        )
+    if (
+        issue.status == Issue.Status.IN_PROGRESS
+        and issue.assignee_agent_id is None
+        and issue.assignee_user_id is None
+    ):
+        raise IssueTransitionInvalid(
+            "An in_progress issue needs an assignee", {"status": issue.status}
+        )
+
+
+def _has_locks(issue: Issue) -> bool:
+    return bool(
+        issue.checkout_run_id
+        or issue.execution_run_id
+        or issue.execution_agent_name_key
+        or issue.execution_locked_at
+    )
+
+
+def _clear_locks(issue: Issue) -> None:
+    issue.checkout_run = None
+    issue.execution_run = None
+    issue.execution_agent_name_key = None
+    issue.execution_locked_at = None
+
+
+def _run_is_active(run_id) -> bool:
+    if run_id is None:
+        return False
+    return _run_model().objects.filter(pk=run_id, status__in=_ACTIVE_RUN_STATUSES).exists()
+
+
+def _assert_run_ownership(
+    issue: Issue, *, actor_agent_id, actor_run_id, adopt: bool = True
+) -> list[str]:
+    """An agent writing to its own in_progress issue must hold the checkout with its run.
+
+    A checkout held by a run that has ended is adopted (the reference only does this for
+    in_progress issues; a crashed run must not lock its agent out of the issue forever).
+    Returns the fields it changed.
+    """
+    if (
+        actor_agent_id is None
+        or issue.status != Issue.Status.IN_PROGRESS
+        or issue.assignee_agent_id != actor_agent_id
+    ):
+        return []
+    if actor_run_id is None:
+        raise IssueConflict(
+            "Agent run id required to write to an in_progress issue (X-Paperclip-Run-Id)",
+            _conflict_details(issue),
+        )
+    if issue.checkout_run_id == actor_run_id:
+        return []
+    if issue.checkout_run_id is None or not _run_is_active(issue.checkout_run_id):
+        if adopt:
+            issue.checkout_run_id = actor_run_id
+            return ["checkout_run"]
+        return []
+    raise IssueConflict("Issue run ownership conflict", _conflict_details(issue))
+
+
+def _conflict_details(issue: Issue) -> dict:
+    """Who holds the issue and whether the holding runs are still alive (queued or running)."""
+    run_ids = [rid for rid in (issue.checkout_run_id, issue.execution_run_id) if rid is not None]
+    statuses = dict(_run_model().objects.filter(pk__in=run_ids).values_list("id", "status"))
+
+    def run_state(run_id) -> dict:
+        run_status = statuses.get(run_id)
+        return {"status": run_status, "active": run_status in _ACTIVE_RUN_STATUSES}
+
+    checkout = run_state(issue.checkout_run_id)
+    execution = run_state(issue.execution_run_id)
+    return {
+        "issueId": str(issue.id),
+        "status": issue.status,
+        "assigneeAgentId": str(issue.assignee_agent_id) if issue.assignee_agent_id else None,
+        "assigneeUserId": issue.assignee_user_id,
+        "checkoutRunId": str(issue.checkout_run_id) if issue.checkout_run_id else None,
+        "checkoutRunStatus": checkout["status"],
+        "checkoutRunActive": checkout["active"],
+        "executionRunId": str(issue.execution_run_id) if issue.execution_run_id else None,
+        "executionRunStatus": execution["status"],
+        "executionRunActive": execution["active"],
+    }
+
+
+def _apply_status_timestamps(issue: Issue, now) -> None:
+    if issue.status == Issue.Status.IN_PROGRESS and issue.started_at is None:
+        issue.started_at = now
+    issue.completed_at = (issue.completed_at or now) if issue.status == Issue.Status.DONE else None
+    issue.cancelled_at = (
+        (issue.cancelled_at or now) if issue.status == Issue.Status.CANCELLED else None
+    )
+
+
+def issue_update(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    changes: dict[str, Any],
+    comment_body: str | None = None,
+    actor_type: str = "system",
+    actor_id: str = "system",
+    actor_agent_id: uuid.UUID | str | None = None,
+    actor_run_id: uuid.UUID | str | None = None,
+) -> IssueUpdateResult:
+    """Apply `changes` (keys from UPDATABLE_FIELDS) and optionally post a comment, atomically.
+
+    Side effects (reference 1.7): leaving in_progress or changing the assignee releases the run
+    locks; started/completed/cancelled timestamps follow the status; a new agent assignee (or an
+    issue leaving backlog) wakes the assignee after commit.
+    """
+    unknown = set(changes) - UPDATABLE_FIELDS
+    if unknown:
+        raise IssueInvalidInput(f"Unknown issue fields: {sorted(unknown)}")
+    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
+    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+        if issue is None:
+            raise Issue.DoesNotExist("Issue not found")
+        before = {field: getattr(issue, field) for field in UPDATABLE_FIELDS}
+        changed = _assert_run_ownership(
+            issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
+        )
+        if changes.get("assignee_agent_id") is not None:
+            _check_agent_in_company(
+                changes["assignee_agent_id"], issue.company_id, "assigneeAgentId"
+            )
+        if changes.get("parent_id") is not None:
+            _check_parent(issue, changes["parent_id"])
+        for field, value in changes.items():
+            setattr(issue, field, value)
+        _check_assignment(issue)
+        changed += [f for f in UPDATABLE_FIELDS if getattr(issue, f) != before[f]]
+        assignee_changed = (
+            issue.assignee_agent_id != before["assignee_agent_id"]
+            or issue.assignee_user_id != before["assignee_user_id"]
+        )
+        if (assignee_changed or issue.status != Issue.Status.IN_PROGRESS) and _has_locks(issue):
+            _clear_locks(issue)
+            changed += list(_LOCK_FIELDS)
+        now = timezone.now()
+        _apply_status_timestamps(issue, now)
+        issue.updated_at = now
+        issue.save()
+        comment = None
+        if comment_body is not None:
+            comment = IssueComment.objects.create(
+                company_id=issue.company_id,
+                issue=issue,
+                body=comment_body,
+                author_agent_id=actor_agent_id,
+                author_user_id=actor_id if actor_type == "user" else None,
+                created_by_run_id=actor_run_id,
+            )
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.updated",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=actor_agent_id,
+            run_id=actor_run_id,
+            details={
+                "identifier": issue.identifier,
+                "changes": sorted(set(changed)),
+                "status": issue.status,
+                "previousStatus": before["status"],
+                "commentId": str(comment.id) if comment else None,
+            },
+        )
+        left_backlog = before["status"] == Issue.Status.BACKLOG != issue.status
+        wakes_assignee = (
+            issue.assignee_agent_id is not None
+            and issue.status not in (Issue.Status.BACKLOG, *_CLOSED_STATUSES)
+            and (issue.assignee_agent_id != before["assignee_agent_id"] or left_backlog)
+        )
+        if wakes_assignee:
+            _request_assignee_wake(
+                issue=issue,
+                reason="issue_assigned",
+                payload={"mutation": "update"},
+                actor_type=actor_type,
+                actor_id=actor_id,
+            )
+    return IssueUpdateResult(
+        issue=issue, comment=comment, changed_fields=tuple(sorted(set(changed)))
+    )
+
+
+def _check_parent(issue: Issue, parent_id) -> None:
+    """The parent must be another issue of the company, and not one of the issue's descendants."""
+    if str(parent_id) == str(issue.id):
+        raise IssueInvalidInput(
+            "parentId: an issue cannot be its own parent",
+            {"parentId": ["Cannot be the issue itself."]},
+        )
+    ancestor_id = parent_id
+    for _ in range(100):
+        row = Issue.objects.filter(pk=ancestor_id, company_id=issue.company_id).values_list(
+            "parent_id", flat=True
+        )
+        if not row:
+            raise IssueInvalidInput(
+                "parentId: no such issue in this company",
+                {"parentId": ["No such issue in this company."]},
+            )
+        ancestor_id = row[0]
+        if ancestor_id is None:
+            return
+        if str(ancestor_id) == str(issue.id):
+            raise IssueTransitionInvalid(
+                "parentId would create a cycle", {"parentId": str(parent_id)}
+            )
+    raise IssueTransitionInvalid("parentId: issue hierarchy too deep", {"parentId": str(parent_id)})
+
+
+def issue_checkout(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    agent_id: uuid.UUID | str,
+    run_id: uuid.UUID | str | None,
+    expected_statuses: list[str],
+    actor_type: str = "system",
+    actor_id: str = "system",
+) -> Issue:
+    """Give the issue to `agent_id` (and lock it to `run_id`): in_progress, assigned, checked out.
+
+    Succeeds when the status is expected, the issue is unassigned or already the agent's, and no
+    other live run holds it. Checking out again with the same run is a no-op. Locks of runs that
+    have ended are cleared first, so a crashed run never holds an issue (reference 7, and 9.8).
+    Raises IssueConflict with who holds it otherwise.
+    """
+    agent_id = uuid.UUID(str(agent_id))
+    run_id = uuid.UUID(str(run_id)) if run_id else None
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+        if issue is None:
+            raise Issue.DoesNotExist("Issue not found")
+        _check_agent_in_company(agent_id, issue.company_id, "agentId")
+        if issue.execution_run_id is not None and not _run_is_active(issue.execution_run_id):
+            issue.execution_run = None
+            issue.execution_agent_name_key = None
+            issue.execution_locked_at = None
+        same_agent = issue.assignee_agent_id == agent_id
+        if (
+            same_agent
+            and issue.status == Issue.Status.IN_PROGRESS
+            and issue.checkout_run_id == run_id
+            and issue.execution_run_id in (None, run_id)
+        ):
+            issue.save()
+            return issue
+        checkout_free = issue.checkout_run_id in (None, run_id) or (
+            same_agent and not _run_is_active(issue.checkout_run_id)
+        )
+        if not (
+            issue.status in expected_statuses
+            and issue.assignee_agent_id in (None, agent_id)
+            and checkout_free
+            and issue.execution_run_id in (None, run_id)
+        ) and not (
+            same_agent
+            and issue.status == Issue.Status.IN_PROGRESS
+            and checkout_free
+            and issue.execution_run_id in (None, run_id)
+        ):
+            raise IssueConflict("Issue checkout conflict", _conflict_details(issue))
+        now = timezone.now()
+        previous_status = issue.status
+        issue.assignee_agent_id = agent_id
+        issue.assignee_user_id = None
+        issue.status = Issue.Status.IN_PROGRESS
+        issue.checkout_run_id = run_id
+        if run_id is not None:
+            issue.execution_run_id = run_id
+            issue.execution_agent_name_key = _agent_name_key(agent_id)
+            issue.execution_locked_at = now
+        _apply_status_timestamps(issue, now)
+        issue.updated_at = now
+        issue.save()
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.checked_out",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            details={"identifier": issue.identifier, "previousStatus": previous_status},
+        )
+        if run_id is None:
+            # A board member handing the issue to an agent: the agent should start on it.
+            _request_assignee_wake(
+                issue=issue,
+                reason="issue_checked_out",
+                actor_type=actor_type,
+                actor_id=actor_id,
+            )
+    return issue
+
+
+def issue_release(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    actor_type: str = "system",
+    actor_id: str = "system",
+    actor_agent_id: uuid.UUID | str | None = None,
+    actor_run_id: uuid.UUID | str | None = None,
+) -> Issue:
+    """Give the issue back: todo, unassigned, not checked out.
+
+    The execution lock stays with its run (as in the reference): that run may still be working
+    and releases it when it finishes, so a new run cannot start on the issue beside it.
+    """
+    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
+    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+        if issue is None:
+            raise Issue.DoesNotExist("Issue not found")
+        _assert_run_ownership(
+            issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id, adopt=False
+        )
+        previous_status = issue.status
+        issue.status = Issue.Status.TODO
+        issue.assignee_agent = None
+        issue.assignee_user_id = None
+        issue.checkout_run = None
+        _apply_status_timestamps(issue, timezone.now())
+        issue.save()
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.released",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=actor_agent_id,
+            run_id=actor_run_id,
+            details={"identifier": issue.identifier, "previousStatus": previous_status},
+        )
+    return issue
+
+
+def issue_delete(
+    *, issue_id: uuid.UUID | str, company_id: uuid.UUID | str, actor_type: str, actor_id: str
+) -> None:
+    """Delete an issue and its comments; refused while a run is executing it."""
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+        if issue is None:
+            raise Issue.DoesNotExist("Issue not found")
+        if _run_is_active(issue.execution_run_id):
+            raise IssueConflict(
+                "Issue has an active run; cancel the run first", _conflict_details(issue)
+            )
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.deleted",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            details={"identifier": issue.identifier, "title": issue.title},
+        )
+        issue.delete()
+
+
+def issue_comment_post(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    body: str,
+    reopen: bool = False,
+    actor_type: str = "system",
+    actor_id: str = "system",
+    actor_agent_id: uuid.UUID | str | None = None,
+    actor_run_id: uuid.UUID | str | None = None,
+) -> IssueComment:
+    """A comment from a person or an agent (the API's POST comments).
+
+    An agent commenting on its own in_progress issue must hold it with its run. A comment from
+    anyone but the assignee wakes the assignee with the comment (reference comment wakes);
+    `reopen` moves a done or cancelled issue back to todo first.
+    """
+    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
+    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+        if issue is None:
+            raise Issue.DoesNotExist("Issue not found")
+        changed = _assert_run_ownership(
+            issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
+        )
+        reopened = reopen and issue.status in _CLOSED_STATUSES
+        if reopened:
+            issue.status = Issue.Status.TODO
+            _clear_locks(issue)
+            _apply_status_timestamps(issue, timezone.now())
+        if changed or reopened:
+            issue.save()
+        comment = issue_comment_create(
+            issue=issue,
+            body=body,
+            author_agent_id=actor_agent_id,
+            author_user_id=actor_id if actor_type == "user" else None,
+            created_by_run_id=actor_run_id,
+        )
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.comment_added",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=actor_agent_id,
+            run_id=actor_run_id,
+            details={
+                "identifier": issue.identifier,
+                "commentId": str(comment.id),
+                "reopened": reopened,
+            },
+        )
+        if (
+            issue.assignee_agent_id is not None
+            and issue.assignee_agent_id != actor_agent_id
+            and issue.status not in _CLOSED_STATUSES
+        ):
+            _request_assignee_wake(
+                issue=issue,
+                reason="issue_reopened_via_comment" if reopened else "issue_commented",
+                source="automation",
+                payload={"commentId": str(comment.id), "wakeCommentId": str(comment.id)},
+                actor_type=actor_type,
+                actor_id=actor_id,
+            )
     return comment

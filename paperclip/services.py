@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from paperclip.models import ActivityLog, Company
+from paperclip.models import ActivityLog, Company, CompanyMembership
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
 
@@ -56,7 +57,9 @@ def company_create(
     issue_prefix: str,
     description: str | None = None,
     require_board_approval_for_new_agents: bool = True,
+    creator_user_id: int | None = None,
 ) -> Company:
+    """A new company; its creator (when given) becomes the board's owner."""
     with transaction.atomic():
         company = Company.objects.create(
             name=name,
@@ -70,5 +73,36 @@ def company_create(
             entity_type="company",
             entity_id=company.id,
             details={"name": name, "issuePrefix": company.issue_prefix},
+        )
+        if creator_user_id is not None:
+            CompanyMembership.objects.create(
+                company=company, user_id=creator_user_id, role=CompanyMembership.Role.OWNER
+            )
+    return company
+
+
+def company_update(
+    *, company: Company, changes: dict[str, Any], actor_type: str, actor_id: str
+) -> Company:
+    """Change a company's editable fields (keys are model field names); pausing stamps
+    paused_at, and leaving paused clears it with the reason."""
+    with transaction.atomic():
+        company = Company.objects.select_for_update().get(pk=company.pk)
+        for field, value in changes.items():
+            setattr(company, field, value)
+        if changes.get("status") == Company.Status.PAUSED and company.paused_at is None:
+            company.paused_at = timezone.now()
+        elif "status" in changes and changes["status"] != Company.Status.PAUSED:
+            company.paused_at = None
+            company.pause_reason = None
+        company.save()
+        activity_log_record(
+            company_id=company.id,
+            action="company.updated",
+            entity_type="company",
+            entity_id=company.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            details={"changes": sorted(changes)},
         )
     return company

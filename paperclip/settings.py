@@ -105,6 +105,10 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# Points a process at another database on the same server; the engine's tests start a django-q2
+# cluster this way on their private test database.
+if os.environ.get("PAPERCLIP_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["PAPERCLIP_DB_NAME"]
 # Several test runs may share one server (developers running suites side by side).
 if os.environ.get("PAPERCLIP_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["PAPERCLIP_TEST_DB_NAME"]}
@@ -134,14 +138,41 @@ PAPERCLIP_TELEMETRY_CLIENT = os.environ.get(
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "paperclip.rest.ArrayCursorPagination",
     "PAGE_SIZE": 50,
+    # Bearer first: its WWW-Authenticate header makes a missing credential a 401, not a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "paperclip.authentication.BearerAuthentication",
+        "paperclip.authentication.BoardSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["paperclip.permissions.IsActor"],
+    "DEFAULT_PARSER_CLASSES": ["paperclip.rest.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "paperclip.api.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Paperclip heartbeat control plane API",
+    "DESCRIPTION": (
+        "The board's API and the agents' heartbeat protocol. Board users authenticate with the "
+        "admin session (plus CSRF token) or a personal token (`Authorization: Bearer pcbt_...`); "
+        "agents with an API key or the run credential injected as PAPERCLIP_API_KEY. Every object "
+        "belongs to a company; objects of companies the caller cannot see answer 404."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "IssueStatusEnum": "issues.models.IssueStatus",
+        "IssuePriorityEnum": "issues.models.IssuePriority",
+        "AgentStatusEnum": "heartbeat.models.AgentStatus",
+        "AgentRoleEnum": "heartbeat.models.AgentRole",
+        "RunStatusEnum": "heartbeat.models.RunStatus",
+        "WakeSourceEnum": "heartbeat.models.WakeSource",
+        "WakeupStatusEnum": "heartbeat.models.WakeupStatus",
+        "CompanyStatusEnum": "paperclip.models.Company.Status",
+    },
 }
 
 Q_CLUSTER = {

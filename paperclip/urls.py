@@ -1,6 +1,124 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from heartbeat import api as heartbeat_api
+from issues import api as issues_api
+from paperclip import api as core_api
+
+handler404 = "paperclip.api.json_not_found"
+handler500 = "paperclip.api.json_server_error"
+
+api_patterns = [
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/health", heartbeat_api.HealthView.as_view(), name="api-health"),
+    # Companies
+    path("api/companies", core_api.CompanyListCreateView.as_view(), name="companies"),
+    path(
+        "api/companies/<uuid:company_id>",
+        core_api.CompanyDetailView.as_view(),
+        name="company-detail",
+    ),
+    path(
+        "api/companies/<uuid:company_id>/activity",
+        core_api.CompanyActivityView.as_view(),
+        name="company-activity",
+    ),
+    path(
+        "api/companies/<uuid:company_id>/agents",
+        heartbeat_api.CompanyAgentsView.as_view(),
+        name="company-agents",
+    ),
+    path(
+        "api/companies/<uuid:company_id>/issues",
+        issues_api.CompanyIssuesView.as_view(),
+        name="company-issues",
+    ),
+    path(
+        "api/companies/<uuid:company_id>/heartbeat-runs",
+        heartbeat_api.CompanyRunsView.as_view(),
+        name="company-runs",
+    ),
+    path(
+        "api/companies/<uuid:company_id>/live-runs",
+        heartbeat_api.CompanyLiveRunsView.as_view(),
+        name="company-live-runs",
+    ),
+    # Board tokens
+    path("api/board/tokens", core_api.BoardTokenListCreateView.as_view(), name="board-tokens"),
+    path(
+        "api/board/tokens/<uuid:token_id>",
+        core_api.BoardTokenRevokeView.as_view(),
+        name="board-token-detail",
+    ),
+    # Agents
+    path("api/agents/me", heartbeat_api.AgentMeView.as_view(), name="agent-me"),
+    path("api/agents/me/inbox-lite", heartbeat_api.AgentInboxView.as_view(), name="agent-inbox"),
+    path("api/agents/<uuid:agent_id>", heartbeat_api.AgentDetailView.as_view(), name="agent"),
+    path(
+        "api/agents/<uuid:agent_id>/runtime-state",
+        heartbeat_api.AgentRuntimeStateView.as_view(),
+        name="agent-runtime-state",
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/keys", heartbeat_api.AgentKeysView.as_view(), name="agent-keys"
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/keys/<uuid:key_id>",
+        heartbeat_api.AgentKeyRevokeView.as_view(),
+        name="agent-key",
+    ),
+    # Heartbeat runs
+    path("api/heartbeat-runs/<uuid:run_id>", heartbeat_api.RunDetailView.as_view(), name="run"),
+    path(
+        "api/heartbeat-runs/<uuid:run_id>/events",
+        heartbeat_api.RunEventsView.as_view(),
+        name="run-events",
+    ),
+    # Issues
+    path("api/issues/<str:issue_ref>", issues_api.IssueDetailView.as_view(), name="issue"),
+    path(
+        "api/issues/<str:issue_ref>/checkout",
+        issues_api.IssueCheckoutView.as_view(),
+        name="issue-checkout",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/release",
+        issues_api.IssueReleaseView.as_view(),
+        name="issue-release",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/comments",
+        issues_api.IssueCommentsView.as_view(),
+        name="issue-comments",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/comments/<uuid:comment_id>",
+        issues_api.IssueCommentDetailView.as_view(),
+        name="issue-comment",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/heartbeat-context",
+        issues_api.IssueHeartbeatContextView.as_view(),
+        name="issue-heartbeat-context",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/active-run",
+        heartbeat_api.IssueActiveRunView.as_view(),
+        name="issue-active-run",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/live-runs",
+        heartbeat_api.IssueLiveRunsView.as_view(),
+        name="issue-live-runs",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/runs", heartbeat_api.IssueRunsView.as_view(), name="issue-runs"
+    ),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    *api_patterns,
 ]

@@ -1,0 +1,411 @@
+"""Agent, heartbeat-run and recovery routes (reference section 7, routes/agents.js), under /api/."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import DatabaseError, connection
+from django.db.models import Case, IntegerField, Value, When
+from django.utils import timezone
+from django_q.models import OrmQ, Schedule
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from heartbeat import serializers as hb_serializers
+from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
+    Agent,
+    AgentApiKey,
+    AgentRuntimeState,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunStatus,
+)
+from heartbeat.services import runs_of_issue
+from heartbeat.services.agents import (
+    AgentInvalidInput,
+    AgentStateConflict,
+    agent_create,
+    agent_key_create,
+    agent_key_revoke,
+    agent_update,
+)
+from heartbeat.services.sweeps import sweeps_latest
+from issues.api import issue_for_request
+from issues.models import Issue
+from paperclip.api import (
+    ApiGenericView,
+    ApiView,
+    cursor_pagination,
+    documented,
+    get_scoped_or_404,
+    json_body,
+    query_params,
+    register_domain_errors,
+)
+from paperclip.models import Company
+from paperclip.permissions import IsAgent, IsBoard, request_actor
+
+register_domain_errors({AgentInvalidInput: 400, AgentStateConflict: 409})
+
+# What an agent's inbox shows: open work, the issue it is on first, then by priority.
+INBOX_STATUSES = (Issue.Status.IN_PROGRESS, Issue.Status.TODO, Issue.Status.BLOCKED)
+INBOX_LIMIT = 100
+_PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def agent_for_request(request, agent_id) -> Agent:
+    return get_scoped_or_404(Agent.objects.all(), request, id=agent_id)
+
+
+def run_for_request(request, run_id) -> HeartbeatRun:
+    return get_scoped_or_404(HeartbeatRun.objects.all(), request, id=run_id)
+
+
+def _board_only(request) -> None:
+    if not request_actor(request).is_board:
+        raise exceptions.PermissionDenied("Board access required")
+
+
+# Agents
+
+
+class CompanyAgentsView(ApiGenericView):
+    queryset = Agent.objects.none()
+    serializer_class = hb_serializers.AgentSerializer
+    pagination_class = cursor_pagination("created_at")
+
+    @documented(responses={200: hb_serializers.AgentSerializer(many=True)})
+    def get(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        page = self.paginate_queryset(Agent.objects.filter(company=company))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @documented(
+        request=hb_serializers.AgentWriteSerializer,
+        responses={201: hb_serializers.AgentSerializer},
+    )
+    def post(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        _board_only(request)
+        data = dict(json_body(hb_serializers.AgentWriteSerializer, request))
+        actor = request_actor(request)
+        agent = agent_create(
+            company_id=company.id,
+            name=data.pop("name"),
+            fields=data,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+        )
+        return Response(hb_serializers.AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
+
+
+class AgentDetailView(ApiView):
+    @documented(responses={200: hb_serializers.AgentSerializer})
+    def get(self, request, agent_id):
+        return Response(hb_serializers.AgentSerializer(agent_for_request(request, agent_id)).data)
+
+    @documented(
+        request=hb_serializers.AgentUpdateSerializer,
+        responses={200: hb_serializers.AgentSerializer},
+    )
+    def patch(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        _board_only(request)
+        data = json_body(hb_serializers.AgentUpdateSerializer, request)
+        actor = request_actor(request)
+        agent = agent_update(
+            agent_id=agent.id, changes=data, actor_type=actor.actor_type, actor_id=actor.actor_id
+        )
+        return Response(hb_serializers.AgentSerializer(agent).data)
+
+
+class AgentMeView(ApiView):
+    permission_classes = [IsAgent]
+
+    @documented(responses={200: hb_serializers.AgentSerializer})
+    def get(self, request):
+        return Response(hb_serializers.AgentSerializer(request_actor(request).agent).data)
+
+
+class AgentInboxView(ApiView):
+    """The caller's open assigned issues, compact: what an agent reads first on a heartbeat."""
+
+    permission_classes = [IsAgent]
+
+    @documented(responses={200: hb_serializers.InboxItemSerializer(many=True)})
+    def get(self, request):
+        agent = request_actor(request).agent
+        issues = (
+            Issue.objects.filter(
+                company_id=agent.company_id, assignee_agent_id=agent.id, status__in=INBOX_STATUSES
+            )
+            .annotate(
+                status_rank=_rank("status", {s: i for i, s in enumerate(INBOX_STATUSES)}),
+                priority_rank=_rank("priority", _PRIORITY_RANK),
+            )
+            .order_by("status_rank", "priority_rank", "issue_number")
+            .values(
+                "id",
+                "identifier",
+                "title",
+                "status",
+                "priority",
+                "parent_id",
+                "checkout_run_id",
+                "execution_run_id",
+                "updated_at",
+            )[:INBOX_LIMIT]
+        )
+        return Response(hb_serializers.InboxItemSerializer(issues, many=True).data)
+
+
+def _rank(field: str, ranks: dict[str, int]) -> Case:
+    return Case(
+        *(When(**{field: value}, then=Value(rank)) for value, rank in ranks.items()),
+        default=Value(len(ranks)),
+        output_field=IntegerField(),
+    )
+
+
+class AgentRuntimeStateView(ApiView):
+    @documented(responses={200: hb_serializers.RuntimeStateSerializer})
+    def get(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        state = AgentRuntimeState.objects.filter(agent=agent).first()
+        if state is None:
+            raise exceptions.NotFound("The agent has not run yet")
+        return Response(hb_serializers.RuntimeStateSerializer(state).data)
+
+
+class AgentKeysView(ApiGenericView):
+    queryset = AgentApiKey.objects.none()
+    permission_classes = [IsBoard]
+    serializer_class = hb_serializers.AgentKeySerializer
+    pagination_class = cursor_pagination("-created_at")
+
+    @documented(responses={200: hb_serializers.AgentKeySerializer(many=True)})
+    def get(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        page = self.paginate_queryset(AgentApiKey.objects.filter(agent=agent))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @documented(
+        request=hb_serializers.AgentKeyCreateSerializer,
+        responses={201: hb_serializers.AgentKeyCreatedSerializer},
+        errors=(409,),
+    )
+    def post(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        data = json_body(hb_serializers.AgentKeyCreateSerializer, request)
+        actor = request_actor(request)
+        created = agent_key_create(
+            agent_id=agent.id,
+            name=data["name"],
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+        )
+        body = hb_serializers.AgentKeySerializer(created.key).data
+        body["key"] = created.secret
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class AgentKeyRevokeView(ApiView):
+    permission_classes = [IsBoard]
+
+    @documented(responses={200: hb_serializers.AgentKeySerializer})
+    def delete(self, request, agent_id, key_id):
+        agent = agent_for_request(request, agent_id)
+        if not AgentApiKey.objects.filter(pk=key_id, agent=agent).exists():
+            raise exceptions.NotFound("Key not found")
+        actor = request_actor(request)
+        key = agent_key_revoke(
+            agent_id=agent.id, key_id=key_id, actor_type=actor.actor_type, actor_id=actor.actor_id
+        )
+        return Response(hb_serializers.AgentKeySerializer(key).data)
+
+
+# Heartbeat runs
+
+
+class RunDetailView(ApiView):
+    @documented(responses={200: hb_serializers.RunSerializer})
+    def get(self, request, run_id):
+        return Response(hb_serializers.RunSerializer(run_for_request(request, run_id)).data)
+
+
+class RunEventsView(ApiView):
+    @documented(
+        responses={200: hb_serializers.RunEventSerializer(many=True)},
+        parameters=[hb_serializers.RunEventsQuerySerializer],
+    )
+    def get(self, request, run_id):
+        run = run_for_request(request, run_id)
+        params = query_params(hb_serializers.RunEventsQuerySerializer, request)
+        events = HeartbeatRunEvent.objects.filter(run=run, seq__gt=params["afterSeq"]).order_by(
+            "seq"
+        )[: params["limit"]]
+        return Response(hb_serializers.RunEventSerializer(events, many=True).data)
+
+
+class CompanyRunsView(ApiGenericView):
+    queryset = HeartbeatRun.objects.none()
+    serializer_class = hb_serializers.RunSummarySerializer
+    pagination_class = cursor_pagination("-created_at")
+
+    @documented(
+        responses={200: hb_serializers.RunSummarySerializer(many=True)},
+        parameters=[hb_serializers.RunListQuerySerializer],
+    )
+    def get(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        filters = query_params(hb_serializers.RunListQuerySerializer, request)
+        runs = HeartbeatRun.objects.filter(company=company).defer(
+            "result_json", "usage_json", "stdout_excerpt", "stderr_excerpt"
+        )
+        if "agentId" in filters:
+            runs = runs.filter(agent_id=filters["agentId"])
+        if filters.get("status"):
+            runs = runs.filter(status__in=filters["status"])
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+def _live_runs(runs, min_count: int) -> list[HeartbeatRun]:
+    runs = runs.select_related("agent").defer(
+        "result_json", "usage_json", "stdout_excerpt", "stderr_excerpt"
+    )
+    live = list(runs.filter(status__in=ACTIVE_RUN_STATUSES).order_by("-created_at")[:100])
+    if len(live) < min_count:
+        recent = runs.exclude(status__in=ACTIVE_RUN_STATUSES).order_by("-created_at")
+        live += list(recent[: min_count - len(live)])
+    return live
+
+
+class CompanyLiveRunsView(ApiView):
+    @documented(
+        responses={200: hb_serializers.LiveRunSerializer(many=True)},
+        parameters=[hb_serializers.LiveRunsQuerySerializer],
+    )
+    def get(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        params = query_params(hb_serializers.LiveRunsQuerySerializer, request)
+        runs = _live_runs(HeartbeatRun.objects.filter(company=company), params["minCount"])
+        return Response(hb_serializers.LiveRunSerializer(runs, many=True).data)
+
+
+# Runs of an issue
+
+
+class IssueLiveRunsView(ApiView):
+    @documented(responses={200: hb_serializers.LiveRunSerializer(many=True)})
+    def get(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        runs = _live_runs(runs_of_issue(issue.id).filter(company_id=issue.company_id), 0)
+        return Response(hb_serializers.LiveRunSerializer(runs, many=True).data)
+
+
+class IssueActiveRunView(ApiView):
+    """The run executing the issue: its execution lock if that run is active, else (for an
+    in_progress issue) its assignee's running run; null when nothing runs."""
+
+    @documented(responses={200: hb_serializers.RunSerializer(allow_null=True)})
+    def get(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        run = None
+        if issue.execution_run_id is not None:
+            run = HeartbeatRun.objects.filter(
+                id=issue.execution_run_id, status__in=ACTIVE_RUN_STATUSES
+            ).first()
+        if run is None and issue.status == Issue.Status.IN_PROGRESS and issue.assignee_agent_id:
+            run = (
+                runs_of_issue(issue.id)
+                .filter(agent_id=issue.assignee_agent_id, status=RunStatus.RUNNING)
+                .order_by("-created_at")
+                .first()
+            )
+        return Response(hb_serializers.RunSerializer(run).data if run is not None else None)
+
+
+class IssueRunsView(ApiGenericView):
+    queryset = HeartbeatRun.objects.none()
+    serializer_class = hb_serializers.RunSummarySerializer
+    pagination_class = cursor_pagination("-created_at")
+
+    @documented(responses={200: hb_serializers.RunSummarySerializer(many=True)})
+    def get(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        runs = (
+            runs_of_issue(issue.id)
+            .filter(company_id=issue.company_id)
+            .defer("result_json", "usage_json", "stdout_excerpt", "stderr_excerpt")
+        )
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+# Health
+
+# A queued django-q2 task or a schedule this much overdue means no cluster is consuming the queue.
+CLUSTER_STALL_SEC = 120
+
+
+def _cluster_health(now) -> dict:
+    """django-q2 keeps cluster stats in a per-process cache, so liveness is judged from the
+    broker table instead: tasks waiting, and schedules that should have fired."""
+    # A task's lock is its enqueue time until a worker pulls it (then it moves into the future).
+    waiting = OrmQ.objects.filter(lock__lte=now)
+    oldest_task = waiting.order_by("lock").values_list("lock", flat=True).first()
+    overdue = Schedule.objects.filter(
+        next_run__lt=now - timedelta(seconds=CLUSTER_STALL_SEC)
+    ).exclude(repeats=0)
+    stalled_for = (now - oldest_task).total_seconds() if oldest_task else 0.0
+    ok = stalled_for < CLUSTER_STALL_SEC and not overdue.exists()
+    return {"ok": ok, "queuedTasks": waiting.count(), "oldestQueuedTaskAgeSec": stalled_for}
+
+
+def _sweeps_health(now) -> dict:
+    report = {}
+    for kind, latest in sweeps_latest(now=now).items():
+        record = latest.record
+        report[kind] = {
+            "overdue": latest.overdue,
+            "lastStartedAt": record.started_at if record else None,
+            "lastFinishedAt": record.finished_at if record else None,
+            "ageSec": (now - record.finished_at).total_seconds() if record else None,
+            "durationMs": record.duration_ms if record else None,
+            "error": record.error if record else None,
+        }
+    return report
+
+
+class HealthView(ApiView):
+    """Is the product working: the database (required: 503 without it), a django-q2 cluster
+    consuming the queue, and the age of the last recovery sweeps. No authentication, no data."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(
+        responses={200: hb_serializers.HealthSerializer, 503: hb_serializers.HealthSerializer}
+    )
+    def get(self, request):
+        now = timezone.now()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError as exc:
+            body = {"status": "unavailable", "database": {"ok": False, "error": str(exc)}}
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        cluster = _cluster_health(now)
+        sweeps = _sweeps_health(now)
+        degraded = not cluster["ok"] or any(s["overdue"] for s in sweeps.values())
+        body = {
+            "status": "degraded" if degraded else "ok",
+            "checkedAt": now,
+            "database": {"ok": True, "error": None},
+            "cluster": cluster,
+            "sweeps": sweeps,
+        }
+        return Response(hb_serializers.HealthSerializer(body).data)

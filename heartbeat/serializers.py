@@ -1,0 +1,395 @@
+"""Agent, run, wakeup and event JSON, with the reference's camelCase keys."""
+
+from __future__ import annotations
+
+import json
+
+from rest_framework import serializers
+
+from heartbeat.models import (
+    Agent,
+    AgentApiKey,
+    AgentRole,
+    AgentRuntimeState,
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunStatus,
+    WakeSource,
+)
+from paperclip.serializers import CamelModelSerializer
+
+JSON_DOCUMENT_MAX_BYTES = 64 * 1024
+
+
+def _uuid_out(source: str) -> serializers.UUIDField:
+    return serializers.UUIDField(source=source, read_only=True, allow_null=True)
+
+
+class JsonObjectField(serializers.JSONField):
+    """A JSON object (not a list or a scalar), bounded in size: agent configs and wake payloads."""
+
+    default_error_messages = {
+        "not_object": "Must be a JSON object.",
+        "too_large": f"Must be at most {JSON_DOCUMENT_MAX_BYTES} bytes of JSON.",
+    }
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_object")
+        if len(json.dumps(value)) > JSON_DOCUMENT_MAX_BYTES:
+            self.fail("too_large")
+        return value
+
+
+class AgentSerializer(CamelModelSerializer):
+    companyId = serializers.UUIDField(source="company_id", read_only=True)
+    reportsTo = _uuid_out("reports_to_id")
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id",
+            "companyId",
+            "name",
+            "role",
+            "title",
+            "icon",
+            "capabilities",
+            "status",
+            "reportsTo",
+            "adapter_type",
+            "adapter_config",
+            "runtime_config",
+            "budget_monthly_cents",
+            "spent_monthly_cents",
+            "pause_reason",
+            "paused_at",
+            "permissions",
+            "last_heartbeat_at",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class AgentWriteSerializer(serializers.Serializer):
+    """Fields a board member sets on an agent (create requires name)."""
+
+    name = serializers.CharField(max_length=200)
+    role = serializers.ChoiceField(choices=AgentRole.choices, default=AgentRole.GENERAL)
+    title = serializers.CharField(max_length=200, allow_null=True, allow_blank=True, required=False)
+    icon = serializers.CharField(max_length=100, allow_null=True, allow_blank=True, required=False)
+    capabilities = serializers.CharField(
+        max_length=10_000, allow_null=True, allow_blank=True, required=False
+    )
+    reportsTo = serializers.UUIDField(source="reports_to_id", allow_null=True, required=False)
+    adapterType = serializers.RegexField(
+        r"^[a-z][a-z0-9_.-]{0,63}$", source="adapter_type", default="process"
+    )
+    adapterConfig = JsonObjectField(source="adapter_config", default=dict)
+    runtimeConfig = JsonObjectField(source="runtime_config", default=dict)
+    budgetMonthlyCents = serializers.IntegerField(
+        source="budget_monthly_cents", min_value=0, max_value=2**31 - 1, default=0
+    )
+    metadata = JsonObjectField(allow_null=True, required=False)
+
+
+class AgentUpdateSerializer(AgentWriteSerializer):
+    """Every field optional: PATCH changes only what it names."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+            field.default = serializers.empty
+
+
+class AgentKeySerializer(CamelModelSerializer):
+    agentId = serializers.UUIDField(source="agent_id", read_only=True)
+
+    class Meta:
+        model = AgentApiKey
+        fields = ["id", "agentId", "name", "key_prefix", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class AgentKeyCreatedSerializer(AgentKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="The secret; shown only once.")
+
+    class Meta(AgentKeySerializer.Meta):
+        fields = [*AgentKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class AgentKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, default="default")
+
+
+class RuntimeStateSerializer(CamelModelSerializer):
+    agentId = serializers.UUIDField(source="agent_id", read_only=True)
+    companyId = serializers.UUIDField(source="company_id", read_only=True)
+
+    class Meta:
+        model = AgentRuntimeState
+        fields = [
+            "agentId",
+            "companyId",
+            "adapter_type",
+            "session_id",
+            "state_json",
+            "last_run_id",
+            "last_run_status",
+            "last_error",
+            "total_input_tokens",
+            "total_output_tokens",
+            "total_cached_input_tokens",
+            "total_cost_cents",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class RunSerializer(CamelModelSerializer):
+    companyId = serializers.UUIDField(source="company_id", read_only=True)
+    agentId = serializers.UUIDField(source="agent_id", read_only=True)
+    wakeupRequestId = _uuid_out("wakeup_request_id")
+    retryOfRunId = _uuid_out("retry_of_run_id")
+
+    class Meta:
+        model = HeartbeatRun
+        fields = [
+            "id",
+            "companyId",
+            "agentId",
+            "invocation_source",
+            "trigger_detail",
+            "status",
+            "started_at",
+            "finished_at",
+            "error",
+            "error_code",
+            "wakeupRequestId",
+            "exit_code",
+            "signal",
+            "usage_json",
+            "result_json",
+            "session_id_before",
+            "session_id_after",
+            "log_store",
+            "log_ref",
+            "log_bytes",
+            "log_sha256",
+            "log_compressed",
+            "stdout_excerpt",
+            "stderr_excerpt",
+            "external_run_id",
+            "process_pid",
+            "process_group_id",
+            "process_started_at",
+            "process_host",
+            "owner_host",
+            "lease_expires_at",
+            "detached_at",
+            "last_activity_at",
+            "retryOfRunId",
+            "process_loss_retry_count",
+            "issue_comment_status",
+            "context_snapshot",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class RunSummarySerializer(CamelModelSerializer):
+    """A run in a list: no excerpts or results (they can be large), the issue it works on."""
+
+    companyId = serializers.UUIDField(source="company_id", read_only=True)
+    agentId = serializers.UUIDField(source="agent_id", read_only=True)
+    retryOfRunId = _uuid_out("retry_of_run_id")
+    issueId = serializers.CharField(source="issue_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = HeartbeatRun
+        fields = [
+            "id",
+            "companyId",
+            "agentId",
+            "issueId",
+            "invocation_source",
+            "trigger_detail",
+            "status",
+            "started_at",
+            "finished_at",
+            "error",
+            "error_code",
+            "exit_code",
+            "process_pid",
+            "process_host",
+            "retryOfRunId",
+            "process_loss_retry_count",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class LiveRunSerializer(RunSummarySerializer):
+    agentName = serializers.CharField(source="agent.name", read_only=True)
+    adapterType = serializers.CharField(source="agent.adapter_type", read_only=True)
+
+    class Meta(RunSummarySerializer.Meta):
+        fields = [*RunSummarySerializer.Meta.fields, "agentName", "adapterType"]
+        read_only_fields = fields
+
+
+class RunEventSerializer(CamelModelSerializer):
+    runId = serializers.UUIDField(source="run_id", read_only=True)
+
+    class Meta:
+        model = HeartbeatRunEvent
+        fields = [
+            "id",
+            "runId",
+            "seq",
+            "event_type",
+            "stream",
+            "level",
+            "color",
+            "message",
+            "payload",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class WakeupSerializer(CamelModelSerializer):
+    agentId = serializers.UUIDField(source="agent_id", read_only=True)
+    runId = _uuid_out("run_id")
+
+    class Meta:
+        model = AgentWakeupRequest
+        fields = [
+            "id",
+            "agentId",
+            "source",
+            "trigger_detail",
+            "reason",
+            "payload",
+            "status",
+            "coalesced_count",
+            "runId",
+            "requested_at",
+            "finished_at",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class RunListQuerySerializer(serializers.Serializer):
+    agentId = serializers.UUIDField(required=False)
+    status = serializers.CharField(
+        max_length=200, required=False, help_text="Comma-separated run statuses."
+    )
+
+    def validate_status(self, value: str) -> list[str]:
+        statuses = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = sorted(set(statuses) - set(RunStatus.values))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown statuses: {', '.join(unknown)}")
+        return statuses
+
+
+class LiveRunsQuerySerializer(serializers.Serializer):
+    minCount = serializers.IntegerField(
+        min_value=0,
+        max_value=20,
+        default=0,
+        help_text="Pad with the most recent finished runs up to this many.",
+    )
+
+
+class RunEventsQuerySerializer(serializers.Serializer):
+    afterSeq = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=200)
+
+
+class RunLogQuerySerializer(serializers.Serializer):
+    offset = serializers.IntegerField(min_value=0, max_value=2**62, default=0)
+    limitBytes = serializers.IntegerField(min_value=1, max_value=1_048_576, default=256_000)
+
+
+class RunLogSerializer(serializers.Serializer):
+    runId = serializers.UUIDField()
+    store = serializers.CharField(allow_null=True)
+    logRef = serializers.CharField(allow_null=True)
+    content = serializers.CharField(allow_blank=True)
+    nextOffset = serializers.IntegerField(allow_null=True)
+
+
+class WakeupRequestSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=WakeSource.choices, default=WakeSource.ON_DEMAND)
+    triggerDetail = serializers.ChoiceField(
+        choices=["manual", "ping", "callback", "system"], required=False, allow_null=True
+    )
+    reason = serializers.CharField(max_length=500, required=False, allow_null=True)
+    payload = JsonObjectField(required=False, allow_null=True)
+    idempotencyKey = serializers.CharField(max_length=200, required=False, allow_null=True)
+    forceFreshSession = serializers.BooleanField(default=False)
+
+
+class WakeupOutcomeSerializer(serializers.Serializer):
+    """202 body of wakeup/invoke: the run, or what happened to the wake instead."""
+
+    status = serializers.CharField(help_text="The run's status, or skipped/deferred/coalesced.")
+    run = RunSerializer(allow_null=True)
+    wakeup = WakeupSerializer(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+
+
+class InboxItemSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    identifier = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.CharField()
+    priority = serializers.CharField()
+    parentId = serializers.UUIDField(source="parent_id", allow_null=True)
+    checkoutRunId = serializers.UUIDField(source="checkout_run_id", allow_null=True)
+    executionRunId = serializers.UUIDField(source="execution_run_id", allow_null=True)
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+
+class AgentPauseSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, required=False, allow_null=True)
+
+
+class DatabaseHealthSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    error = serializers.CharField(allow_null=True)
+
+
+class ClusterHealthSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    queuedTasks = serializers.IntegerField()
+    oldestQueuedTaskAgeSec = serializers.FloatField()
+
+
+class SweepHealthSerializer(serializers.Serializer):
+    overdue = serializers.BooleanField()
+    lastStartedAt = serializers.DateTimeField(allow_null=True)
+    lastFinishedAt = serializers.DateTimeField(allow_null=True)
+    ageSec = serializers.FloatField(allow_null=True)
+    durationMs = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded", "unavailable"])
+    checkedAt = serializers.DateTimeField(required=False)
+    database = DatabaseHealthSerializer()
+    cluster = ClusterHealthSerializer(required=False)
+    sweeps = serializers.DictField(child=SweepHealthSerializer(), required=False)

@@ -1,0 +1,331 @@
+"""Issue and comment routes (reference section 7, routes/issues.js), under /api/."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from issues import serializers as issue_serializers
+from issues.models import Issue, IssueComment
+from issues.services import (
+    IssueConflict,
+    IssueInvalidInput,
+    IssueTransitionInvalid,
+    issue_checkout,
+    issue_comment_post,
+    issue_create,
+    issue_delete,
+    issue_release,
+    issue_update,
+)
+from paperclip.api import (
+    ApiGenericView,
+    ApiView,
+    cursor_pagination,
+    documented,
+    get_scoped_or_404,
+    json_body,
+    query_params,
+    register_domain_errors,
+)
+from paperclip.models import Company
+from paperclip.permissions import request_actor
+
+register_domain_errors({IssueInvalidInput: 400, IssueConflict: 409, IssueTransitionInvalid: 422})
+
+RUN_ID_PARAMETER = OpenApiParameter(
+    "X-Paperclip-Run-Id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.HEADER,
+    description="The caller's heartbeat run (agents): links the write to the run.",
+)
+
+
+def issue_lookup(issue_ref: str) -> dict:
+    """Issues are addressed by id or by identifier (`PAP-12`), as in the reference."""
+    try:
+        return {"id": uuid.UUID(issue_ref)}
+    except ValueError:
+        return {"identifier": issue_ref.upper()}
+
+
+def issue_for_request(request, issue_ref: str) -> Issue:
+    return get_scoped_or_404(Issue.objects.all(), request, **issue_lookup(issue_ref))
+
+
+def actor_fields(request) -> dict:
+    """The service arguments naming who acts (and with which run)."""
+    actor = request_actor(request)
+    return {
+        "actor_type": actor.actor_type,
+        "actor_id": actor.actor_id,
+        "actor_agent_id": actor.agent_id,
+        "actor_run_id": actor.run_id,
+    }
+
+
+class CompanyIssuesView(ApiGenericView):
+    queryset = Issue.objects.none()
+    serializer_class = issue_serializers.IssueSerializer
+    pagination_class = cursor_pagination("-issue_number")
+
+    @documented(
+        responses={200: issue_serializers.IssueSerializer(many=True)},
+        parameters=[issue_serializers.IssueListQuerySerializer],
+    )
+    def get(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        filters = query_params(issue_serializers.IssueListQuerySerializer, request)
+        queryset = Issue.objects.filter(company=company)
+        if "assigneeAgentId" in filters:
+            queryset = queryset.filter(assignee_agent_id=filters["assigneeAgentId"])
+        if "assigneeUserId" in filters:
+            queryset = queryset.filter(assignee_user_id=filters["assigneeUserId"])
+        if "parentId" in filters:
+            queryset = queryset.filter(parent_id=filters["parentId"])
+        if filters.get("status"):
+            queryset = queryset.filter(status__in=filters["status"])
+        if "q" in filters:
+            text = filters["q"]
+            queryset = queryset.filter(
+                Q(title__icontains=text)
+                | Q(identifier__iexact=text)
+                | Q(description__icontains=text)
+            )
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @documented(
+        request=issue_serializers.IssueCreateSerializer,
+        responses={201: issue_serializers.IssueSerializer},
+        errors=(422,),
+        parameters=[RUN_ID_PARAMETER],
+    )
+    def post(self, request, company_id):
+        actor = request_actor(request)
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        data = json_body(issue_serializers.IssueCreateSerializer, request)
+        if data.get("assignee_agent_id") and data.get("assignee_user_id"):
+            raise IssueTransitionInvalid("Issue can only have one assignee")
+        if data["status"] == Issue.Status.IN_PROGRESS and not (
+            data.get("assignee_agent_id") or data.get("assignee_user_id")
+        ):
+            raise IssueTransitionInvalid("An in_progress issue needs an assignee")
+        _check_references(company, data)
+        issue = issue_create(
+            company_id=company.id,
+            created_by_agent_id=actor.agent_id,
+            created_by_user_id=actor.actor_id if actor.is_board else None,
+            wake_assignee=True,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+            **data,
+        )
+        return Response(
+            issue_serializers.IssueSerializer(issue).data, status=status.HTTP_201_CREATED
+        )
+
+
+def _check_references(company: Company, data: dict) -> None:
+    agent_model = Issue._meta.get_field("assignee_agent").related_model
+    agent_id = data.get("assignee_agent_id")
+    if agent_id and not agent_model.objects.filter(id=agent_id, company=company).exists():
+        raise IssueInvalidInput(
+            "assigneeAgentId: no such agent in this company",
+            {"assigneeAgentId": ["No such agent in this company."]},
+        )
+    parent_id = data.get("parent_id")
+    if parent_id and not Issue.objects.filter(id=parent_id, company=company).exists():
+        raise IssueInvalidInput(
+            "parentId: no such issue in this company",
+            {"parentId": ["No such issue in this company."]},
+        )
+
+
+class IssueDetailView(ApiView):
+    @documented(responses={200: issue_serializers.IssueSerializer})
+    def get(self, request, issue_ref):
+        return Response(
+            issue_serializers.IssueSerializer(issue_for_request(request, issue_ref)).data
+        )
+
+    @documented(
+        request=issue_serializers.IssueUpdateSerializer,
+        responses={200: issue_serializers.IssueSerializer},
+        errors=(409, 422),
+        parameters=[RUN_ID_PARAMETER],
+    )
+    def patch(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        data = dict(json_body(issue_serializers.IssueUpdateSerializer, request))
+        comment = data.pop("comment", None)
+        result = issue_update(
+            issue_id=issue.id,
+            company_id=issue.company_id,
+            changes=data,
+            comment_body=comment,
+            **actor_fields(request),
+        )
+        return Response(issue_serializers.IssueSerializer(result.issue).data)
+
+    @documented(responses={204: None}, errors=(409,))
+    def delete(self, request, issue_ref):
+        actor = request_actor(request)
+        issue = issue_for_request(request, issue_ref)
+        if not actor.is_board:
+            raise exceptions.PermissionDenied("Board access required")
+        issue_delete(
+            issue_id=issue.id,
+            company_id=issue.company_id,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class IssueCheckoutView(ApiView):
+    @documented(
+        request=issue_serializers.CheckoutSerializer,
+        responses={200: issue_serializers.IssueSerializer},
+        errors=(409,),
+        parameters=[RUN_ID_PARAMETER],
+    )
+    def post(self, request, issue_ref):
+        actor = request_actor(request)
+        issue = issue_for_request(request, issue_ref)
+        data = json_body(issue_serializers.CheckoutSerializer, request)
+        agent_id = data.get("agentId")
+        if actor.is_agent:
+            if agent_id is not None and agent_id != actor.agent_id:
+                raise exceptions.PermissionDenied("Agent can only check out as itself")
+            if actor.run_id is None:
+                raise exceptions.NotAuthenticated("Agent run id required (X-Paperclip-Run-Id)")
+            agent_id = actor.agent_id
+        elif agent_id is None:
+            raise exceptions.ValidationError({"agentId": ["This field is required."]})
+        issue = issue_checkout(
+            issue_id=issue.id,
+            company_id=issue.company_id,
+            agent_id=agent_id,
+            run_id=actor.run_id,
+            expected_statuses=data["expectedStatuses"],
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+        )
+        return Response(issue_serializers.IssueSerializer(issue).data)
+
+
+class IssueReleaseView(ApiView):
+    @documented(
+        request=None,
+        responses={200: issue_serializers.IssueSerializer},
+        errors=(409,),
+        parameters=[RUN_ID_PARAMETER],
+    )
+    def post(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        issue = issue_release(
+            issue_id=issue.id, company_id=issue.company_id, **actor_fields(request)
+        )
+        return Response(issue_serializers.IssueSerializer(issue).data)
+
+
+class IssueCommentsView(ApiView):
+    @documented(
+        responses={200: issue_serializers.CommentSerializer(many=True)},
+        parameters=[issue_serializers.CommentListQuerySerializer],
+    )
+    def get(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        params = query_params(issue_serializers.CommentListQuerySerializer, request)
+        descending = params["order"] == "desc"
+        comments = IssueComment.objects.filter(issue=issue)
+        if "after" in params:
+            anchor = comments.filter(id=params["after"]).values("created_at", "id").first()
+            if anchor is None:
+                raise exceptions.ValidationError({"after": ["No such comment on this issue."]})
+            beyond = "lt" if descending else "gt"
+            comments = comments.filter(
+                Q(**{f"created_at__{beyond}": anchor["created_at"]})
+                | Q(created_at=anchor["created_at"], **{f"id__{beyond}": anchor["id"]})
+            )
+        ordering = ["-created_at", "-id"] if descending else ["created_at", "id"]
+        comments = comments.order_by(*ordering)[: params["limit"]]
+        return Response(issue_serializers.CommentSerializer(comments, many=True).data)
+
+    @documented(
+        request=issue_serializers.CommentCreateSerializer,
+        responses={201: issue_serializers.CommentSerializer},
+        errors=(409,),
+        parameters=[RUN_ID_PARAMETER],
+    )
+    def post(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        data = json_body(issue_serializers.CommentCreateSerializer, request)
+        comment = issue_comment_post(
+            issue_id=issue.id,
+            company_id=issue.company_id,
+            body=data["body"],
+            reopen=data["reopen"],
+            **actor_fields(request),
+        )
+        return Response(
+            issue_serializers.CommentSerializer(comment).data, status=status.HTTP_201_CREATED
+        )
+
+
+class IssueCommentDetailView(ApiView):
+    @documented(responses={200: issue_serializers.CommentSerializer})
+    def get(self, request, issue_ref, comment_id):
+        issue = issue_for_request(request, issue_ref)
+        comment = IssueComment.objects.filter(issue=issue, id=comment_id).first()
+        if comment is None:
+            raise exceptions.NotFound("Comment not found")
+        return Response(issue_serializers.CommentSerializer(comment).data)
+
+
+# Ancestors shown in a heartbeat context: enough for an agent to see why its task exists.
+HEARTBEAT_CONTEXT_ANCESTORS = 5
+
+
+class IssueHeartbeatContextView(ApiView):
+    """What an agent's run needs to resume an issue, in one small response: the issue, its
+    ancestors, a cursor over the comments (to fetch only new ones) and the comment that woke it."""
+
+    @documented(
+        responses={200: issue_serializers.HeartbeatContextSerializer},
+        parameters=[issue_serializers.HeartbeatContextQuerySerializer],
+    )
+    def get(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        params = query_params(issue_serializers.HeartbeatContextQuerySerializer, request)
+        ancestors = []
+        parent_id = issue.parent_id
+        while parent_id is not None and len(ancestors) < HEARTBEAT_CONTEXT_ANCESTORS:
+            parent = Issue.objects.filter(id=parent_id, company_id=issue.company_id).first()
+            if parent is None:
+                break
+            ancestors.append(parent)
+            parent_id = parent.parent_id
+        comments = IssueComment.objects.filter(issue=issue)
+        latest = comments.order_by("-created_at", "-id").values("id", "created_at").first()
+        wake_comment = None
+        if "wakeCommentId" in params:
+            wake_comment = comments.filter(id=params["wakeCommentId"]).first()
+        body = {
+            "issue": issue,
+            "description": issue.description,
+            "ancestors": ancestors,
+            "commentCursor": {
+                "totalComments": comments.count(),
+                "latestCommentId": latest["id"] if latest else None,
+                "latestCommentAt": latest["created_at"] if latest else None,
+            },
+            "wakeComment": wake_comment,
+        }
+        return Response(issue_serializers.HeartbeatContextSerializer(body).data)

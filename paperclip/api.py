@@ -1,0 +1,305 @@
+"""The REST API's shared machinery (error format, pagination) and the core app's routes:
+companies, their activity feed, board tokens and health.
+
+Errors are always JSON `{"error": "...", "details": ...}`. Services raise domain exceptions; each
+app's api module registers which HTTP status a domain exception means, so services stay free of
+HTTP and the mapping lives in one table per app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import IntegrityError
+from django.http import Http404, JsonResponse
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from paperclip import serializers as core_serializers
+from paperclip.authentication import Actor
+from paperclip.credentials import secret_generate
+from paperclip.models import ActivityLog, BoardApiToken, Company
+from paperclip.permissions import IsActor, IsBoard, request_actor, scoped
+from paperclip.rest import ArrayCursorPagination
+from paperclip.services import company_create, company_update
+from paperclip.signals import agent_run_write
+
+_domain_error_statuses: dict[type[Exception], int] = {}
+
+
+def register_domain_errors(mapping: dict[type[Exception], int]) -> None:
+    """Declare the HTTP status of domain exceptions (called by each app's api module)."""
+    _domain_error_statuses.update(mapping)
+
+
+def _domain_status(exc: Exception) -> int | None:
+    for cls in type(exc).__mro__:
+        if cls in _domain_error_statuses:
+            return _domain_error_statuses[cls]
+    return None
+
+
+def _first_message(detail: Any, path: str = "") -> str:
+    """'field: message' for the first problem in a DRF error detail, so the error names it."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else ""
+            return _first_message(value, f"{path}.{name}" if path and name else path or name)
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0], path)
+    return f"{path}: {detail}" if path else str(detail)
+
+
+def _error_body(message: str, details: Any = None) -> dict:
+    return {"error": message, "details": details}
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    status_code = _domain_status(exc)
+    if status_code is not None:
+        return Response(_error_body(str(exc), getattr(exc, "details", None)), status=status_code)
+    if isinstance(exc, Http404 | ObjectDoesNotExist):
+        exc = exceptions.NotFound(str(exc) or "Not found")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, IntegrityError):
+        # A uniqueness race lost to a concurrent request (the constraint is the arbiter).
+        exc = exceptions.APIException("Conflict with the current state of the resource")
+        exc.status_code = status.HTTP_409_CONFLICT
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        message = f"Validation error: {_first_message(exc.detail)}"
+        response.data = _error_body(message, exc.detail)
+    else:
+        detail = getattr(exc, "detail", None)
+        response.data = _error_body(str(detail) if detail is not None else str(exc))
+    return response
+
+
+def json_not_found(request, exception=None) -> JsonResponse:
+    return JsonResponse(_error_body("Not found"), status=404)
+
+
+def json_server_error(request) -> JsonResponse:
+    return JsonResponse(_error_body("Internal server error"), status=500)
+
+
+def cursor_pagination(ordering: str) -> type[ArrayCursorPagination]:
+    return type(f"CursorPagination_{ordering}", (ArrayCursorPagination,), {"ordering": ordering})
+
+
+class RunActivityMixin:
+    """A successful write by an agent linked to a run counts as that run's activity (reference
+    4.1: it clears a process_detached warning), whatever route it went through."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        actor = getattr(request, "auth", None)
+        if (
+            request.method not in ("GET", "HEAD", "OPTIONS")
+            and response.status_code < 400
+            and isinstance(actor, Actor)
+            and actor.run_id is not None
+        ):
+            agent_run_write.send_robust(
+                sender=type(self), run_id=actor.run_id, agent_id=actor.agent_id
+            )
+        return response
+
+
+class ApiView(RunActivityMixin, APIView):
+    permission_classes = [IsActor]
+
+
+class ApiGenericView(RunActivityMixin, generics.GenericAPIView):
+    permission_classes = [IsActor]
+
+
+def json_body(serializer_class: type[serializers.Serializer], request) -> dict:
+    """Validated input of a request body (400 naming the field otherwise)."""
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def query_params(serializer_class: type[serializers.Serializer], request) -> dict:
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def get_scoped_or_404(queryset, request, **lookup):
+    """The row if it exists in a company the caller may see; 404 alike for missing and foreign."""
+    scope_field = "id" if queryset.model is Company else "company_id"
+    row = scoped(queryset, request_actor(request), field=scope_field).filter(**lookup).first()
+    if row is None:
+        raise exceptions.NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found")
+    return row
+
+
+def documented(*, responses: dict, errors: tuple[int, ...] = (), **kwargs) -> Callable:
+    """`extend_schema` with the error responses every route can give added to `responses`."""
+    all_responses = {code: core_serializers.ErrorSerializer for code in (400, 401, 403, 404)}
+    all_responses.update({code: core_serializers.ErrorSerializer for code in errors})
+    all_responses.update(responses)
+    return extend_schema(responses=all_responses, **kwargs)
+
+
+class BearerAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "paperclip.authentication.BearerAuthentication"
+    name = "bearer"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An agent API key (pcak_...), a run credential (pcr_..., the "
+            "PAPERCLIP_API_KEY of a run) or a board personal token (pcbt_...).",
+        }
+
+
+class BoardSessionScheme(OpenApiAuthenticationExtension):
+    target_class = "paperclip.authentication.BoardSessionAuthentication"
+    name = "boardSession"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}
+
+
+# Companies
+
+
+class CompanyListCreateView(ApiGenericView):
+    serializer_class = core_serializers.CompanySerializer
+    pagination_class = cursor_pagination("name")
+
+    queryset = Company.objects.none()
+
+    @documented(responses={200: core_serializers.CompanySerializer(many=True)})
+    def get(self, request):
+        companies = scoped(Company.objects.all(), request_actor(request), field="id")
+        page = self.paginate_queryset(companies)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @documented(
+        request=core_serializers.CompanyCreateSerializer,
+        responses={201: core_serializers.CompanySerializer},
+        errors=(409,),
+    )
+    def post(self, request):
+        actor = request_actor(request)
+        if not actor.is_board:
+            raise exceptions.PermissionDenied("Board access required")
+        data = json_body(core_serializers.CompanyCreateSerializer, request)
+        company = company_create(creator_user_id=actor.user.pk, **data)
+        return Response(
+            core_serializers.CompanySerializer(company).data, status=status.HTTP_201_CREATED
+        )
+
+
+class CompanyDetailView(ApiView):
+    def _company(self, request, company_id) -> Company:
+        return get_scoped_or_404(Company.objects.all(), request, id=company_id)
+
+    @documented(responses={200: core_serializers.CompanySerializer})
+    def get(self, request, company_id):
+        return Response(core_serializers.CompanySerializer(self._company(request, company_id)).data)
+
+    @documented(
+        request=core_serializers.CompanyUpdateSerializer,
+        responses={200: core_serializers.CompanySerializer},
+        errors=(409,),
+    )
+    def patch(self, request, company_id):
+        actor = request_actor(request)
+        company = self._company(request, company_id)
+        if not actor.is_board:
+            raise exceptions.PermissionDenied("Board access required")
+        data = json_body(core_serializers.CompanyUpdateSerializer, request)
+        company = company_update(
+            company=company, actor_type="user", actor_id=actor.actor_id, changes=data
+        )
+        return Response(core_serializers.CompanySerializer(company).data)
+
+
+class CompanyActivityView(ApiGenericView):
+    queryset = ActivityLog.objects.none()
+    serializer_class = core_serializers.ActivitySerializer
+    pagination_class = cursor_pagination("-created_at")
+
+    @documented(
+        responses={200: core_serializers.ActivitySerializer(many=True)},
+        parameters=[core_serializers.ActivityQuerySerializer],
+    )
+    def get(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        filters = query_params(core_serializers.ActivityQuerySerializer, request)
+        queryset = ActivityLog.objects.filter(company=company)
+        if filters.get("agentId"):
+            queryset = queryset.filter(agent_id=filters["agentId"])
+        if filters.get("entityType"):
+            queryset = queryset.filter(entity_type=filters["entityType"])
+        if filters.get("entityId"):
+            queryset = queryset.filter(entity_id=filters["entityId"])
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+# Board personal tokens
+
+
+class BoardTokenListCreateView(ApiGenericView):
+    queryset = BoardApiToken.objects.none()
+    permission_classes = [IsBoard]
+    serializer_class = core_serializers.BoardTokenSerializer
+    pagination_class = cursor_pagination("-created_at")
+
+    @documented(responses={200: core_serializers.BoardTokenSerializer(many=True)})
+    def get(self, request):
+        queryset = BoardApiToken.objects.filter(user_id=request_actor(request).user.pk)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @documented(
+        request=core_serializers.BoardTokenCreateSerializer,
+        responses={201: core_serializers.BoardTokenCreatedSerializer},
+    )
+    def post(self, request):
+        data = json_body(core_serializers.BoardTokenCreateSerializer, request)
+        secret, prefix, digest = secret_generate("pcbt_")
+        token = BoardApiToken.objects.create(
+            user_id=request_actor(request).user.pk,
+            name=data["name"],
+            token_prefix=prefix,
+            token_hash=digest,
+        )
+        body = core_serializers.BoardTokenSerializer(token).data
+        body["token"] = secret
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class BoardTokenRevokeView(ApiView):
+    permission_classes = [IsBoard]
+
+    @documented(responses={200: core_serializers.BoardTokenSerializer})
+    def delete(self, request, token_id):
+        token = BoardApiToken.objects.filter(
+            id=token_id, user_id=request_actor(request).user.pk
+        ).first()
+        if token is None:
+            raise exceptions.NotFound("Token not found")
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+        return Response(core_serializers.BoardTokenSerializer(token).data)

@@ -1,0 +1,139 @@
+"""Serializers of the core app, and the camelCase convention shared by every app's API.
+
+JSON keys are the reference's camelCase (`issuePrefix`, `createdAt`), so agents and scripts written
+for the reference read our responses unchanged; Python and the database keep snake_case.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from paperclip.models import ActivityLog, BoardApiToken, Company
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class CamelModelSerializer(serializers.ModelSerializer):
+    """A ModelSerializer whose keys are the camelCase of the model's field names."""
+
+    def get_fields(self):
+        renamed = {}
+        for name, field in super().get_fields().items():
+            key = camel(name)
+            if key != name and field.source is None:
+                field.source = name
+            renamed[key] = field
+        return renamed
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    details = serializers.JSONField(allow_null=True, required=False)
+
+
+class CompanySerializer(CamelModelSerializer):
+    class Meta:
+        model = Company
+        fields = [
+            "id",
+            "name",
+            "description",
+            "status",
+            "pause_reason",
+            "paused_at",
+            "issue_prefix",
+            "issue_counter",
+            "budget_monthly_cents",
+            "spent_monthly_cents",
+            "require_board_approval_for_new_agents",
+            "brand_color",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class CompanyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(
+        max_length=10_000, allow_null=True, allow_blank=True, required=False
+    )
+    issuePrefix = serializers.RegexField(
+        r"^[A-Za-z][A-Za-z0-9]{0,15}$",
+        source="issue_prefix",
+        help_text="Letters and digits, starting with a letter; issue identifiers are PREFIX-N.",
+    )
+    requireBoardApprovalForNewAgents = serializers.BooleanField(
+        source="require_board_approval_for_new_agents", default=True
+    )
+
+
+class CompanyUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(
+        max_length=10_000, allow_null=True, allow_blank=True, required=False
+    )
+    status = serializers.ChoiceField(choices=Company.Status.choices, required=False)
+    pauseReason = serializers.CharField(
+        source="pause_reason", max_length=2000, allow_null=True, allow_blank=True, required=False
+    )
+    budgetMonthlyCents = serializers.IntegerField(
+        source="budget_monthly_cents", min_value=0, max_value=2**31 - 1, required=False
+    )
+    requireBoardApprovalForNewAgents = serializers.BooleanField(
+        source="require_board_approval_for_new_agents", required=False
+    )
+    brandColor = serializers.RegexField(
+        r"^#[0-9A-Fa-f]{6}$", source="brand_color", allow_null=True, required=False
+    )
+
+
+class ActivitySerializer(CamelModelSerializer):
+    companyId = serializers.UUIDField(source="company_id", read_only=True)
+    agentId = serializers.UUIDField(source="agent_id", read_only=True, allow_null=True)
+    runId = serializers.UUIDField(source="run_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ActivityLog
+        fields = [
+            "id",
+            "companyId",
+            "actor_type",
+            "actor_id",
+            "action",
+            "entity_type",
+            "entity_id",
+            "agentId",
+            "runId",
+            "details",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ActivityQuerySerializer(serializers.Serializer):
+    agentId = serializers.UUIDField(required=False)
+    entityType = serializers.CharField(max_length=64, required=False)
+    entityId = serializers.CharField(max_length=200, required=False)
+
+
+class BoardTokenSerializer(CamelModelSerializer):
+    class Meta:
+        model = BoardApiToken
+        fields = ["id", "name", "token_prefix", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class BoardTokenCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+
+
+class BoardTokenCreatedSerializer(BoardTokenSerializer):
+    token = serializers.CharField(read_only=True, help_text="The secret; shown only once.")
+
+    class Meta(BoardTokenSerializer.Meta):
+        fields = [*BoardTokenSerializer.Meta.fields, "token"]
+        read_only_fields = fields
