@@ -448,12 +448,12 @@ class _Sweep:
         keys: list[tuple[datetime, uuid.UUID]] = []
         try:
             with transaction.atomic():
-                runs = self._lock(page)[:batch_size]
-                runs = list(runs)
+                runs = list(self._lock(page)[:batch_size])
                 if not runs:
                     return None
                 keys = [(run.created_at, run.id) for run in runs]
-                self._judge_and_write(runs)
+                lost = self._judge_and_write(runs)
+            self._settle_agents(lost)
             return keys
         except Exception:
             if not keys:
@@ -469,7 +469,8 @@ class _Sweep:
             try:
                 with transaction.atomic():
                     runs = list(self._lock(page.filter(id=run_id)))
-                    self._judge_and_write(runs, allow_retry=allow_retry)
+                    lost = self._judge_and_write(runs, allow_retry=allow_retry)
+                self._settle_agents(lost)
                 return
             except IntegrityError as exc:
                 # The database refused the retry (another active run holds the issue, or a
@@ -509,7 +510,10 @@ class _Sweep:
 
     # -- one batch -------------------------------------------------------------------------------
 
-    def _judge_and_write(self, runs: list[HeartbeatRun], *, allow_retry: bool = True) -> None:
+    def _judge_and_write(
+        self, runs: list[HeartbeatRun], *, allow_retry: bool = True
+    ) -> list[_Planned]:
+        """Judge the locked runs and write the batch; returns the runs failed as lost."""
         closed_issues = _closed_issue_ids(runs)
         markers: frozenset[str] | None = None
         planned: list[_Planned] = []
@@ -546,11 +550,10 @@ class _Sweep:
         if self.dry_run:
             self.detached.extend(p.run.id for p in detach)
             self.lost.extend(p.run.id for p in lose)
-            return
+            return []
         if detach:
             self._write_detached(detach)
-        if lose:
-            self._write_lost(lose)
+        return self._write_lost(lose) if lose else []
 
     def _is_local(self, run: HeartbeatRun) -> bool:
         return (run.process_host or run.owner_host or self.host) == self.host
@@ -604,7 +607,7 @@ class _Sweep:
         )
         self.detached.extend(p.run.id for p in planned)
 
-    def _write_lost(self, planned: list[_Planned]) -> None:
+    def _write_lost(self, planned: list[_Planned]) -> list[_Planned]:
         won = _update_runs_returning_seq(
             "status = %s, error_code = %s, error = v.error, finished_at = %s, updated_at = %s",
             [RunStatus.FAILED, RunErrorCode.PROCESS_LOST, self.now, self.now],
@@ -613,7 +616,7 @@ class _Sweep:
         # A run that finished meanwhile is left alone (the CAS from running lost).
         planned = [p for p in planned if p.run.id in won]
         if not planned:
-            return
+            return []
         for p in planned:
             p.run.status = RunStatus.FAILED
         _update_wakeups_failed(
@@ -630,9 +633,9 @@ class _Sweep:
         ActivityLog.objects.bulk_create(
             [_activity(p, "heartbeat.run_process_lost", self.host) for p in planned]
         )
-        self._settle_agents(planned)
         self._terminate_after_commit([p for p in planned if p.decision.terminate])
         self.lost.extend(p.run.id for p in planned)
+        return planned
 
     def _insert_retries(self, planned: list[_Planned]) -> list[HeartbeatRunEvent]:
         """Queue one retry per run, in this transaction; run_one_retry_per_run backs it up."""
@@ -725,14 +728,21 @@ class _Sweep:
             issue_release_and_promote(run=by_issue[issue_id], now=self.now)
 
     def _settle_agents(self, planned: list[_Planned]) -> None:
+        """Agent status, runtime state and queue, each in its own transaction after the batch
+        committed: the documented lock order is agent before run, and the batch holds runs."""
         last_of_agent: dict[uuid.UUID, _Planned] = {}
         for p in planned:
             last_of_agent[p.run.agent_id] = p
+        retrying_agents = {p.run.agent_id for p in planned if p.decision.retry}
         for agent_id, p in last_of_agent.items():
-            agent_finalize_status(agent_id=agent_id, outcome=RunStatus.FAILED, now=self.now)
-            runtime_state_record(run=p.run, error=p.message)
-            if any(q.decision.retry for q in planned if q.run.agent_id == agent_id):
-                agent_start_next_queued(agent_id=agent_id)
+            try:
+                agent_finalize_status(agent_id=agent_id, outcome=RunStatus.FAILED, now=self.now)
+                runtime_state_record(run=p.run, error=p.message)
+                if agent_id in retrying_agents:
+                    agent_start_next_queued(agent_id=agent_id)
+            except Exception:
+                # The runs are failed and retried already; the agent settles on its next run.
+                logger.exception("could not settle agent %s after reaping", agent_id)
 
     def _terminate_after_commit(self, planned: list[_Planned]) -> None:
         targets = [(self._identity(p.run), str(p.run.id)) for p in planned]
