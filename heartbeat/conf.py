@@ -39,6 +39,18 @@ class HeartbeatConf:
     # Longest stdout/stderr chunk kept in one log line, and the excerpt kept on the run (32 KiB).
     log_chunk_max_bytes: int = 64 * 1024
     excerpt_max_bytes: int = 32 * 1024
+    # How often a worker re-reads its run's status while waiting, so a cancel written by another
+    # process or host stops the tree within about a second (the reference polls its kill at 100 ms,
+    # but only in-process).
+    run_status_poll_interval_sec: float = 1.0
+    # After the run's process exits, how long its output may keep flowing (descendants holding
+    # the pipes) before the rest of the tree is terminated so the run can finish.
+    output_drain_sec: float = 2.0
+    # Where run logs are written; empty means PAPERCLIP_HOME/run-logs (the reference's
+    # RUN_LOG_BASE_PATH override, so tests and operators can put logs elsewhere).
+    run_log_dir: str = ""
+    # Request timeout of the http adapter when its config sets none (reference http adapter: 15 s).
+    http_adapter_timeout_sec: float = 15.0
 
 
 def heartbeat_conf() -> HeartbeatConf:

@@ -30,6 +30,7 @@ from heartbeat.models import (
     WakeupStatus,
 )
 from heartbeat.services.events import run_event_append
+from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from issues.models import Issue
 from paperclip.services import activity_log_record
 from paperclip.telemetry import telemetry_client
@@ -38,24 +39,12 @@ logger = logging.getLogger(__name__)
 
 EXECUTE_RUN_TASK = "heartbeat.tasks.execute_run"
 FIRST_HEARTBEAT_EVENT = "agent.first_heartbeat"
-MAX_CONCURRENT_RUNS_LIMIT = 10
 _REOPEN_ON_COMMENT_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
 
 
 def agent_name_key(name: str) -> str:
     """The issue lock's agent key (reference 2.3): the trimmed, lower-cased agent name."""
     return name.strip().lower()
-
-
-def heartbeat_policy_max_concurrent_runs(runtime_config: dict | None) -> int:
-    """runtime_config.heartbeat.maxConcurrentRuns floored and clamped to 1..10 (reference 2.1)."""
-    heartbeat = (runtime_config or {}).get("heartbeat") or {}
-    raw = heartbeat.get("maxConcurrentRuns", 1) if isinstance(heartbeat, dict) else 1
-    try:
-        value = int(float(raw))
-    except (TypeError, ValueError, OverflowError):
-        return 1
-    return min(max(value, 1), MAX_CONCURRENT_RUNS_LIMIT)
 
 
 def runs_of_issue(issue_id: uuid.UUID | str):

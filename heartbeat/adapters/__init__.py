@@ -1,0 +1,43 @@
+"""Adapters, keyed by Agent.adapter_type: each turns a run into a process or HTTP invocation."""
+
+from __future__ import annotations
+
+from heartbeat.adapters.base import (
+    AdapterConfigInvalid,
+    AdapterError,
+    AdapterUnknown,
+    HttpInvocation,
+    ProcessInvocation,
+    RunInvocationContext,
+)
+from heartbeat.adapters.cli import ClaudeLocalAdapter, CodexLocalAdapter
+from heartbeat.adapters.http import HttpAdapter, HttpOutcome, http_invoke
+from heartbeat.adapters.process import ProcessAdapter
+
+ADAPTERS = {
+    adapter.adapter_type: adapter
+    for adapter in (ProcessAdapter(), CodexLocalAdapter(), ClaudeLocalAdapter(), HttpAdapter())
+}
+
+
+def adapter_invocation(ctx: RunInvocationContext) -> ProcessInvocation | HttpInvocation:
+    """The invocation of a run; AdapterUnknown / AdapterConfigInvalid say why there is none."""
+    adapter = ADAPTERS.get(ctx.adapter_type)
+    if adapter is None:
+        known = ", ".join(sorted(ADAPTERS))
+        raise AdapterUnknown(f"unknown adapter type {ctx.adapter_type!r} (known: {known})")
+    return adapter.invocation(ctx)
+
+
+__all__ = [
+    "ADAPTERS",
+    "AdapterConfigInvalid",
+    "AdapterError",
+    "AdapterUnknown",
+    "HttpInvocation",
+    "HttpOutcome",
+    "ProcessInvocation",
+    "RunInvocationContext",
+    "adapter_invocation",
+    "http_invoke",
+]

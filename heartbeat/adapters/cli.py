@@ -1,0 +1,111 @@
+"""Local coding-agent CLIs: `codex_local` (codex exec) and `claude_local` (claude --print).
+
+adapter_config: command (path, default the CLI's name), model, cwd, extraArgs, promptTemplate, env,
+timeoutSec (default 0 = none), graceSec (default 20), and per CLI: codex `search`,
+`dangerouslyBypassApprovalsAndSandbox`; claude `maxTurnsPerRun`, `dangerouslySkipPermissions`.
+The prompt is rendered from the template and given on stdin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from heartbeat.adapters.base import (
+    DEFAULT_PROMPT_TEMPLATE,
+    AdapterConfigInvalid,
+    ProcessInvocation,
+    RunInvocationContext,
+    config_bool,
+    config_object,
+    config_seconds,
+    config_str,
+    config_str_list,
+    config_str_map,
+    env_for_display,
+    process_env,
+    prompt_render,
+    secret_values,
+)
+
+# The reference's local CLI adapters: no timeout, 20 s grace between TERM and KILL.
+_CLI_TIMEOUT_SEC = 0.0
+_CLI_GRACE_SEC = 20.0
+
+
+class _CliAdapter:
+    adapter_type: str
+    default_command: str
+
+    def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
+        raise NotImplementedError
+
+    def invocation(self, ctx: RunInvocationContext) -> ProcessInvocation:
+        config = config_object(ctx.adapter_config)
+        command = config_str(config, "command", default=self.default_command)
+        assert command is not None  # defaulted above
+        argv = (command, *self.cli_args(config, ctx))
+        extra_env = config_str_map(config, "env")
+        secrets = secret_values(ctx, extra_env)
+        template = config_str(config, "promptTemplate", default=DEFAULT_PROMPT_TEMPLATE)
+        assert template is not None  # defaulted above
+        prompt = prompt_render(template, ctx)
+        cwd = config_str(config, "cwd")
+        return ProcessInvocation(
+            argv=argv,
+            cwd=cwd,
+            env=process_env(ctx, extra_env),
+            timeout_sec=config_seconds(config, "timeoutSec", default=_CLI_TIMEOUT_SEC),
+            grace_sec=config_seconds(config, "graceSec", default=_CLI_GRACE_SEC),
+            stdin=prompt.encode(),
+            secret_values=secrets,
+            meta={
+                "adapterType": self.adapter_type,
+                "command": command,
+                "args": list(argv[1:]),
+                "cwd": cwd,
+                "env": env_for_display(extra_env, secrets),
+                "prompt": prompt,
+            },
+        )
+
+
+class CodexLocalAdapter(_CliAdapter):
+    adapter_type = "codex_local"
+    default_command = "codex"
+
+    def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
+        args = ["exec", "--json"]
+        if config_bool(config, "search"):
+            args.append("--search")
+        if config_bool(config, "dangerouslyBypassApprovalsAndSandbox"):
+            args.append("--dangerously-bypass-approvals-and-sandbox")
+        model = config_str(config, "model")
+        if model:
+            args += ["--model", model]
+        args += config_str_list(config, "extraArgs")
+        if ctx.session_id_before:
+            args += ["resume", ctx.session_id_before]
+        # "-": read the prompt from stdin.
+        return [*args, "-"]
+
+
+class ClaudeLocalAdapter(_CliAdapter):
+    adapter_type = "claude_local"
+    default_command = "claude"
+
+    def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
+        args = ["--print", "-", "--output-format", "stream-json", "--verbose"]
+        if ctx.session_id_before:
+            args += ["--resume", ctx.session_id_before]
+        if config_bool(config, "dangerouslySkipPermissions"):
+            args.append("--dangerously-skip-permissions")
+        model = config_str(config, "model")
+        if model:
+            args += ["--model", model]
+        max_turns = config.get("maxTurnsPerRun")
+        if max_turns is not None:
+            if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+                raise AdapterConfigInvalid("adapter_config.maxTurnsPerRun must be an integer >= 1")
+            args += ["--max-turns", str(max_turns)]
+        return [*args, *config_str_list(config, "extraArgs")]

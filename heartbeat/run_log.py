@@ -1,0 +1,180 @@
+"""The run log: a run's stdout and stderr as NDJSON lines under PAPERCLIP_HOME/run-logs.
+
+Output is written as it arrives and never held whole in memory: the writer keeps a SHA-256, a byte
+count and the last excerpt of each stream, so a run printing gigabytes costs the worker the same
+memory as one printing a line. Secret values are redacted before anything is written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+
+from heartbeat.conf import heartbeat_conf
+
+LOG_STORE = "local_file"
+REDACTED = "***REDACTED***"
+# Secrets shorter than this are not redacted: replacing "1" or "ab" would shred the log.
+_MIN_SECRET_LENGTH = 6
+_HEAD_SHARE = 0.6
+_TAIL_SHARE = 0.25
+
+
+def run_log_ref(*, company_id: object, agent_id: object, run_id: object) -> str:
+    """The log's path relative to the log root (stored as the run's log_ref)."""
+    return f"{company_id}/{agent_id}/{run_id}.ndjson"
+
+
+def run_log_root() -> Path:
+    configured = heartbeat_conf().run_log_dir
+    return Path(configured) if configured else Path(settings.PAPERCLIP_HOME) / "run-logs"
+
+
+def run_log_path(log_ref: str) -> Path:
+    return run_log_root() / log_ref
+
+
+def chunk_truncate(text: str, max_chars: int) -> str:
+    """Cap one chunk as the reference does: keep the first 60% and the last 25%, marked."""
+    if len(text) <= max_chars:
+        return text
+    head = text[: int(max_chars * _HEAD_SHARE)]
+    tail = text[len(text) - int(max_chars * _TAIL_SHARE) :]
+    dropped = len(text) - len(head) - len(tail)
+    return f"{head}\n[... {dropped} characters truncated ...]\n{tail}"
+
+
+class SecretRedactor:
+    """Replaces secret values in a stream of text, including a secret split across two chunks.
+
+    The last (longest secret - 1) characters are held back until more text or the end arrives,
+    so a secret is only ever emitted whole, and then as REDACTED.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values = sorted(
+            {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
+        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+        self._hold = max((len(v) for v in values), default=1) - 1
+        self._carry = ""
+
+    def feed(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        pending = self._carry + text
+        last_end = 0
+        for match in self._pattern.finditer(pending):
+            last_end = match.end()
+        cut = max(len(pending) - self._hold, last_end, 0)
+        self._carry = pending[cut:]
+        return self._pattern.sub(REDACTED, pending[:cut])
+
+    def flush(self) -> str:
+        if self._pattern is None:
+            return ""
+        rest, self._carry = self._carry, ""
+        return self._pattern.sub(REDACTED, rest)
+
+
+class _Excerpt:
+    """The last `limit` characters of a stream, in bounded memory."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._text = ""
+
+    def add(self, text: str) -> None:
+        self._text += text
+        if len(self._text) > 2 * self._limit:
+            self._text = self._text[-self._limit :]
+
+    def value(self) -> str | None:
+        return self._text[-self._limit :] or None
+
+
+@dataclass(frozen=True)
+class RunLogSummary:
+    log_bytes: int
+    log_sha256: str
+    stdout_excerpt: str | None
+    stderr_excerpt: str | None
+
+
+class _Stream:
+    def __init__(self, secrets: Iterable[str], excerpt_limit: int) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.redactor = SecretRedactor(secrets)
+        self.excerpt = _Excerpt(excerpt_limit)
+
+
+class RunLogWriter:
+    """Appends `{ts, stream, chunk}` lines; safe to call from one reader thread per stream."""
+
+    def __init__(
+        self, *, path: Path, secrets: Iterable[str], chunk_max_chars: int, excerpt_max_chars: int
+    ) -> None:
+        secrets = tuple(secrets)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+        self._sha = hashlib.sha256()
+        self._bytes = 0
+        self._chunk_max = chunk_max_chars
+        self._streams = {
+            "stdout": _Stream(secrets, excerpt_max_chars),
+            "stderr": _Stream(secrets, excerpt_max_chars),
+        }
+        self._lock = threading.Lock()
+
+    def write(self, stream: str, data: bytes) -> None:
+        with self._lock:
+            if self._file.closed:
+                return
+            state = self._streams[stream]
+            self._emit(stream, state.redactor.feed(state.decoder.decode(data)))
+
+    def close(self) -> RunLogSummary:
+        with self._lock:
+            for name, state in self._streams.items():
+                self._emit(name, state.redactor.feed(state.decoder.decode(b"", final=True)))
+                self._emit(name, state.redactor.flush())
+            self._file.close()
+            return RunLogSummary(
+                log_bytes=self._bytes,
+                log_sha256=self._sha.hexdigest(),
+                stdout_excerpt=self._streams["stdout"].excerpt.value(),
+                stderr_excerpt=self._streams["stderr"].excerpt.value(),
+            )
+
+    def _emit(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        text = chunk_truncate(text, self._chunk_max)
+        self._streams[stream].excerpt.add(text)
+        line = json.dumps(
+            {"ts": datetime.now(UTC).isoformat(), "stream": stream, "chunk": text},
+            ensure_ascii=False,
+        )
+        encoded = (line + "\n").encode("utf-8", errors="replace")
+        self._file.write(encoded)
+        self._file.flush()
+        self._sha.update(encoded)
+        self._bytes += len(encoded)
+
+
+def run_log_read(log_ref: str) -> list[dict]:
+    """Every line of a run's log (for tests and small logs; large logs are streamed by callers)."""
+    path = run_log_path(log_ref)
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]

@@ -1,0 +1,157 @@
+"""Claim: a worker takes a queued run, under the agent's concurrency cap, across hosts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from heartbeat import process_control
+from heartbeat.conf import heartbeat_conf
+from heartbeat.models import (
+    TERMINAL_RUN_STATUSES,
+    Agent,
+    AgentStatus,
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunStatus,
+    WakeupStatus,
+)
+from heartbeat.services.events import run_event_append
+from heartbeat.services.lifecycle import agent_name_key
+from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from issues.models import Issue
+
+# Issues the run checks out for its agent when it starts (reference 2.4 "harness checkout").
+_CHECKOUT_FROM_STATUSES = (
+    Issue.Status.TODO,
+    Issue.Status.BACKLOG,
+    Issue.Status.BLOCKED,
+    Issue.Status.IN_PROGRESS,
+)
+
+
+class ClaimRefusal(StrEnum):
+    NOT_FOUND = "not_found"
+    NOT_QUEUED = "not_queued"
+    AGENT_NOT_INVOKABLE = "agent_not_invokable"
+    AT_CAPACITY = "at_capacity"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    run: HeartbeatRun | None
+    refusal: ClaimRefusal | None = None
+
+    @property
+    def claimed(self) -> bool:
+        return self.refusal is None
+
+
+def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimResult:
+    """Take the run from `queued` to `running` for this process, or say why not.
+
+    The cap check and the compare-and-set share one transaction that holds the agent's row
+    lock, so however many workers on however many hosts race, an agent never runs more than
+    maxConcurrentRuns at once, and a run is claimed at most once. The claimer records itself as
+    the owner with a lease; the issue execution lock and the wake are stamped in the same commit.
+    """
+    now = now or timezone.now()
+    conf = heartbeat_conf()
+    owner = process_control.self_identity()
+    with transaction.atomic():
+        run = HeartbeatRun.objects.filter(pk=run_id).only("id", "status", "agent_id").first()
+        if run is None:
+            return ClaimResult(run=None, refusal=ClaimRefusal.NOT_FOUND)
+        if run.status != RunStatus.QUEUED:
+            return ClaimResult(run=run, refusal=ClaimRefusal.NOT_QUEUED)
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=run.agent_id)
+        # Queued runs of a paused agent stay queued until it is resumed (reference 2.3).
+        if not agent.is_invokable:
+            return ClaimResult(run=run, refusal=ClaimRefusal.AGENT_NOT_INVOKABLE)
+        cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
+        running = HeartbeatRun.objects.filter(agent_id=agent.id, status=RunStatus.RUNNING).count()
+        if running >= cap:
+            return ClaimResult(run=run, refusal=ClaimRefusal.AT_CAPACITY)
+        claimed = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING,
+            started_at=Coalesce(F("started_at"), now),
+            owner_host=owner.host,
+            owner_boot_id=owner.boot_id,
+            owner_pid=owner.pid,
+            owner_started_at=owner.started_at,
+            lease_expires_at=now + timedelta(seconds=conf.lease_expiry_sec),
+            last_activity_at=now,
+            updated_at=now,
+        )
+        if not claimed:
+            return ClaimResult(run=run, refusal=ClaimRefusal.NOT_QUEUED)
+        run = HeartbeatRun.objects.get(pk=run.id)
+        AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
+            status=WakeupStatus.CLAIMED, claimed_at=now, updated_at=now
+        )
+        checked_out = _issue_lock_stamp(run=run, agent=agent, now=now)
+        if checked_out:
+            run.context_snapshot = {
+                **(run.context_snapshot or {}),
+                "paperclipHarnessCheckedOut": True,
+            }
+            HeartbeatRun.objects.filter(pk=run.id).update(context_snapshot=run.context_snapshot)
+        Agent.objects.filter(pk=agent.id).update(status=AgentStatus.RUNNING, updated_at=now)
+        run_event_append(
+            run_id=run.id,
+            company_id=run.company_id,
+            agent_id=run.agent_id,
+            event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+            message="run started",
+            payload={"ownerHost": owner.host, "ownerPid": owner.pid},
+        )
+    return ClaimResult(run=run)
+
+
+def _issue_lock_stamp(*, run: HeartbeatRun, agent: Agent, now: datetime) -> bool:
+    """Point the issue's execution lock at the run; check the issue out when the agent owns it.
+
+    Returns whether the run checked the issue out.
+    """
+    issue_id = run.issue_id
+    if not issue_id:
+        return False
+    Issue.objects.filter(pk=issue_id, company_id=run.company_id).filter(
+        Q(execution_run__isnull=True) | Q(execution_run=run)
+    ).update(
+        execution_run=run,
+        execution_agent_name_key=agent_name_key(agent.name),
+        execution_locked_at=now,
+        updated_at=now,
+    )
+    reason = (run.context_snapshot or {}).get("wakeReason") or ""
+    if not reason or reason == "issue_comment_mentioned" or reason.startswith("execution_"):
+        return False
+    # A checkout held by a finished or vanished run is adopted (reference 9.8).
+    free = (
+        Q(checkout_run__isnull=True)
+        | Q(checkout_run=run)
+        | Q(checkout_run__status__in=TERMINAL_RUN_STATUSES)
+    )
+    return bool(
+        Issue.objects.filter(
+            free,
+            pk=issue_id,
+            company_id=run.company_id,
+            assignee_agent_id=agent.id,
+            status__in=_CHECKOUT_FROM_STATUSES,
+        ).update(
+            status=Issue.Status.IN_PROGRESS,
+            checkout_run=run,
+            started_at=Coalesce(F("started_at"), now),
+            updated_at=now,
+        )
+    )

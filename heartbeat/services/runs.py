@@ -1,0 +1,224 @@
+"""Runs seen from outside the worker: cancel, activity reports, reads, and resuming lost
+dispatches (reference 4 and 6)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from heartbeat import process_control
+from heartbeat.conf import heartbeat_conf
+from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunErrorCode,
+    RunStatus,
+    WakeupStatus,
+)
+from heartbeat.services.events import run_event_append
+from heartbeat.services.lifecycle import (
+    agent_finalize_status,
+    agent_start_next_queued,
+    issue_release_and_promote,
+    run_dispatch_on_commit,
+)
+from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+
+CANCELLED_BY_CONTROL_PLANE = "Cancelled by control plane"
+DETACHED_CLEARED_MESSAGE = "Detached child process reported activity; cleared detached warning"
+# get_run returns a summary instead of a result_json larger than this (reference 4.3).
+RESULT_JSON_SAFE_BYTES = 64 * 1024
+_RESULT_TEXT_CHARS = 500
+_RESULT_STREAM_CHARS = 4096
+
+
+class RunNotFound(Exception):
+    """No run has this id (the API answers 404)."""
+
+    def __init__(self, run_id: object) -> None:
+        super().__init__("Heartbeat run not found")
+        self.run_id = run_id
+
+
+def _run_or_none(run_id: uuid.UUID | str) -> HeartbeatRun | None:
+    try:
+        return HeartbeatRun.objects.filter(pk=run_id).first()
+    except (ValueError, ValidationError):
+        return None
+
+
+def cancel_run(
+    run_id: uuid.UUID | str, *, reason: str = CANCELLED_BY_CONTROL_PLANE
+) -> HeartbeatRun:
+    """Cancel a queued or running run; a finished run is returned unchanged.
+
+    The cancel is written first (compare-and-set), so the worker that owns the run, on any
+    host, sees it within a poll interval and stops its tree. This process also terminates the
+    tree when it runs here, after commit and only for processes whose identity still matches.
+    """
+    run = _run_or_none(run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    if run.status not in ACTIVE_RUN_STATUSES:
+        return run
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = HeartbeatRun.objects.filter(pk=run.id, status__in=ACTIVE_RUN_STATUSES).update(
+            status=RunStatus.CANCELLED,
+            finished_at=now,
+            error=reason,
+            error_code=RunErrorCode.CANCELLED,
+            updated_at=now,
+        )
+        run.refresh_from_db()
+        if not cancelled:
+            return run
+        AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
+            status=WakeupStatus.CANCELLED, finished_at=now, error=reason, updated_at=now
+        )
+        run_event_append(
+            run_id=run.id,
+            company_id=run.company_id,
+            agent_id=run.agent_id,
+            event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+            message="run cancelled",
+            level=HeartbeatRunEvent.Level.WARN,
+            payload={"reason": reason},
+        )
+        issue_release_and_promote(run=run, now=now)
+        agent_finalize_status(agent_id=run.agent_id, outcome=RunStatus.CANCELLED, now=now)
+        transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
+    identity = run_process_identity(run)
+    if identity is not None:
+        process_control.terminate_tree(
+            identity, marker=str(run.id), grace=heartbeat_conf().terminate_grace_sec
+        )
+    return run
+
+
+def run_process_identity(run: HeartbeatRun) -> process_control.ProcessIdentity | None:
+    """The recorded identity of the run's process, or None when no process was recorded."""
+    if not run.process_pid or not run.process_host or not run.process_boot_id:
+        return None
+    return process_control.ProcessIdentity(
+        pid=run.process_pid,
+        pgid=run.process_group_id,
+        started_at=run.process_started_at,
+        host=run.process_host,
+        boot_id=run.process_boot_id,
+    )
+
+
+def report_run_activity(run_id: uuid.UUID | str) -> HeartbeatRun | None:
+    """A running run's agent called in: note the activity and clear a detached warning.
+
+    Returns the run when a `process_detached` warning was cleared, else None (reference 4.1).
+    """
+    run = _run_or_none(run_id)
+    if run is None:
+        return None
+    now = timezone.now()
+    with transaction.atomic():
+        HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
+            last_activity_at=now
+        )
+        cleared = HeartbeatRun.objects.filter(
+            pk=run.id, status=RunStatus.RUNNING, error_code=RunErrorCode.PROCESS_DETACHED
+        ).update(error=None, error_code=None, detached_at=None, updated_at=now)
+        if not cleared:
+            return None
+        run_event_append(
+            run_id=run.id,
+            company_id=run.company_id,
+            agent_id=run.agent_id,
+            event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+            message=DETACHED_CLEARED_MESSAGE,
+        )
+    run.refresh_from_db()
+    return run
+
+
+def get_run(
+    run_id: uuid.UUID | str, *, unsafe_full_result_json: bool = False
+) -> HeartbeatRun | None:
+    """The run, or None; an oversized result_json is replaced by a summary (reference 4.3)."""
+    run = _run_or_none(run_id)
+    if run is None or unsafe_full_result_json or run.result_json is None:
+        return run
+    size = len(json.dumps(run.result_json).encode())
+    if size > RESULT_JSON_SAFE_BYTES:
+        run.result_json = result_json_summary(run.result_json, original_size=size)
+    return run
+
+
+def result_json_summary(result: Any, *, original_size: int) -> dict:
+    source = result if isinstance(result, dict) else {}
+    summary: dict[str, Any] = {}
+    for key in ("summary", "result", "message", "error"):
+        if isinstance(source.get(key), str):
+            summary[key] = source[key][:_RESULT_TEXT_CHARS]
+    for key in ("stdout", "stderr"):
+        if isinstance(source.get(key), str):
+            summary[key] = source[key][:_RESULT_STREAM_CHARS]
+            summary[f"{key}Truncated"] = len(source[key]) > _RESULT_STREAM_CHARS
+    for key in ("costUsd", "cost_usd", "total_cost_usd"):
+        if key in source:
+            summary[key] = source[key]
+    summary.update(
+        truncated=True, truncationReason="oversized_result_json", originalSizeBytes=original_size
+    )
+    return summary
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    dispatched: int
+    run_ids: list[str]
+
+
+def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
+    """Hand out again queued runs nobody has touched for resume_queued_after_sec.
+
+    Covers a dispatch lost between commit and broker, and queued runs of an agent resumed
+    after a pause. Rows are taken with SKIP LOCKED and stamped, so concurrent sweeps on several
+    hosts hand each run out once per period; each agent gets at most its free slots.
+    """
+    now = now or timezone.now()
+    conf = heartbeat_conf()
+    older_than = now - timedelta(seconds=conf.resume_queued_after_sec)
+    chosen: list[str] = []
+    with transaction.atomic():
+        stale = list(
+            HeartbeatRun.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("agent")
+            .filter(status=RunStatus.QUEUED, updated_at__lt=older_than)
+            .order_by("created_at", "id")[: conf.sweep_batch_size]
+        )
+        free_slots: dict[uuid.UUID, int] = {}
+        for run in stale:
+            agent = run.agent
+            if agent.id not in free_slots:
+                running = HeartbeatRun.objects.filter(
+                    agent_id=agent.id, status=RunStatus.RUNNING
+                ).count()
+                cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
+                free_slots[agent.id] = cap - running if agent.is_invokable else 0
+            if free_slots[agent.id] <= 0:
+                continue
+            free_slots[agent.id] -= 1
+            chosen.append(str(run.id))
+        if chosen:
+            HeartbeatRun.objects.filter(pk__in=chosen).update(updated_at=now)
+            for run_id in chosen:
+                run_dispatch_on_commit(run_id)
+    return ResumeResult(dispatched=len(chosen), run_ids=chosen)

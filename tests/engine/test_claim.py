@@ -1,0 +1,119 @@
+"""Claim: compare-and-set under the agent's row lock, so the cap holds across workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+from heartbeat.models import AgentWakeupRequest, HeartbeatRun
+from heartbeat.process_control import current_host
+from heartbeat.services import ClaimRefusal, run_claim, wake_agent
+from issues.models import Issue
+from tests.factories import make_agent, make_issue, make_run
+
+
+def _race(targets: list[Callable[[], object]]) -> list[object]:
+    """Run each target in its own thread with its own connection, released together."""
+    barrier = threading.Barrier(len(targets))
+    results: list[object] = [None] * len(targets)
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = targets[index]()
+        except BaseException as exc:  # surfaced to the test below
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(targets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.django_db
+def test_claim_marks_run_running_with_owner_lease_wake_and_issue_lock(dispatched):
+    agent = make_agent(name=" Ada ")
+    issue = make_issue(agent.company, status="todo", assignee_agent_id=agent.id)
+    woken = wake_agent(
+        agent_id=agent.id, reason="issue_assigned", payload={"issueId": str(issue.id)}
+    )
+
+    result = run_claim(run_id=woken.run.id)
+
+    run = result.run
+    assert result.claimed
+    assert run.status == "running" and run.started_at is not None
+    assert (run.owner_host, run.owner_pid) == (current_host(), os.getpid())
+    assert run.lease_expires_at > run.started_at
+    assert AgentWakeupRequest.objects.get(pk=woken.wakeup.pk).status == "claimed"
+    issue.refresh_from_db()
+    assert issue.execution_run_id == run.id and issue.execution_agent_name_key == "ada"
+    # The harness checkout of an issue assigned to the agent (reference 2.4).
+    assert (issue.status, issue.checkout_run_id) == ("in_progress", run.id)
+    agent.refresh_from_db()
+    assert agent.status == "running"
+
+
+@pytest.mark.django_db
+def test_claim_of_a_run_that_is_not_queued_changes_nothing():
+    run = make_run(make_agent(), status="succeeded")
+    result = run_claim(run_id=run.id)
+    assert result.refusal is ClaimRefusal.NOT_QUEUED
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+
+
+@pytest.mark.django_db
+def test_queued_run_of_a_paused_agent_stays_queued():
+    run = make_run(make_agent(status="paused"))
+    assert run_claim(run_id=run.id).refusal is ClaimRefusal.AGENT_NOT_INVOKABLE
+    run.refresh_from_db()
+    assert run.status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_two_workers_claiming_one_run_give_one_claim():
+    run = make_run(make_agent())
+    results = _race([lambda: run_claim(run_id=run.id), lambda: run_claim(run_id=run.id)])
+    assert sorted(r.claimed for r in results) == [False, True]
+    assert HeartbeatRun.objects.get(pk=run.pk).event_seq == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cap", [1, 2])
+def test_concurrency_cap_holds_with_two_workers_and_three_queued_runs(cap):
+    agent = make_agent(runtime_config={"heartbeat": {"maxConcurrentRuns": cap}})
+    runs = [make_run(agent) for _ in range(3)]
+    # Two workers, each trying every run: six racing claims in all.
+    results = _race(
+        [
+            lambda: [run_claim(run_id=run.id) for run in runs],
+            lambda: [run_claim(run_id=run.id) for run in reversed(runs)],
+        ]
+    )
+    claims = [claim for batch in results for claim in batch]
+    assert sum(claim.claimed for claim in claims) == cap
+    assert HeartbeatRun.objects.filter(agent=agent, status="running").count() == cap
+    assert HeartbeatRun.objects.filter(agent=agent, status="queued").count() == 3 - cap
+
+
+@pytest.mark.django_db
+def test_issue_locked_by_another_run_keeps_its_lock(dispatched):
+    agent = make_agent()
+    issue = make_issue(agent.company)
+    other = make_run(agent, status="failed")
+    Issue.objects.filter(pk=issue.pk).update(execution_run=other)
+    run = make_run(agent, context_snapshot={"issueId": str(issue.id)})
+    assert run_claim(run_id=run.id).claimed
+    issue.refresh_from_db()
+    assert issue.execution_run_id == other.id
