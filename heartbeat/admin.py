@@ -189,8 +189,13 @@ class HeartbeatRunEventInline(admin.TabularInline):
         return False
 
 
+class ConsoleMedia:
+    css = {"all": ["heartbeat/console.css"]}
+
+
 @admin.register(HeartbeatRun)
 class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
+    Media = ConsoleMedia
     list_display = [
         "run",
         "status_badge",

@@ -8,16 +8,29 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, F, OuterRef, Q, Subquery, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Trunc
+from django_q.models import OrmQ, Schedule
+from django_q.status import Stat
 
 from heartbeat.conf import heartbeat_conf
-from heartbeat.models import HeartbeatRun, RunErrorCode, RunStatus
+from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
+    HeartbeatRun,
+    RunErrorCode,
+    RunStatus,
+    SweepRecord,
+)
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
-from issues.models import Issue
+from heartbeat.services.sweeps import sweeps_latest
+from issues.admin import issues_escalated_condition, issues_stranded_condition
+from issues.models import Issue, IssueComment
 
 # The log tail reads at most this much from the end of a log: enough for the last lines of any
 # sane run, and bounded so a multi-gigabyte log costs the same as a small one.
@@ -260,3 +273,328 @@ def sweep_summary(result: dict | None) -> str:
         if isinstance(value, int) and not isinstance(value, bool) and value
     ]
     return ", ".join(counters) or "nothing to do"
+
+
+# --- The dashboard: "what is stuck", per company, in a fixed number of queries. -------------
+
+# Rows per dashboard section: the sections are for attention, the admin lists have the rest.
+DASHBOARD_ROWS = 50
+LOST_WINDOW = timedelta(hours=24)
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "process_lost"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class ActiveRunRow:
+    run: HeartbeatRun
+    issue: Issue | None
+    owner_liveness: Liveness | None
+    lease_remaining: float | None
+
+    @property
+    def owner_lost(self) -> bool:
+        """Lease gone or owner process confirmed dead: the reaper will act on this run."""
+        if self.lease_remaining is None or self.lease_remaining < 0:
+            return True
+        return self.owner_liveness is not None and self.owner_liveness.is_dead
+
+
+@dataclass(frozen=True)
+class DetachedRunRow:
+    run: HeartbeatRun
+    issue: Issue | None
+    silent_for: float
+    grace_ends_at: datetime | None
+    grace_left: float | None
+
+
+@dataclass(frozen=True)
+class LostRunRow:
+    run: HeartbeatRun
+    issue: Issue | None
+    retry_id: uuid.UUID | None
+    retry_status: str | None
+    retry_error_code: str | None
+
+
+@dataclass(frozen=True)
+class IssueRow:
+    issue: Issue
+    latest_run_id: uuid.UUID | None
+    latest_run_status: str | None
+    latest_run_error_code: str | None
+    escalation_comment: str | None
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    kind: str
+    record: SweepRecord | None
+    overdue: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class ClusterHealth:
+    # Clusters reporting through django-q2's stat cache (only visible with a shared cache).
+    clusters: tuple[str, ...]
+    queued_tasks: int
+    overdue_schedules: tuple[str, ...]
+    down: bool
+
+
+@dataclass(frozen=True)
+class ChartBucket:
+    start: datetime
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    now: datetime
+    company_ids: frozenset[uuid.UUID] | None
+    active: list[ActiveRunRow]
+    detached: list[DetachedRunRow]
+    lost: list[LostRunRow]
+    stranded: list[IssueRow]
+    escalated: list[IssueRow]
+    sweeps: list[SweepRow]
+    cluster: ClusterHealth
+    chart_24h: list[ChartBucket]
+    chart_7d: list[ChartBucket]
+    queued_count: int
+    running_count: int
+
+
+def _scoped(queryset, company_ids, field: str = "company_id"):
+    return queryset if company_ids is None else queryset.filter(**{f"{field}__in": company_ids})
+
+
+def _with_issues(runs: list[HeartbeatRun]) -> dict[str, Issue]:
+    return issues_by_id(run.issue_id for run in runs)
+
+
+def runs_active(*, company_ids, now: datetime) -> list[ActiveRunRow]:
+    """Running runs (detached ones have their own section), oldest lease first."""
+    runs = list(
+        _scoped(HeartbeatRun.objects.filter(status=RunStatus.RUNNING), company_ids)
+        .exclude(detached_at__isnull=False)
+        .exclude(error_code=RunErrorCode.PROCESS_DETACHED)
+        .select_related("agent", "company")
+        .order_by(F("lease_expires_at").asc(nulls_first=True), "started_at")[:DASHBOARD_ROWS]
+    )
+    issues = _with_issues(runs)
+    return [
+        ActiveRunRow(
+            run=run,
+            issue=issues.get(str(run.issue_id)),
+            owner_liveness=run_owner_liveness(run),
+            lease_remaining=run_lease_remaining(run, now),
+        )
+        for run in runs
+    ]
+
+
+def runs_detached(*, company_ids, now: datetime) -> list[DetachedRunRow]:
+    runs = list(
+        _scoped(HeartbeatRun.objects.filter(stale_run_conditions(now)["detached"]), company_ids)
+        .select_related("agent", "company")
+        .order_by("detached_at")[:DASHBOARD_ROWS]
+    )
+    issues = _with_issues(runs)
+    rows = []
+    for run in runs:
+        last_sign = max(filter(None, (run.last_activity_at, run.detached_at, run.started_at)))
+        grace_end = detached_grace_ends_at(run)
+        rows.append(
+            DetachedRunRow(
+                run=run,
+                issue=issues.get(str(run.issue_id)),
+                silent_for=(now - last_sign).total_seconds(),
+                grace_ends_at=grace_end,
+                grace_left=(grace_end - now).total_seconds() if grace_end else None,
+            )
+        )
+    return rows
+
+
+def runs_lost_recently(*, company_ids, now: datetime) -> list[LostRunRow]:
+    """Runs failed as process_lost in the last 24 hours, with their retry and how it ended."""
+    retry = HeartbeatRun.objects.filter(retry_of_run=OuterRef("pk"))
+    runs = list(
+        _scoped(
+            HeartbeatRun.objects.filter(
+                status=RunStatus.FAILED,
+                error_code=RunErrorCode.PROCESS_LOST,
+                finished_at__gte=now - LOST_WINDOW,
+            ),
+            company_ids,
+        )
+        .annotate(
+            retry_id=Subquery(retry.values("pk")[:1]),
+            retry_status=Subquery(retry.values("status")[:1]),
+            retry_error_code=Subquery(retry.values("error_code")[:1]),
+        )
+        .select_related("agent", "company")
+        .order_by("-finished_at")[:DASHBOARD_ROWS]
+    )
+    issues = _with_issues(runs)
+    return [
+        LostRunRow(
+            run=run,
+            issue=issues.get(str(run.issue_id)),
+            retry_id=run.retry_id,
+            retry_status=run.retry_status,
+            retry_error_code=run.retry_error_code,
+        )
+        for run in runs
+    ]
+
+
+def _issue_rows(queryset) -> list[IssueRow]:
+    latest_run = (
+        HeartbeatRun.objects.alias(issue_key=KT("context_snapshot__issueId"))
+        .filter(issue_key=Cast(OuterRef("pk"), TextField()))
+        .order_by("-created_at")
+    )
+    escalation = IssueComment.objects.filter(
+        issue=OuterRef("pk"), author_agent__isnull=True, author_user_id__isnull=True
+    ).order_by("-created_at")
+    issues = queryset.select_related("assignee_agent", "company").annotate(
+        latest_run_id=Subquery(latest_run.values("pk")[:1]),
+        latest_run_status=Subquery(latest_run.values("status")[:1]),
+        latest_run_error_code=Subquery(latest_run.values("error_code")[:1]),
+        escalation_comment=Subquery(escalation.values("body")[:1]),
+    )
+    return [
+        IssueRow(
+            issue=issue,
+            latest_run_id=issue.latest_run_id,
+            latest_run_status=issue.latest_run_status,
+            latest_run_error_code=issue.latest_run_error_code,
+            escalation_comment=issue.escalation_comment,
+        )
+        for issue in issues.order_by("updated_at")[:DASHBOARD_ROWS]
+    ]
+
+
+def issues_stranded(*, company_ids) -> list[IssueRow]:
+    """Assigned issues with no live execution path: the reconciler's next candidates."""
+    return _issue_rows(_scoped(Issue.objects.filter(issues_stranded_condition()), company_ids))
+
+
+def issues_escalated(*, company_ids) -> list[IssueRow]:
+    """Issues the reconciler gave up on (blocked with its comment): they need a person."""
+    return _issue_rows(_scoped(Issue.objects.filter(issues_escalated_condition()), company_ids))
+
+
+def sweeps_status(*, now: datetime) -> list[SweepRow]:
+    return [
+        SweepRow(
+            kind=kind,
+            record=latest.record,
+            overdue=latest.overdue,
+            summary=sweep_summary(latest.record.result) if latest.record else "never ran",
+        )
+        for kind, latest in sweeps_latest(now=now).items()
+    ]
+
+
+def cluster_health(*, now: datetime, sweeps: list[SweepRow]) -> ClusterHealth:
+    """Whether the django-q2 cluster works, from what the database shows.
+
+    django-q2's own cluster stats live in Django's cache, which is per process unless a shared
+    cache is configured, so an empty stat list alone does not mean "down": the cluster is called
+    down when every sweep is overdue and its schedules have not fired for three intervals.
+    """
+    clusters = tuple(
+        f"{stat.host} ({stat.status})" for stat in Stat.get_all() if getattr(stat, "host", None)
+    )
+    late = now - timedelta(seconds=heartbeat_conf().sweep_interval_sec * 3)
+    overdue_schedules = tuple(
+        Schedule.objects.filter(next_run__lt=late)
+        .exclude(repeats=0)
+        .order_by("next_run")
+        .values_list("name", flat=True)[:10]
+    )
+    queued_tasks = OrmQ.objects.count()
+    all_sweeps_overdue = all(sweep.overdue for sweep in sweeps)
+    down = not clusters and all_sweeps_overdue
+    return ClusterHealth(
+        clusters=clusters,
+        queued_tasks=queued_tasks,
+        overdue_schedules=tuple(name or "(unnamed)" for name in overdue_schedules),
+        down=down,
+    )
+
+
+def _outcome(status: str, error_code: str | None) -> str:
+    if status in ACTIVE_RUN_STATUSES:
+        return Outcome.ACTIVE
+    if status == RunStatus.FAILED and error_code == RunErrorCode.PROCESS_LOST:
+        return Outcome.LOST
+    return Outcome(status)
+
+
+def runs_by_outcome(
+    *, company_ids, now: datetime, span: timedelta, bucket: str
+) -> list[ChartBucket]:
+    """Runs created in the span, counted per `bucket` ("hour" or "day") and current outcome."""
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    end = _truncate(now, bucket)
+    start = end - span + step
+    rows = (
+        _scoped(HeartbeatRun.objects.filter(created_at__gte=start), company_ids)
+        .annotate(bucket=Trunc("created_at", bucket, tzinfo=UTC))
+        .values("bucket", "status", "error_code")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    buckets = {start + i * step: dict.fromkeys(Outcome, 0) for i in range(int(span / step))}
+    for row in rows:
+        counts = buckets.get(row["bucket"])
+        if counts is not None:
+            counts[_outcome(row["status"], row["error_code"])] += row["n"]
+    return [ChartBucket(start=moment, counts=counts) for moment, counts in buckets.items()]
+
+
+def _truncate(moment: datetime, bucket: str) -> datetime:
+    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0) if bucket == "day" else moment
+
+
+def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -> DashboardData:
+    """Everything the dashboard shows for these companies (None: all), in a fixed query count."""
+    counts = dict(
+        _scoped(HeartbeatRun.objects.filter(status__in=ACTIVE_RUN_STATUSES), company_ids)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    sweeps = sweeps_status(now=now)
+    return DashboardData(
+        now=now,
+        company_ids=company_ids,
+        active=runs_active(company_ids=company_ids, now=now),
+        detached=runs_detached(company_ids=company_ids, now=now),
+        lost=runs_lost_recently(company_ids=company_ids, now=now),
+        stranded=issues_stranded(company_ids=company_ids),
+        escalated=issues_escalated(company_ids=company_ids),
+        sweeps=sweeps,
+        cluster=cluster_health(now=now, sweeps=sweeps),
+        chart_24h=runs_by_outcome(
+            company_ids=company_ids, now=now, span=timedelta(hours=24), bucket="hour"
+        ),
+        chart_7d=runs_by_outcome(
+            company_ids=company_ids, now=now, span=timedelta(days=7), bucket="day"
+        ),
+        queued_count=counts.get(RunStatus.QUEUED, 0),
+        running_count=counts.get(RunStatus.RUNNING, 0),
+    )

@@ -284,11 +284,13 @@ class CompanyAdmin(CompanyScopedAdmin):
         run = apps.get_model("heartbeat", "HeartbeatRun")
         issue = apps.get_model("issues", "Issue")
         return format_html(
-            "{} · {} · {} · {}",
+            '{} · {} · {} · {} · <a href="{}?{}">what is stuck</a>',
             changelist_link(agent, "agents", company__id__exact=obj.pk),
             changelist_link(issue, "issues", company__id__exact=obj.pk),
             changelist_link(run, "runs", company__id__exact=obj.pk),
             changelist_link(ActivityLog, "activity", company__id__exact=obj.pk),
+            reverse("heartbeat-dashboard"),
+            urlencode({"company": obj.pk}),
         )
 
 

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from heartbeat import api as heartbeat_api
@@ -119,6 +119,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("admin/dashboard/", include("heartbeat.dashboard")),
     path("admin/", admin.site.urls),
     *api_patterns,
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from heartbeat import process_control
@@ -208,11 +209,14 @@ def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
         for run in stale:
             agent = run.agent
             if agent.id not in free_slots:
-                running = HeartbeatRun.objects.filter(
-                    agent_id=agent.id, status=RunStatus.RUNNING
+                # Running runs and queued runs handed out within the period hold a slot each.
+                busy = HeartbeatRun.objects.filter(
+                    Q(status=RunStatus.RUNNING)
+                    | Q(status=RunStatus.QUEUED, updated_at__gte=older_than),
+                    agent_id=agent.id,
                 ).count()
                 cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
-                free_slots[agent.id] = cap - running if agent.is_invokable else 0
+                free_slots[agent.id] = cap - busy if agent.is_invokable else 0
             if free_slots[agent.id] <= 0:
                 continue
             free_slots[agent.id] -= 1

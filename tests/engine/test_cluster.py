@@ -1,0 +1,100 @@
+"""End to end through a real django-q2 cluster (`manage.py qcluster`) on the test database.
+
+The cluster is a separate process tree: it reaches the test database through
+PAPERCLIP_DB_NAME (same server as this process, the test database's name), and writes run logs
+under PAPERCLIP_RUN_LOG_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from heartbeat.models import HeartbeatRun
+from heartbeat.services import wake_agent
+from tests.factories import make_agent
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+WAIT_SECONDS = 90.0
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "PAPERCLIP_DB_NAME": connection.settings_dict["NAME"],
+        "PAPERCLIP_RUN_LOG_DIR": str(tmp_path / "run-logs"),
+        "PAPERCLIP_Q_WORKERS": "2",
+    }
+    log = (tmp_path / "qcluster.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        # Stop the cluster this test started (its own session), gracefully first.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.timeout(180)
+def test_cluster_executes_woken_runs_end_to_end_one_at_a_time_per_agent(cluster):
+    agent = make_agent(
+        adapter_type="process",
+        adapter_config={
+            "command": sys.executable,
+            "args": ["-c", "import time; time.sleep(0.5); print('done in worker')"],
+        },
+    )
+    # Distinct task keys, so the wakes do not coalesce: two runs behind a cap of one.
+    runs = [
+        wake_agent(agent_id=agent.id, reason="test", payload={"taskKey": key}).run
+        for key in ("a", "b")
+    ]
+
+    _wait_for(
+        lambda: HeartbeatRun.objects.filter(agent=agent, status="succeeded").count() == 2,
+        "both runs succeeded in the cluster",
+    )
+
+    first, second = (HeartbeatRun.objects.get(pk=run.pk) for run in runs)
+    cluster_pids = {cluster.pid} | {p.pid for p in psutil.Process(cluster.pid).children(True)}
+    for run in (first, second):
+        assert run.owner_pid in cluster_pids and run.owner_pid != os.getpid()
+        assert run.stdout_excerpt == "done in worker\n"
+        assert run.events.filter(message="run succeeded").exists()
+    # The agent's cap of one held: the second run was claimed after the first finished.
+    # (Claim and finish times, not the OS start time, which is only accurate to a second.)
+    ordered = sorted((first, second), key=lambda run: run.started_at)
+    assert ordered[1].started_at >= ordered[0].finished_at
+    agent.refresh_from_db()
+    assert agent.status == "idle"
