@@ -28,7 +28,7 @@ from heartbeat.models import (
     SweepRecord,
 )
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
-from heartbeat.services.sweeps import sweeps_latest
+from heartbeat.services import sweeps_latest
 from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
 
