@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.db import DatabaseError, connection
 from django.db.models import Case, IntegerField, Value, When
+from django.http import HttpResponse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from drf_spectacular.utils import extend_schema
@@ -45,7 +46,7 @@ from paperclip.api import (
     register_domain_errors,
 )
 from paperclip.models import Company
-from paperclip.permissions import IsAgent, IsBoard, request_actor
+from paperclip.permissions import IsAgent, request_actor
 
 register_domain_errors({AgentInvalidInput: 400, AgentStateConflict: 409})
 
@@ -180,14 +181,16 @@ class AgentRuntimeStateView(ApiView):
 
 
 class AgentKeysView(ApiGenericView):
+    """Board only; the agent is looked up first so another company's agent answers 404."""
+
     queryset = AgentApiKey.objects.none()
-    permission_classes = [IsBoard]
     serializer_class = hb_serializers.AgentKeySerializer
     pagination_class = cursor_pagination("-created_at")
 
     @documented(responses={200: hb_serializers.AgentKeySerializer(many=True)})
     def get(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
+        _board_only(request)
         page = self.paginate_queryset(AgentApiKey.objects.filter(agent=agent))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -198,6 +201,7 @@ class AgentKeysView(ApiGenericView):
     )
     def post(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
+        _board_only(request)
         data = json_body(hb_serializers.AgentKeyCreateSerializer, request)
         actor = request_actor(request)
         created = agent_key_create(
@@ -212,11 +216,10 @@ class AgentKeysView(ApiGenericView):
 
 
 class AgentKeyRevokeView(ApiView):
-    permission_classes = [IsBoard]
-
     @documented(responses={200: hb_serializers.AgentKeySerializer})
     def delete(self, request, agent_id, key_id):
         agent = agent_for_request(request, agent_id)
+        _board_only(request)
         if not AgentApiKey.objects.filter(pk=key_id, agent=agent).exists():
             raise exceptions.NotFound("Key not found")
         actor = request_actor(request)
@@ -325,7 +328,10 @@ class IssueActiveRunView(ApiView):
                 .order_by("-created_at")
                 .first()
             )
-        return Response(hb_serializers.RunSerializer(run).data if run is not None else None)
+        if run is None:
+            # DRF renders None as an empty body; clients of the reference expect JSON null.
+            return HttpResponse(b"null", content_type="application/json")
+        return Response(hb_serializers.RunSerializer(run).data)
 
 
 class IssueRunsView(ApiGenericView):

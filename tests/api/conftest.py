@@ -49,7 +49,7 @@ def agent_client_for(agent: Agent, run_id=None) -> APIClient:
 
 def make_side(name: str) -> Side:
     company = make_company(name=name)
-    user = get_user_model().objects.create_user(username=f"board-{name.lower()}", password="pw")
+    user = get_user_model().objects.create_user(username=f"board-{name.lower()}")
     CompanyMembership.objects.create(company=company, user=user)
     agent = make_agent(company, name=f"{name} engineer", role="engineer")
     return Side(company, user, agent, board_client_for(user), agent_client_for(agent))
@@ -67,7 +67,7 @@ def side_b(db) -> Side:
 
 @pytest.fixture
 def admin_client(db) -> APIClient:
-    admin = get_user_model().objects.create_superuser(username="root", password="pw")
+    admin = get_user_model().objects.create_superuser(username="root", email="", password=None)
     return board_client_for(admin)
 
 
