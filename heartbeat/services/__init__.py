@@ -20,6 +20,7 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.policy import HeartbeatPolicy, heartbeat_policy
 from heartbeat.services.reaper import ReapResult, reap_orphaned_runs
+from heartbeat.services.reconciler import ReconcileResult, reconcile_stranded_assigned_issues
 from heartbeat.services.runs import (
     CANCELLED_BY_CONTROL_PLANE,
     ResumeResult,
@@ -51,6 +52,7 @@ __all__ = [
     "HeartbeatPolicy",
     "LatestSweep",
     "ReapResult",
+    "ReconcileResult",
     "ResumeResult",
     "RunNotFound",
     "RunOutcome",
@@ -66,6 +68,7 @@ __all__ = [
     "heartbeat_policy_max_concurrent_runs",
     "issue_release_and_promote",
     "reap_orphaned_runs",
+    "reconcile_stranded_assigned_issues",
     "report_run_activity",
     "resume_queued_runs",
     "run_claim",

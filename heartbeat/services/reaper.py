@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 from django.utils import timezone
@@ -48,8 +48,9 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.sweeps import (
     SweepLock,
+    sql_update_from_values,
     sweep_lock_scope,
-    sweep_record_save,
+    sweep_record_save_quietly,
     sweep_single_flight,
 )
 from issues.models import Issue
@@ -369,23 +370,14 @@ def _reap(conf, stale_threshold_sec, now, host, dry_run, batch_size) -> ReapResu
         if result.reaped or result.detached or result.errors:
             logger.warning("reaped orphaned heartbeat runs: %s", result.as_dict())
         if not dry_run:
-            _save_record(SweepKind.REAP, host, started_at, result.as_dict(), error)
+            sweep_record_save_quietly(
+                kind=SweepKind.REAP,
+                host=host,
+                started_at=started_at,
+                result=result.as_dict(),
+                error=error,
+            )
     return result
-
-
-def _save_record(kind: str, host: str, started_at: datetime, result: dict, error) -> None:
-    try:
-        sweep_record_save(
-            kind=kind,
-            host=host,
-            started_at=started_at,
-            finished_at=timezone.now(),
-            result=result,
-            error=error,
-        )
-    except Exception:
-        # The record is for observers; losing one must not fail the sweep that did the work.
-        logger.exception("could not record the %s sweep", kind)
 
 
 @dataclass
@@ -694,7 +686,7 @@ class _Sweep:
         HeartbeatRun.objects.bulk_create(retries)
         # The issue's execution lock moves to the retry only if it still names the lost run;
         # checkout_run stays on the lost run (the reference's tests require it).
-        _execute_values(
+        sql_update_from_values(
             f"UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.retry_id, "
             "execution_agent_name_key = v.name_key, execution_locked_at = %s, updated_at = %s "
             "FROM (VALUES {values}) AS v(lost_id, retry_id, name_key) "
@@ -707,7 +699,7 @@ class _Sweep:
 
     def _release_issues(self, planned: list[_Planned]) -> None:
         """Release the issue locks the lost runs hold; promote deferred wakes where there are."""
-        _execute_values(
+        sql_update_from_values(
             f"UPDATE {Issue._meta.db_table} AS i SET execution_run_id = NULL, "
             "execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %s "
             "FROM (VALUES {values}) AS v(lost_id) WHERE i.execution_run_id = v.lost_id",
@@ -795,23 +787,11 @@ def _detached_since(run: HeartbeatRun) -> datetime | None:
     return run.detached_at or run.updated_at
 
 
-def _execute_values(
-    sql: str, head_params: list, rows: list[tuple], casts: tuple[str, ...]
-) -> list[tuple]:
-    """Run an UPDATE ... FROM (VALUES ...) with one row per item: one statement per batch."""
-    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    values = ", ".join([row_sql] * len(rows))
-    params = [*head_params, *(value for row in rows for value in row)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql.replace("{values}", values), params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def _update_runs_returning_seq(
     assignments: str, params: list, rows: list[tuple], *, extra_where: str = ""
 ) -> dict[uuid.UUID, int]:
     """CAS running runs (one statement), allotting each its next event seq; {won id: seq}."""
-    returned = _execute_values(
+    returned = sql_update_from_values(
         f"UPDATE {HeartbeatRun._meta.db_table} AS r SET {assignments}, "
         "event_seq = r.event_seq + 1 FROM (VALUES {values}) AS v(id, error) "
         f"WHERE r.id = v.id AND r.status = 'running' {extra_where} "
@@ -825,7 +805,7 @@ def _update_runs_returning_seq(
 
 def _update_wakeups_failed(rows: list[tuple], *, now: datetime) -> None:
     if rows:
-        _execute_values(
+        sql_update_from_values(
             f"UPDATE {AgentWakeupRequest._meta.db_table} AS w SET status = %s, "
             "finished_at = %s, error = v.error, updated_at = %s "
             "FROM (VALUES {values}) AS v(id, error) WHERE w.id = v.id",

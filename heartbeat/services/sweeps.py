@@ -85,6 +85,40 @@ def sweep_record_save(
     return record
 
 
+def sweep_record_save_quietly(
+    *, kind: str, host: str, started_at: datetime, result: dict, error: str | None
+) -> None:
+    """sweep_record_save, finishing now; a failure is logged, never raised."""
+    try:
+        sweep_record_save(
+            kind=kind,
+            host=host,
+            started_at=started_at,
+            finished_at=timezone.now(),
+            result=result,
+            error=error,
+        )
+    except Exception:
+        # The record is for observers; losing one must not fail the sweep that did the work.
+        logger.exception("could not record the %s sweep", kind)
+
+
+def sql_update_from_values(
+    sql: str, head_params: list, rows: list[tuple], casts: tuple[str, ...]
+) -> list[tuple]:
+    """Run a statement joining `(VALUES {values})`, one row per item: one statement per batch.
+
+    The sweeps write a batch of items with different values (each run its own error text)
+    this way instead of one UPDATE per item.
+    """
+    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    values = ", ".join([row_sql] * len(rows))
+    params = [*head_params, *(value for row in rows for value in row)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql.replace("{values}", values), params)
+        return cursor.fetchall() if cursor.description else []
+
+
 @dataclass(frozen=True)
 class LatestSweep:
     """The newest record of one sweep kind; record is None when it never ran."""

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from heartbeat import process_control
 from heartbeat.models import Agent, HeartbeatRun
 from heartbeat.services.sweeps import SweepLock, sweep_lock_scope
-from tests.factories import make_agent
+from tests.factories import make_agent, make_issue, make_run
 from tests.recovery.builders import DEAD_PID, make_running_run
 from tests.recovery.locks import sweep_lock_held_elsewhere
 
@@ -76,3 +76,49 @@ def test_reap_skips_and_exits_zero_while_another_sweep_holds_the_lock():
     assert json.loads(out)["sweep_skipped"] is True
     run.refresh_from_db()
     assert run.status == "running"
+
+
+@pytest.mark.django_db
+def test_reconcile_json_prints_exactly_one_object():
+    agent = make_agent(status=Agent.Status.IDLE)
+    issue = make_issue(agent.company, status="todo", assignee_agent_id=agent.id)
+    make_run(agent, status="failed", context_snapshot={"issueId": str(issue.id)})
+
+    out, _ = run_command("reconcile_stranded", "--json")
+
+    assert json.loads(out) == {
+        "dispatch_requeued": 1,
+        "continuation_requeued": 0,
+        "escalated": 0,
+        "skipped": 0,
+        "issue_ids": [str(issue.id)],
+        "errors": 0,
+        "sweep_skipped": False,
+        "dry_run": False,
+    }
+
+
+@pytest.mark.django_db
+def test_reconcile_dry_run_changes_nothing():
+    agent = make_agent(status=Agent.Status.IDLE)
+    issue = make_issue(agent.company, status="todo", assignee_agent_id=agent.id)
+    make_run(agent, status="failed", context_snapshot={"issueId": str(issue.id)})
+
+    out, _ = run_command("reconcile_stranded", "--dry-run")
+
+    assert out.startswith("Would have: re-dispatched 1")
+    assert HeartbeatRun.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_reconcile_skips_and_exits_zero_while_another_sweep_holds_the_lock():
+    agent = make_agent(status=Agent.Status.IDLE)
+    issue = make_issue(agent.company, status="todo", assignee_agent_id=agent.id)
+    make_run(agent, status="failed", context_snapshot={"issueId": str(issue.id)})
+
+    with sweep_lock_held_elsewhere(SweepLock.RECONCILE):
+        out, _ = run_command("reconcile_stranded", "--json")
+
+    assert json.loads(out)["sweep_skipped"] is True
+    assert HeartbeatRun.objects.count() == 1

@@ -1,0 +1,654 @@
+"""reconcile_stranded_assigned_issues: re-dispatch agent-assigned issues nobody is working on.
+
+A `todo` or `in_progress` issue assigned to an invokable agent, with no queued or running run,
+no deferred or queued wake, is stranded. It is re-dispatched (todo) or continued (in_progress)
+once; when the latest run already was that recovery, the issue is escalated to `blocked` with
+one system comment saying what was tried, what failed last, and who should act.
+
+Issues are locked FOR UPDATE SKIP LOCKED a batch at a time and each batch is written with a
+fixed number of statements: a wake racing us either holds the issue (we skip it) or is
+refused by run_one_active_per_issue, and an escalation is a compare-and-set on the status it
+was decided from, so a concurrent change is never overwritten and no second comment is
+written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from heartbeat import process_control
+from heartbeat.conf import HeartbeatConf, heartbeat_conf
+from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
+    AgentStatus,
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunStatus,
+    SweepKind,
+    WakeSource,
+    WakeupStatus,
+)
+from heartbeat.services.lifecycle import agent_start_next_queued
+from heartbeat.services.policy import heartbeat_policy
+from heartbeat.services.sweeps import (
+    SweepLock,
+    sql_update_from_values,
+    sweep_record_save_quietly,
+    sweep_single_flight,
+)
+from issues.models import Issue, IssueComment
+from paperclip.models import ActivityLog
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_RETRY_REASON = "assignment_recovery"
+DISPATCH_WAKE_REASON = "issue_assignment_recovery"
+CONTINUATION_REASON = "issue_continuation_needed"
+RECOVERY_ATTEMPT_KEY = "strandedRecoveryAttempt"
+_NOT_INVOKABLE = (AgentStatus.PAUSED, AgentStatus.TERMINATED, AgentStatus.PENDING_APPROVAL)
+_SUMMARY_MAX = 240
+_MESSAGE_FIELD = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+# --- Decisions (pure) ---------------------------------------------------------------------------
+
+
+class StrandedAction(StrEnum):
+    SKIP = "skip"
+    REQUEUE_DISPATCH = "requeue_dispatch"
+    REQUEUE_CONTINUATION = "requeue_continuation"
+    ESCALATE_DISPATCH = "escalate_dispatch"
+    ESCALATE_CONTINUATION = "escalate_continuation"
+
+    @property
+    def requeues(self) -> bool:
+        return self in (StrandedAction.REQUEUE_DISPATCH, StrandedAction.REQUEUE_CONTINUATION)
+
+    @property
+    def escalates(self) -> bool:
+        return self in (StrandedAction.ESCALATE_DISPATCH, StrandedAction.ESCALATE_CONTINUATION)
+
+
+@dataclass(frozen=True)
+class LatestRun:
+    """The facts the decision needs about the issue's newest run."""
+
+    status: str
+    context: dict
+
+    def recovery_attempts(self, reason: str) -> int:
+        """How many recoveries with this reason the lineage already used (0 if not one)."""
+        reasons = self.context.get("retryReasons") or []
+        carries = self.context.get("retryReason") == reason or (
+            isinstance(reasons, list) and reason in reasons
+        )
+        if not carries:
+            return 0
+        attempt = self.context.get(RECOVERY_ATTEMPT_KEY)
+        return attempt if isinstance(attempt, int) and attempt > 0 else 1
+
+
+def stranded_decide(
+    *,
+    issue_status: str,
+    agent_invokable: bool,
+    agent_wakes_on_demand: bool,
+    latest: LatestRun | None,
+    recovery_limit: int,
+) -> StrandedAction:
+    """What to do with a stranded issue (reference 5, with the limit from the settings).
+
+    The latest run "carries" a recovery when its retryReason, or an earlier reason kept in
+    retryReasons by a process-loss retry, is that recovery: so the reaper's retry of a
+    recovery run does not restart the count (reference 9.5).
+    """
+    if not agent_invokable or not agent_wakes_on_demand:
+        return StrandedAction.SKIP
+    if issue_status == Issue.Status.TODO:
+        if latest is None or latest.status == RunStatus.SUCCEEDED:
+            return StrandedAction.SKIP
+        if latest.recovery_attempts(DISPATCH_RETRY_REASON) >= recovery_limit:
+            return StrandedAction.ESCALATE_DISPATCH
+        return StrandedAction.REQUEUE_DISPATCH
+    if issue_status == Issue.Status.IN_PROGRESS:
+        # An in_progress issue that never had a run has no execution to continue (later
+        # reference versions skip it too).
+        if latest is None:
+            return StrandedAction.SKIP
+        if latest.recovery_attempts(CONTINUATION_REASON) >= recovery_limit:
+            return StrandedAction.ESCALATE_CONTINUATION
+        return StrandedAction.REQUEUE_CONTINUATION
+    return StrandedAction.SKIP
+
+
+def failure_summary(*, error_code: str | None, error: str | None) -> str:
+    """The " Latest retry failure: ..." sentence of the escalation comment (reference 5.2)."""
+    code = (error_code or "").strip()
+    summary = ""
+    if error:
+        match = _MESSAGE_FIELD.search(error)
+        if match:
+            summary = match.group(1).strip()
+        else:
+            summary = next((line.strip() for line in error.splitlines() if line.strip()), "")
+    if len(summary) > _SUMMARY_MAX:
+        summary = summary[: _SUMMARY_MAX - 3] + "..."
+    if code and summary:
+        return f" Latest retry failure: `{code}` - {summary}."
+    if code:
+        return f" Latest retry failure: `{code}`."
+    if summary:
+        return f" Latest retry failure: {summary}."
+    return ""
+
+
+def escalation_comment(
+    *, action: StrandedAction, agent_name: str, error_code: str | None, error: str | None
+) -> str:
+    """The one system comment written when an issue is escalated to blocked."""
+    failure = failure_summary(error_code=error_code, error=error)
+    if action is StrandedAction.ESCALATE_DISPATCH:
+        head = (
+            "Paperclip automatically retried dispatch for this assigned `todo` issue after a "
+            "lost wake/run, but it still has no live execution path."
+        )
+    else:
+        head = (
+            "Paperclip automatically retried continuation for this assigned `in_progress` issue "
+            "after its live execution disappeared, but it still has no live execution path."
+        )
+    return (
+        f"{head}{failure} Moving it to `blocked` so it is visible for intervention. "
+        f"Next step: a board member checks why runs of {agent_name} keep failing, then moves "
+        "the issue back to `todo` (or reassigns it) to try again."
+    )
+
+
+# --- Result -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """Counts per outcome; issue_ids lists requeued and escalated issues in processing order.
+
+    skipped counts stranded candidates that needed or allowed no action this time (agent not
+    invokable, nothing failed, a race lost). sweep_skipped is True when another reconcile
+    sweep held the lock and this one did nothing.
+    """
+
+    dispatch_requeued: int = 0
+    continuation_requeued: int = 0
+    escalated: int = 0
+    skipped: int = 0
+    issue_ids: list[uuid.UUID] = field(default_factory=list)
+    errors: int = 0
+    sweep_skipped: bool = False
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        """The JSON shape (commands' --json, sweep records)."""
+        data = asdict(self)
+        data["issue_ids"] = [str(issue_id) for issue_id in self.issue_ids]
+        return data
+
+
+# --- Selector -----------------------------------------------------------------------------------
+
+_ACTIVE = [str(status) for status in ACTIVE_RUN_STATUSES]
+_WAITING_WAKES = [str(WakeupStatus.DEFERRED_ISSUE_EXECUTION), str(WakeupStatus.QUEUED)]
+
+_CANDIDATES_SQL = f"""
+SELECT i.id, i.company_id, i.status, i.identifier, i.created_at,
+       a.id, a.name, a.status, a.runtime_config, a.company_id,
+       lr.id, lr.status, lr.context_snapshot, lr.error_code, lr.error,
+       lr.process_loss_retry_count
+FROM {Issue._meta.db_table} AS i
+JOIN heartbeat_agent AS a ON a.id = i.assignee_agent_id
+LEFT JOIN LATERAL (
+    SELECT r.id, r.status, r.context_snapshot, r.error_code, r.error, r.process_loss_retry_count
+    FROM {HeartbeatRun._meta.db_table} AS r
+    WHERE (r.context_snapshot ->> 'issueId') = i.id::text AND r.company_id = i.company_id
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT 1
+) AS lr ON TRUE
+WHERE i.status IN ('todo', 'in_progress')
+  AND i.assignee_agent_id IS NOT NULL
+  AND i.assignee_user_id IS NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM {HeartbeatRun._meta.db_table} AS ar
+    WHERE (ar.context_snapshot ->> 'issueId') = i.id::text AND ar.status = ANY(%(active)s)
+  )
+  AND NOT EXISTS (
+    SELECT 1 FROM {HeartbeatRun._meta.db_table} AS er
+    WHERE er.id = i.execution_run_id AND er.status = ANY(%(active)s)
+  )
+  AND NOT EXISTS (
+    SELECT 1 FROM {AgentWakeupRequest._meta.db_table} AS w
+    WHERE (w.payload ->> 'issueId') = i.id::text AND w.status = ANY(%(waiting)s)
+  )
+  AND (i.created_at, i.id) > (%(after_created)s, %(after_id)s)
+ORDER BY i.created_at, i.id
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class StrandedIssue:
+    issue_id: uuid.UUID
+    company_id: uuid.UUID
+    status: str
+    identifier: str
+    created_at: datetime
+    agent_id: uuid.UUID
+    agent_name: str
+    agent_status: str
+    agent_runtime_config: dict
+    agent_company_id: uuid.UUID
+    latest_run_id: uuid.UUID | None
+    latest_run_status: str | None
+    latest_context: dict
+    latest_error_code: str | None
+    latest_error: str | None
+    latest_process_loss_retry_count: int
+
+    @property
+    def latest(self) -> LatestRun | None:
+        if self.latest_run_id is None:
+            return None
+        return LatestRun(status=self.latest_run_status or "", context=self.latest_context)
+
+
+def issues_stranded(
+    *,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 500,
+    lock: bool = False,
+    issue_id: uuid.UUID | None = None,
+) -> list[StrandedIssue]:
+    """Stranded agent-assigned issues, oldest first, optionally locked (SKIP LOCKED)."""
+    sql = _CANDIDATES_SQL
+    if issue_id is not None:
+        sql = sql.replace("ORDER BY i.created_at", "AND i.id = %(issue_id)s ORDER BY i.created_at")
+    if lock:
+        sql += "FOR UPDATE OF i SKIP LOCKED"
+    after_created, after_id = after or (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
+    params = {
+        "active": _ACTIVE,
+        "waiting": _WAITING_WAKES,
+        "after_created": after_created,
+        "after_id": after_id,
+        "limit": limit,
+        "issue_id": issue_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        StrandedIssue(
+            issue_id=row[0],
+            company_id=row[1],
+            status=row[2],
+            identifier=row[3],
+            created_at=row[4],
+            agent_id=row[5],
+            agent_name=row[6],
+            agent_status=row[7],
+            agent_runtime_config=_json(row[8]),
+            agent_company_id=row[9],
+            latest_run_id=row[10],
+            latest_run_status=row[11],
+            latest_context=_json(row[12]),
+            latest_error_code=row[13],
+            latest_error=row[14],
+            latest_process_loss_retry_count=row[15] or 0,
+        )
+        for row in rows
+    ]
+
+
+def _json(value) -> dict:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+# --- Service ------------------------------------------------------------------------------------
+
+
+def reconcile_stranded_assigned_issues(
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    single_flight: bool = True,
+) -> ReconcileResult:
+    """Re-dispatch or continue stranded agent-assigned issues once, then escalate to blocked.
+
+    dry_run reports what would change and changes nothing. single_flight=False lets
+    concurrent sweeps race (tests of the row-level guards).
+    """
+    if not single_flight:
+        return _reconcile(now, dry_run, batch_size)
+    with sweep_single_flight(SweepLock.RECONCILE) as acquired:
+        if not acquired:
+            logger.info("reconcile sweep skipped: another reconcile sweep holds the lock")
+            return ReconcileResult(sweep_skipped=True, dry_run=dry_run)
+        return _reconcile(now, dry_run, batch_size)
+
+
+def _reconcile(now, dry_run, batch_size) -> ReconcileResult:
+    started_at = timezone.now()
+    sweep = _Reconcile(conf=heartbeat_conf(), now=now or started_at, dry_run=dry_run)
+    error = None
+    try:
+        sweep.run(batch_size or sweep.conf.sweep_batch_size)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result = sweep.result()
+        if result.issue_ids or result.errors:
+            logger.warning("reconciled stranded issues: %s", result.as_dict())
+        if not dry_run:
+            sweep_record_save_quietly(
+                kind=SweepKind.RECONCILE,
+                host=process_control.current_host(),
+                started_at=started_at,
+                result=result.as_dict(),
+                error=error,
+            )
+    return result
+
+
+@dataclass
+class _Planned:
+    issue: StrandedIssue
+    action: StrandedAction
+    run_id: uuid.UUID | None = None
+    wakeup_id: uuid.UUID | None = None
+
+
+@dataclass
+class _Reconcile:
+    conf: HeartbeatConf
+    now: datetime
+    dry_run: bool
+    counts: dict[StrandedAction, int] = field(default_factory=dict)
+    issue_ids: list[uuid.UUID] = field(default_factory=list)
+    errors: int = 0
+
+    def result(self) -> ReconcileResult:
+        return ReconcileResult(
+            dispatch_requeued=self.counts.get(StrandedAction.REQUEUE_DISPATCH, 0),
+            continuation_requeued=self.counts.get(StrandedAction.REQUEUE_CONTINUATION, 0),
+            escalated=self.counts.get(StrandedAction.ESCALATE_DISPATCH, 0)
+            + self.counts.get(StrandedAction.ESCALATE_CONTINUATION, 0),
+            skipped=self.counts.get(StrandedAction.SKIP, 0),
+            issue_ids=list(self.issue_ids),
+            errors=self.errors,
+            dry_run=self.dry_run,
+        )
+
+    def _count(self, action: StrandedAction, issue_ids=()) -> None:
+        self.counts[action] = self.counts.get(action, 0) + 1
+        if action is not StrandedAction.SKIP:
+            self.issue_ids.extend(issue_ids)
+
+    def run(self, batch_size: int) -> None:
+        after = None
+        while True:
+            keys: list[tuple[datetime, uuid.UUID]] = []
+            try:
+                with transaction.atomic():
+                    batch = issues_stranded(after=after, limit=batch_size, lock=not self.dry_run)
+                    if not batch:
+                        return
+                    keys = [(issue.created_at, issue.issue_id) for issue in batch]
+                    done = self._decide_and_write(batch)
+                self._after_commit(done)
+            except Exception:
+                if not keys:
+                    raise
+                logger.exception(
+                    "reconcile batch failed; handling its %d issues one by one", len(keys)
+                )
+                for _created_at, issue_id in keys:
+                    self._run_one(issue_id)
+            after = keys[-1]
+            if len(keys) < batch_size:
+                return
+
+    def _run_one(self, issue_id: uuid.UUID) -> None:
+        try:
+            with transaction.atomic():
+                batch = issues_stranded(limit=1, lock=not self.dry_run, issue_id=issue_id)
+                done = self._decide_and_write(batch)
+            self._after_commit(done)
+        except IntegrityError as exc:
+            # A wake queued a run for the issue meanwhile: it is no longer stranded.
+            logger.info("recovery of issue %s refused (%s); it has a run now", issue_id, exc)
+            self._count(StrandedAction.SKIP)
+        except Exception:
+            self.errors += 1
+            logger.exception("reconciler could not process issue %s", issue_id)
+
+    def _decide_and_write(self, batch: list[StrandedIssue]) -> list[_Planned]:
+        planned = []
+        for issue in batch:
+            action = stranded_decide(
+                issue_status=issue.status,
+                agent_invokable=issue.agent_status not in _NOT_INVOKABLE
+                and issue.agent_company_id == issue.company_id,
+                agent_wakes_on_demand=heartbeat_policy(issue.agent_runtime_config).wake_on_demand,
+                latest=issue.latest,
+                recovery_limit=self.conf.stranded_recovery_limit,
+            )
+            planned.append(_Planned(issue=issue, action=action))
+        if self.dry_run:
+            for p in planned:
+                self._count(p.action, [p.issue.issue_id])
+            return []
+        requeue = [p for p in planned if p.action.requeues]
+        escalate = [p for p in planned if p.action.escalates]
+        if requeue:
+            self._write_requeues(requeue)
+        escalated = self._write_escalations(escalate) if escalate else set()
+        for p in planned:
+            if p.action.escalates and p.issue.issue_id not in escalated:
+                # The issue changed under us (the CAS on its status lost): not ours to block.
+                p.action = StrandedAction.SKIP
+            self._count(p.action, [p.issue.issue_id])
+        return requeue
+
+    def _write_requeues(self, planned: list[_Planned]) -> None:
+        """Queue one recovery run per issue (reference 5.1), in this transaction."""
+        wakeups, runs, events, activity = [], [], [], []
+        for p in planned:
+            issue = p.issue
+            continuing = p.action is StrandedAction.REQUEUE_CONTINUATION
+            retry_reason = CONTINUATION_REASON if continuing else DISPATCH_RETRY_REASON
+            wake_reason = CONTINUATION_REASON if continuing else DISPATCH_WAKE_REASON
+            source = "issue.continuation_recovery" if continuing else "issue.assignment_recovery"
+            attempt = (issue.latest.recovery_attempts(retry_reason) if issue.latest else 0) + 1
+            p.run_id, p.wakeup_id = uuid.uuid4(), uuid.uuid4()
+            payload = {"issueId": str(issue.issue_id)}
+            context = {
+                "issueId": str(issue.issue_id),
+                "taskId": str(issue.issue_id),
+                "taskKey": str(issue.issue_id),
+                "wakeReason": wake_reason,
+                "retryReason": retry_reason,
+                "source": source,
+                "wakeSource": WakeSource.AUTOMATION.value,
+                "wakeTriggerDetail": "system",
+                RECOVERY_ATTEMPT_KEY: attempt,
+            }
+            if issue.latest_run_id is not None:
+                payload["retryOfRunId"] = context["retryOfRunId"] = str(issue.latest_run_id)
+            # The wake and the run point at each other; the foreign keys are checked at commit.
+            wakeups.append(
+                AgentWakeupRequest(
+                    id=p.wakeup_id,
+                    company_id=issue.company_id,
+                    agent_id=issue.agent_id,
+                    source=WakeSource.AUTOMATION,
+                    trigger_detail="system",
+                    reason=wake_reason,
+                    payload=payload,
+                    status=WakeupStatus.QUEUED,
+                    requested_by_actor_type="system",
+                    run_id=p.run_id,
+                )
+            )
+            runs.append(
+                HeartbeatRun(
+                    id=p.run_id,
+                    company_id=issue.company_id,
+                    agent_id=issue.agent_id,
+                    invocation_source=WakeSource.AUTOMATION,
+                    trigger_detail="system",
+                    status=RunStatus.QUEUED,
+                    wakeup_request_id=p.wakeup_id,
+                    context_snapshot=context,
+                    retry_of_run_id=issue.latest_run_id,
+                    # The lineage keeps its process-loss budget: recovery must not reset it.
+                    process_loss_retry_count=issue.latest_process_loss_retry_count,
+                    event_seq=1,
+                )
+            )
+            events.append(
+                HeartbeatRunEvent(
+                    company_id=issue.company_id,
+                    run_id=p.run_id,
+                    agent_id=issue.agent_id,
+                    seq=1,
+                    event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
+                    level=HeartbeatRunEvent.Level.WARN,
+                    message=f"run queued: {wake_reason} for stranded issue {issue.identifier} "
+                    f"(recovery {attempt} of {self.conf.stranded_recovery_limit})",
+                    payload={
+                        "wakeupRequestId": str(p.wakeup_id),
+                        "issueId": str(issue.issue_id),
+                        "retryOfRunId": payload.get("retryOfRunId"),
+                    },
+                )
+            )
+            activity.append(
+                _activity(
+                    issue,
+                    action="issue.recovery_requeued",
+                    run_id=p.run_id,
+                    agent_id=issue.agent_id,
+                    details={
+                        "identifier": issue.identifier,
+                        "status": issue.status,
+                        "reason": wake_reason,
+                        "runId": str(p.run_id),
+                        "latestRunId": _str_or_none(issue.latest_run_id),
+                        "latestRunStatus": issue.latest_run_status,
+                        "source": "heartbeat.reconcile_stranded_assigned_issue",
+                    },
+                )
+            )
+        AgentWakeupRequest.objects.bulk_create(wakeups)
+        HeartbeatRun.objects.bulk_create(runs)
+        HeartbeatRunEvent.objects.bulk_create(events)
+        ActivityLog.objects.bulk_create(activity)
+
+    def _write_escalations(self, planned: list[_Planned]) -> set[uuid.UUID]:
+        """Block the issues, one system comment and one activity row each; returns the won ids."""
+        # Compare-and-set on the status the decision was made from, under the row lock.
+        won = {
+            row[0]
+            for row in sql_update_from_values(
+                f"UPDATE {Issue._meta.db_table} AS i SET status = 'blocked', "
+                "checkout_run_id = NULL, execution_run_id = NULL, "
+                "execution_agent_name_key = NULL, execution_locked_at = NULL, "
+                "completed_at = NULL, cancelled_at = NULL, updated_at = %s "
+                "FROM (VALUES {values}) AS v(id, expected) "
+                "WHERE i.id = v.id AND i.status = v.expected RETURNING i.id",
+                [self.now],
+                [(p.issue.issue_id, p.issue.status) for p in planned],
+                ("uuid", "text"),
+            )
+        }
+        planned = [p for p in planned if p.issue.issue_id in won]
+        IssueComment.objects.bulk_create(
+            [
+                IssueComment(
+                    company_id=p.issue.company_id,
+                    issue_id=p.issue.issue_id,
+                    body=escalation_comment(
+                        action=p.action,
+                        agent_name=p.issue.agent_name,
+                        error_code=p.issue.latest_error_code,
+                        error=p.issue.latest_error,
+                    ),
+                )
+                for p in planned
+            ]
+        )
+        ActivityLog.objects.bulk_create(
+            [
+                _activity(
+                    p.issue,
+                    action="issue.updated",
+                    run_id=None,
+                    agent_id=None,
+                    details={
+                        "identifier": p.issue.identifier,
+                        "status": Issue.Status.BLOCKED.value,
+                        "previousStatus": p.issue.status,
+                        "source": "heartbeat.reconcile_stranded_assigned_issue",
+                        "latestRunId": _str_or_none(p.issue.latest_run_id),
+                        "latestRunStatus": p.issue.latest_run_status,
+                        "latestRunErrorCode": p.issue.latest_error_code,
+                    },
+                )
+                for p in planned
+            ]
+        )
+        return won
+
+    def _after_commit(self, requeued: list[_Planned]) -> None:
+        for agent_id in dict.fromkeys(p.issue.agent_id for p in requeued):
+            try:
+                agent_start_next_queued(agent_id=agent_id)
+            except Exception:
+                # The runs are queued; resume_queued_runs hands them out on its next tick.
+                logger.exception("could not start queued runs of agent %s", agent_id)
+
+
+def _str_or_none(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _activity(
+    issue: StrandedIssue,
+    *,
+    action: str,
+    run_id: uuid.UUID | None,
+    agent_id: uuid.UUID | None,
+    details: dict,
+) -> ActivityLog:
+    return ActivityLog(
+        company_id=issue.company_id,
+        actor_type=ActivityLog.ActorType.SYSTEM,
+        actor_id="system",
+        action=action,
+        entity_type="issue",
+        entity_id=str(issue.issue_id),
+        agent_id=agent_id,
+        run_id=run_id,
+        details=details,
+    )
