@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Q, Subquery, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from heartbeat import selectors
+from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
@@ -21,8 +26,17 @@ from heartbeat.models import (
     RunErrorCode,
     RunStatus,
     SweepRecord,
+    WakeSource,
 )
 from heartbeat.process_control import current_host
+from heartbeat.services import (
+    AgentNotFound,
+    AgentNotInvokable,
+    RunNotFound,
+    cancel_run,
+    reap_orphaned_runs,
+    wake_agent,
+)
 from issues.models import Issue
 from paperclip.admin import (
     BigTableAdmin,
@@ -36,6 +50,7 @@ from paperclip.admin import (
     short_id,
 )
 from paperclip.admin import _as_uuid as as_uuid
+from paperclip.services import activity_log_record
 
 # How many retry hops the run page follows each way (a lineage is short: one automatic retry,
 # one stranded-issue recovery), so a corrupt loop cannot hang the page.
@@ -225,6 +240,8 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
     inlines = [HeartbeatRunEventInline]
+    actions = ["cancel_runs", "retry_runs_now"]
+    change_form_template = "admin/heartbeat/heartbeatrun/change_form.html"
     fieldsets = [
         (
             "What is happening",
@@ -333,6 +350,180 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
 
     def get_changelist(self, request, **kwargs):
         return PrefetchingChangeList
+
+    def has_sweep_permission(self, request) -> bool:
+        """Sweeps act on every company, so only instance admins start them by hand."""
+        return request.user.is_active and request.user.is_superuser
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_sweep": self.has_sweep_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_operate": self.has_operate_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        sweeps = [
+            path(
+                "sweeps/reap/",
+                self.admin_site.admin_view(self.reap_view),
+                name="heartbeat_heartbeatrun_reap",
+            ),
+        ]
+        return sweeps + super().get_urls()
+
+    @admin.action(
+        description="Cancel selected runs (stops their process trees)", permissions=["operate"]
+    )
+    def cancel_runs(self, request, queryset):
+        cancelled, untouched = [], 0
+        for run_id in queryset.values_list("pk", flat=True):
+            try:
+                run = cancel_run(run_id, reason=f"Cancelled by board user {request.user}")
+            except RunNotFound:
+                untouched += 1
+                continue
+            if run.status == RunStatus.CANCELLED and run.error_code == RunErrorCode.CANCELLED:
+                cancelled.append(run)
+                activity_log_record(
+                    company_id=run.company_id,
+                    action="heartbeat.cancelled",
+                    entity_type="heartbeat_run",
+                    entity_id=run.id,
+                    actor_type="user",
+                    actor_id=str(request.user.pk),
+                    agent_id=run.agent_id,
+                    run_id=run.id,
+                    details={"source": "admin"},
+                )
+            else:
+                untouched += 1
+        if cancelled:
+            self.message_user(
+                request,
+                f"Cancelled {len(cancelled)} run(s): "
+                + ", ".join(short_id(run.pk) for run in cancelled),
+                messages.SUCCESS,
+            )
+        if untouched:
+            self.message_user(
+                request,
+                f"{untouched} run(s) had already finished; left unchanged.",
+                messages.WARNING,
+            )
+        return self._back_to_run_page(request, queryset)
+
+    @admin.action(
+        description="Retry now (wake the agent again on the run's issue)", permissions=["operate"]
+    )
+    def retry_runs_now(self, request, queryset):
+        for run in queryset.select_related("agent"):
+            if not run.is_terminal:
+                self.message_user(
+                    request,
+                    f"Run {short_id(run.pk)} is still {run.status}: cancel it first to retry.",
+                    messages.WARNING,
+                )
+                continue
+            payload = {"retryOfRunId": str(run.pk)}
+            if run.issue_id:
+                payload["issueId"] = str(run.issue_id)
+            try:
+                result = wake_agent(
+                    agent_id=run.agent_id,
+                    source=WakeSource.ON_DEMAND,
+                    trigger_detail="manual",
+                    reason="retry_now",
+                    payload=payload,
+                    requested_by_actor_type="user",
+                    requested_by_actor_id=str(request.user.pk),
+                    # The run's own context carries the task; the retry reason is a person's, so
+                    # the reconciler's once-only recovery budget is not spent by it.
+                    context={
+                        **(run.context_snapshot or {}),
+                        "retryOfRunId": str(run.pk),
+                        "retryReason": "manual_retry",
+                        "wakeReason": "retry_now",
+                    },
+                )
+            except (AgentNotInvokable, AgentNotFound) as exc:
+                self.message_user(
+                    request,
+                    f"Run {short_id(run.pk)}: agent {run.agent.name} cannot be woken ({exc}).",
+                    messages.ERROR,
+                )
+                continue
+            self.message_user(
+                request, _wake_message(run.agent, result, retry_of=run), messages.SUCCESS
+            )
+        return self._back_to_run_page(request, queryset)
+
+    def _back_to_run_page(self, request, queryset):
+        """Actions started from a run page (its buttons) return to that page."""
+        if request.POST.get("_from_change_page") and queryset.count() == 1:
+            return HttpResponseRedirect(
+                reverse("admin:heartbeat_heartbeatrun_change", args=[queryset.get().pk])
+            )
+        return None
+
+    def reap_view(self, request):
+        if not self.has_sweep_permission(request):
+            raise PermissionDenied
+        threshold = heartbeat_conf().reap_stale_threshold_sec
+        if request.method == "POST":
+            result = reap_orphaned_runs(stale_threshold_sec=threshold)
+            if result.sweep_skipped:
+                self.message_user(
+                    request,
+                    "Another reap sweep holds the lock; nothing was done.",
+                    messages.WARNING,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Reap sweep: {result.reaped} run(s) failed as process_lost (each retried "
+                    f"once per lineage), {result.detached} detached, {result.errors} error(s).",
+                    messages.SUCCESS if not result.errors else messages.WARNING,
+                )
+            return HttpResponseRedirect(reverse("admin:heartbeat_heartbeatrun_changelist"))
+        preview = reap_orphaned_runs(stale_threshold_sec=threshold, dry_run=True)
+        runs = {
+            run.pk: run
+            for run in HeartbeatRun.objects.filter(
+                pk__in=[*preview.run_ids, *preview.detached_run_ids]
+            ).select_related("agent", "company")
+        }
+        rows = [
+            (runs[i], "fail as process_lost, queue one retry") for i in preview.run_ids if i in runs
+        ]
+        rows += [(runs[i], "mark detached") for i in preview.detached_run_ids if i in runs]
+        return self._sweep_preview(
+            request,
+            title="Reap now",
+            intro=(
+                f"A dry run of the reap sweep on host {current_host()} (runs untouched for "
+                f"{threshold} s, as the periodic sweep): this is what it would do."
+            ),
+            skipped=preview.sweep_skipped,
+            rows=[(admin_link(run, short_id(run.pk)), run, what) for run, what in rows],
+            confirm="Reap now",
+        )
+
+    def _sweep_preview(self, request, *, title, intro, skipped, rows, confirm):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "intro": intro,
+            "skipped": skipped,
+            "rows": rows,
+            "confirm": confirm,
+        }
+        return TemplateResponse(request, "admin/heartbeat/sweep_preview.html", context)
 
     def prefetch_for_page(self, request, runs):
         issues = selectors.issues_by_id(run.issue_id for run in runs)
@@ -476,6 +667,19 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
         )
 
 
+def _wake_message(agent: Agent, result, *, retry_of: HeartbeatRun | None = None) -> str:
+    subject = (
+        f"Run {short_id(retry_of.pk)}: agent {agent.name}" if retry_of else f"Agent {agent.name}"
+    )
+    if result.run is not None and result.outcome == "queued":
+        return f"{subject} woken: run {short_id(result.run.pk)} queued."
+    if result.run is not None:
+        return (
+            f"{subject}: the wake joined active run {short_id(result.run.pk)} ({result.outcome})."
+        )
+    return f"{subject}: wake {result.outcome} ({result.wakeup.reason or result.wakeup.status})."
+
+
 def _chain_label(run: HeartbeatRun) -> str:
     code = f" {run.error_code}" if run.error_code else ""
     return f"{short_id(run.pk)} {run.status}{code}"
@@ -597,6 +801,27 @@ class AgentAdmin(CompanyScopedAdmin):
         "created_at",
         "updated_at",
     ]
+
+    actions = ["wake_agents"]
+
+    @admin.action(description="Wake selected agents now (on demand)", permissions=["operate"])
+    def wake_agents(self, request, queryset):
+        for agent in queryset:
+            try:
+                result = wake_agent(
+                    agent_id=agent.pk,
+                    source=WakeSource.ON_DEMAND,
+                    trigger_detail="manual",
+                    reason="board_wake",
+                    requested_by_actor_type="user",
+                    requested_by_actor_id=str(request.user.pk),
+                )
+            except (AgentNotInvokable, AgentNotFound) as exc:
+                self.message_user(
+                    request, f"Agent {agent.name} cannot be woken ({exc}).", messages.ERROR
+                )
+                continue
+            self.message_user(request, _wake_message(agent, result), messages.SUCCESS)
 
     def get_queryset(self, request):
         return (

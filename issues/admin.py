@@ -4,14 +4,14 @@ blocked. Runs are heartbeat's; this app reaches them through string model refere
 from __future__ import annotations
 
 from django.apps import apps
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils.html import format_html
 
 from issues.models import Issue, IssueComment
-from issues.services import issue_create
+from issues.services import IssueError, issue_create, issue_release
 from paperclip.admin import (
     CompanyScopedAdmin,
     admin_link,
@@ -212,6 +212,34 @@ class IssueAdmin(CompanyScopedAdmin):
             },
         ),
     ]
+
+    actions = ["release_issues"]
+
+    @admin.action(
+        description="Release selected issues (back to todo, unassigned, checkout dropped)",
+        permissions=["operate"],
+    )
+    def release_issues(self, request, queryset):
+        released = []
+        for issue in queryset.select_related(None).only("pk", "company_id", "identifier"):
+            try:
+                issue_release(
+                    issue_id=issue.pk,
+                    company_id=issue.company_id,
+                    actor_type="user",
+                    actor_id=str(request.user.pk),
+                )
+            except (IssueError, Issue.DoesNotExist) as exc:
+                self.message_user(request, f"{issue.identifier}: {exc}", messages.ERROR)
+                continue
+            released.append(issue.identifier)
+        if released:
+            self.message_user(
+                request,
+                f"Released {len(released)} issue(s): {', '.join(released)}. A run still "
+                "executing one keeps its execution lock until it finishes.",
+                messages.SUCCESS,
+            )
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
