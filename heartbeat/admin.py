@@ -35,6 +35,7 @@ from heartbeat.services import (
     RunNotFound,
     cancel_run,
     reap_orphaned_runs,
+    reconcile_stranded_assigned_issues,
     wake_agent,
 )
 from issues.models import Issue
@@ -356,7 +357,10 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
         return request.user.is_active and request.user.is_superuser
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "can_sweep": self.has_sweep_permission(request)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_sweep": self.has_sweep_permission(request),
+        }
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -372,6 +376,11 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
                 "sweeps/reap/",
                 self.admin_site.admin_view(self.reap_view),
                 name="heartbeat_heartbeatrun_reap",
+            ),
+            path(
+                "sweeps/reconcile/",
+                self.admin_site.admin_view(self.reconcile_view),
+                name="heartbeat_heartbeatrun_reconcile",
             ),
         ]
         return sweeps + super().get_urls()
@@ -511,6 +520,43 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
             skipped=preview.sweep_skipped,
             rows=[(admin_link(run, short_id(run.pk)), run, what) for run, what in rows],
             confirm="Reap now",
+        )
+
+    def reconcile_view(self, request):
+        if not self.has_sweep_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            result = reconcile_stranded_assigned_issues()
+            if result.sweep_skipped:
+                self.message_user(
+                    request,
+                    "Another reconcile sweep holds the lock; nothing was done.",
+                    messages.WARNING,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Reconcile sweep: {_reconcile_counts(result)}.",
+                    messages.SUCCESS if not result.errors else messages.WARNING,
+                )
+            return HttpResponseRedirect(reverse("admin:heartbeat_heartbeatrun_changelist"))
+        preview = reconcile_stranded_assigned_issues(dry_run=True)
+        issues = Issue.objects.select_related("company").in_bulk(preview.issue_ids)
+        rows = [
+            (admin_link(issue, issue.identifier), issue, f"{issue.status}: {issue.title}")
+            for issue in (issues.get(i) for i in preview.issue_ids)
+            if issue is not None
+        ]
+        return self._sweep_preview(
+            request,
+            title="Reconcile now",
+            intro=(
+                "A dry run of the reconcile sweep over stranded assigned issues: it would "
+                f"{_reconcile_counts(preview)}. Each issue is re-dispatched once, then escalated."
+            ),
+            skipped=preview.sweep_skipped,
+            rows=rows,
+            confirm="Reconcile now",
         )
 
     def _sweep_preview(self, request, *, title, intro, skipped, rows, confirm):
@@ -665,6 +711,13 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
             header,
             "\n".join(tail.lines),
         )
+
+
+def _reconcile_counts(result) -> str:
+    return (
+        f"re-dispatch {result.dispatch_requeued}, continue {result.continuation_requeued}, "
+        f"escalate {result.escalated} issue(s), skip {result.skipped}, errors {result.errors}"
+    )
 
 
 def _wake_message(agent: Agent, result, *, retry_of: HeartbeatRun | None = None) -> str:

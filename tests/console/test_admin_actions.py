@@ -187,3 +187,43 @@ def test_reap_now_fails_the_orphan_and_queues_one_retry(admin_client_, agent_a):
 def test_board_user_cannot_start_a_sweep(board_client):
     assert board_client.get(REAP).status_code == 403
     assert board_client.post(REAP).status_code == 403
+
+
+RECONCILE = reverse("admin:heartbeat_heartbeatrun_reconcile")
+
+
+def _stranded_issue(company, agent):
+    issue = make_issue(company, status="todo", assignee_agent_id=agent.id)
+    make_run(
+        agent,
+        status="failed",
+        error_code="process_lost",
+        context_snapshot={"issueId": str(issue.id)},
+    )
+    return issue
+
+
+@pytest.mark.django_db
+def test_reconcile_preview_lists_the_stranded_issue_and_changes_nothing(
+    admin_client_, company_a, agent_a
+):
+    issue = _stranded_issue(company_a, agent_a)
+    page = admin_client_.get(RECONCILE).content.decode()
+    assert issue.identifier in page
+    assert "re-dispatch 1" in page
+    assert HeartbeatRun.objects.filter(agent=agent_a).count() == 1
+
+
+@pytest.mark.django_db
+def test_reconcile_now_redispatches_the_stranded_issue(admin_client_, company_a, agent_a):
+    issue = _stranded_issue(company_a, agent_a)
+    response = admin_client_.post(RECONCILE, follow=True)
+    recovery = HeartbeatRun.objects.get(agent=agent_a, status="queued")
+    assert recovery.context_snapshot["issueId"] == str(issue.id)
+    assert recovery.context_snapshot["retryReason"] == "assignment_recovery"
+    assert any("re-dispatch 1" in m for m in _messages(response))
+
+
+@pytest.mark.django_db
+def test_board_user_cannot_start_a_reconcile(board_client):
+    assert board_client.post(RECONCILE).status_code == 403
