@@ -9,7 +9,7 @@ from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpResponse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -23,16 +23,30 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunStatus,
 )
-from heartbeat.services import runs_of_issue
+from heartbeat.run_log import run_log_path
+from heartbeat.services import (
+    AgentNotFound,
+    AgentNotInvokable,
+    RunNotFound,
+    WakeOutcome,
+    cancel_run,
+    get_run,
+    reap_orphaned_runs,
+    runs_of_issue,
+    sweeps_latest,
+    wake_agent,
+)
 from heartbeat.services.agents import (
     AgentInvalidInput,
     AgentStateConflict,
     agent_create,
     agent_key_create,
     agent_key_revoke,
+    agent_pause,
+    agent_resume,
+    agent_terminate,
     agent_update,
 )
-from heartbeat.services.sweeps import sweeps_latest
 from issues.api import issue_for_request
 from issues.models import Issue
 from paperclip.api import (
@@ -47,8 +61,17 @@ from paperclip.api import (
 )
 from paperclip.models import Company
 from paperclip.permissions import IsAgent, request_actor
+from paperclip.services import activity_log_record
 
-register_domain_errors({AgentInvalidInput: 400, AgentStateConflict: 409})
+register_domain_errors(
+    {
+        AgentInvalidInput: 400,
+        AgentStateConflict: 409,
+        AgentNotFound: 404,
+        AgentNotInvokable: 409,
+        RunNotFound: 404,
+    }
+)
 
 # What an agent's inbox shows: open work, the issue it is on first, then by priority.
 INBOX_STATUSES = (Issue.Status.IN_PROGRESS, Issue.Status.TODO, Issue.Status.BLOCKED)
@@ -229,13 +252,173 @@ class AgentKeyRevokeView(ApiView):
         return Response(hb_serializers.AgentKeySerializer(key).data)
 
 
+# Wakes and agent state
+
+
+def _wake_response(result) -> Response:
+    """202 with the run (as the reference answers), or what happened to the wake instead."""
+    if result.run is not None:
+        body = hb_serializers.RunSerializer(result.run).data
+        body["wakeOutcome"] = result.outcome.value
+        body["wakeupId"] = str(result.wakeup.id)
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+    body = {
+        "status": "deferred" if result.outcome == WakeOutcome.DEFERRED else "skipped",
+        "wakeOutcome": result.outcome.value,
+        "reason": result.wakeup.reason,
+        "wakeupId": str(result.wakeup.id),
+    }
+    return Response(hb_serializers.WakeSkippedSerializer(body).data, status=202)
+
+
+WAKE_RESPONSES = {
+    202: PolymorphicProxySerializer(
+        component_name="WakeResponse",
+        serializers=[hb_serializers.WakeRunSerializer, hb_serializers.WakeSkippedSerializer],
+        resource_type_field_name=None,
+    )
+}
+
+
+class AgentWakeView(ApiView):
+    """Wake an agent (an agent may wake only itself). `invoke` is the manual on-demand form."""
+
+    invoke = False
+
+    @documented(
+        request=hb_serializers.WakeupRequestSerializer,
+        responses=WAKE_RESPONSES,
+        errors=(409,),
+    )
+    def post(self, request, agent_id):
+        actor = request_actor(request)
+        agent = agent_for_request(request, agent_id)
+        if actor.is_agent and actor.agent_id != agent.id:
+            raise exceptions.PermissionDenied("Agent can only invoke itself")
+        data = json_body(hb_serializers.WakeupRequestSerializer, request)
+        source = "on_demand" if self.invoke else data["source"]
+        trigger_detail = "manual" if self.invoke else data.get("triggerDetail")
+        result = wake_agent(
+            agent_id=agent.id,
+            source=source,
+            trigger_detail=trigger_detail,
+            reason=data.get("reason"),
+            payload=data.get("payload") or {},
+            idempotency_key=data.get("idempotencyKey"),
+            requested_by_actor_type=actor.actor_type,
+            requested_by_actor_id=actor.actor_id,
+            context={
+                "triggeredBy": actor.actor_type,
+                "actorId": actor.actor_id,
+                "forceFreshSession": data["forceFreshSession"],
+            },
+        )
+        activity_log_record(
+            company_id=agent.company_id,
+            action="heartbeat.invoked",
+            entity_type="agent",
+            entity_id=agent.id,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+            agent_id=agent.id,
+            run_id=result.run.id if result.run else None,
+            details={"source": source, "outcome": result.outcome.value},
+        )
+        return _wake_response(result)
+
+
+class AgentInvokeView(AgentWakeView):
+    invoke = True
+
+
+class AgentStateView(ApiView):
+    """pause, resume, terminate (board only). Pause and terminate cancel the active runs."""
+
+    action_name = ""
+
+    @documented(
+        request=hb_serializers.AgentPauseSerializer,
+        responses={200: hb_serializers.AgentStateChangeSerializer},
+        errors=(409,),
+    )
+    def post(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        _board_only(request)
+        actor = request_actor(request)
+        who = {"actor_type": actor.actor_type, "actor_id": actor.actor_id}
+        if self.action_name == "pause":
+            data = json_body(hb_serializers.AgentPauseSerializer, request)
+            change = agent_pause(agent_id=agent.id, reason=data.get("reason"), **who)
+        elif self.action_name == "resume":
+            change = agent_resume(agent_id=agent.id, **who)
+        else:
+            change = agent_terminate(agent_id=agent.id, **who)
+        body = {"agent": change.agent, "cancelledRunIds": list(change.cancelled_run_ids)}
+        return Response(hb_serializers.AgentStateChangeSerializer(body).data)
+
+
 # Heartbeat runs
 
 
 class RunDetailView(ApiView):
     @documented(responses={200: hb_serializers.RunSerializer})
     def get(self, request, run_id):
-        return Response(hb_serializers.RunSerializer(run_for_request(request, run_id)).data)
+        run = run_for_request(request, run_id)
+        # get_run replaces an oversized result_json by a summary (reference 4.3).
+        return Response(hb_serializers.RunSerializer(get_run(run.id) or run).data)
+
+
+class RunCancelView(ApiView):
+    @documented(request=None, responses={200: hb_serializers.RunSerializer})
+    def post(self, request, run_id):
+        run = run_for_request(request, run_id)
+        _board_only(request)
+        actor = request_actor(request)
+        previous_status = run.status
+        run = cancel_run(run.id)
+        activity_log_record(
+            company_id=run.company_id,
+            action="heartbeat.cancelled",
+            entity_type="heartbeat_run",
+            entity_id=run.id,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+            agent_id=run.agent_id,
+            run_id=run.id,
+            details={"previousStatus": previous_status, "status": run.status},
+        )
+        return Response(hb_serializers.RunSerializer(run).data)
+
+
+class RunLogView(ApiView):
+    """A byte range of the run's NDJSON log; nextOffset is null at the end of the log."""
+
+    @documented(
+        responses={200: hb_serializers.RunLogSerializer},
+        parameters=[hb_serializers.RunLogQuerySerializer],
+    )
+    def get(self, request, run_id):
+        run = run_for_request(request, run_id)
+        params = query_params(hb_serializers.RunLogQuerySerializer, request)
+        content, next_offset = b"", None
+        if run.log_ref:
+            try:
+                with run_log_path(run.log_ref).open("rb") as log:
+                    log.seek(params["offset"])
+                    content = log.read(params["limitBytes"] + 1)
+            except FileNotFoundError:
+                content = b""
+            if len(content) > params["limitBytes"]:
+                content = content[: params["limitBytes"]]
+                next_offset = params["offset"] + len(content)
+        body = {
+            "runId": run.id,
+            "store": run.log_store,
+            "logRef": run.log_ref,
+            "content": content.decode("utf-8", errors="replace"),
+            "nextOffset": next_offset,
+        }
+        return Response(hb_serializers.RunLogSerializer(body).data)
 
 
 class RunEventsView(ApiView):
@@ -349,6 +532,29 @@ class IssueRunsView(ApiGenericView):
         )
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+# Recovery (instance admins: a sweep spans every company)
+
+
+def _instance_admin_only(request) -> None:
+    if not request_actor(request).is_instance_admin:
+        raise exceptions.PermissionDenied("Instance admin access required")
+
+
+class RecoveryReapView(ApiView):
+    """Run the orphaned-run reaper now (as `manage.py reap_orphans`): runs whose worker is gone
+    fail as process_lost with one retry; live processes without a worker are marked detached."""
+
+    @documented(
+        request=hb_serializers.RecoveryRequestSerializer,
+        responses={200: hb_serializers.ReapResultSerializer},
+    )
+    def post(self, request):
+        _instance_admin_only(request)
+        data = json_body(hb_serializers.RecoveryRequestSerializer, request)
+        result = reap_orphaned_runs(dry_run=data["dryRun"])
+        return Response(hb_serializers.ReapResultSerializer(result).data)
 
 
 # Health

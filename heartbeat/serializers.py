@@ -393,3 +393,42 @@ class HealthSerializer(serializers.Serializer):
     database = DatabaseHealthSerializer()
     cluster = ClusterHealthSerializer(required=False)
     sweeps = serializers.DictField(child=SweepHealthSerializer(), required=False)
+
+
+class WakeRunSerializer(RunSerializer):
+    """A wake served by a run: the run, and how the wake joined it."""
+
+    wakeOutcome = serializers.ChoiceField(choices=["queued", "coalesced"], read_only=True)
+    wakeupId = serializers.UUIDField(read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "wakeOutcome", "wakeupId"]
+        read_only_fields = fields
+
+
+class WakeSkippedSerializer(serializers.Serializer):
+    """A wake that created no run: skipped (with the reason) or deferred behind another run."""
+
+    status = serializers.ChoiceField(choices=["skipped", "deferred"])
+    wakeOutcome = serializers.ChoiceField(choices=["skipped", "deferred"])
+    reason = serializers.CharField(allow_null=True)
+    wakeupId = serializers.UUIDField()
+
+
+class AgentStateChangeSerializer(serializers.Serializer):
+    agent = AgentSerializer()
+    cancelledRunIds = serializers.ListField(child=serializers.UUIDField())
+
+
+class RecoveryRequestSerializer(serializers.Serializer):
+    dryRun = serializers.BooleanField(default=False, help_text="Report, change nothing.")
+
+
+class ReapResultSerializer(serializers.Serializer):
+    reaped = serializers.IntegerField()
+    runIds = serializers.ListField(child=serializers.UUIDField(), source="run_ids")
+    detached = serializers.IntegerField()
+    detachedRunIds = serializers.ListField(child=serializers.UUIDField(), source="detached_run_ids")
+    errors = serializers.IntegerField()
+    sweepSkipped = serializers.BooleanField(source="sweep_skipped")
+    dryRun = serializers.BooleanField(source="dry_run")

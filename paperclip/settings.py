@@ -172,6 +172,8 @@ SPECTACULAR_SETTINGS = {
         "WakeSourceEnum": "heartbeat.models.WakeSource",
         "WakeupStatusEnum": "heartbeat.models.WakeupStatus",
         "CompanyStatusEnum": "paperclip.models.Company.Status",
+        "WakeNoRunEnum": ["skipped", "deferred"],
+        "WakeRunOutcomeEnum": ["queued", "coalesced"],
     },
 }
 

@@ -45,6 +45,8 @@ api_patterns = [
         heartbeat_api.CompanyLiveRunsView.as_view(),
         name="company-live-runs",
     ),
+    # Recovery
+    path("api/recovery/reap", heartbeat_api.RecoveryReapView.as_view(), name="recovery-reap"),
     # Board tokens
     path("api/board/tokens", core_api.BoardTokenListCreateView.as_view(), name="board-tokens"),
     path(
@@ -56,6 +58,31 @@ api_patterns = [
     path("api/agents/me", heartbeat_api.AgentMeView.as_view(), name="agent-me"),
     path("api/agents/me/inbox-lite", heartbeat_api.AgentInboxView.as_view(), name="agent-inbox"),
     path("api/agents/<uuid:agent_id>", heartbeat_api.AgentDetailView.as_view(), name="agent"),
+    path(
+        "api/agents/<uuid:agent_id>/wakeup",
+        heartbeat_api.AgentWakeView.as_view(),
+        name="agent-wakeup",
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/heartbeat/invoke",
+        heartbeat_api.AgentInvokeView.as_view(),
+        name="agent-invoke",
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/pause",
+        heartbeat_api.AgentStateView.as_view(action_name="pause"),
+        name="agent-pause",
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/resume",
+        heartbeat_api.AgentStateView.as_view(action_name="resume"),
+        name="agent-resume",
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/terminate",
+        heartbeat_api.AgentStateView.as_view(action_name="terminate"),
+        name="agent-terminate",
+    ),
     path(
         "api/agents/<uuid:agent_id>/runtime-state",
         heartbeat_api.AgentRuntimeStateView.as_view(),
@@ -71,6 +98,16 @@ api_patterns = [
     ),
     # Heartbeat runs
     path("api/heartbeat-runs/<uuid:run_id>", heartbeat_api.RunDetailView.as_view(), name="run"),
+    path(
+        "api/heartbeat-runs/<uuid:run_id>/cancel",
+        heartbeat_api.RunCancelView.as_view(),
+        name="run-cancel",
+    ),
+    path(
+        "api/heartbeat-runs/<uuid:run_id>/log",
+        heartbeat_api.RunLogView.as_view(),
+        name="run-log",
+    ),
     path(
         "api/heartbeat-runs/<uuid:run_id>/events",
         heartbeat_api.RunEventsView.as_view(),

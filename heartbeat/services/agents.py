@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from heartbeat.models import Agent, AgentApiKey, AgentStatus
+from heartbeat.models import ACTIVE_RUN_STATUSES, Agent, AgentApiKey, AgentStatus, HeartbeatRun
+from heartbeat.services.lifecycle import agent_start_next_queued
+from heartbeat.services.runs import cancel_run
 from paperclip.credentials import secret_generate
 from paperclip.services import activity_log_record
 
@@ -169,3 +172,121 @@ def agent_key_revoke(
                 details={"keyId": str(key.id)},
             )
     return key
+
+
+# Reasons written on runs cancelled because their agent stopped (reference 4.2, related behavior).
+CANCELLED_BY_PAUSE = "Cancelled due to agent pause"
+CANCELLED_BY_TERMINATION = "Cancelled due to agent termination"
+
+
+@dataclass(frozen=True)
+class AgentStateChange:
+    agent: Agent
+    cancelled_run_ids: tuple[uuid.UUID, ...] = ()
+
+
+def _agent_set_status(
+    *,
+    agent_id: uuid.UUID | str,
+    allowed_from: tuple[str, ...] | None,
+    status: str,
+    action: str,
+    actor_type: str,
+    actor_id: str,
+    reason: str | None = None,
+) -> Agent:
+    now = timezone.now()
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent_id)
+        if allowed_from is not None and agent.status not in allowed_from:
+            raise AgentStateConflict(
+                f"Cannot {action.split('.')[-1]} an agent that is {agent.status}",
+                {"status": agent.status},
+            )
+        previous = agent.status
+        agent.status = status
+        if status == AgentStatus.PAUSED:
+            agent.paused_at = agent.paused_at or now
+            agent.pause_reason = reason
+        elif status != AgentStatus.TERMINATED:
+            agent.paused_at = None
+            agent.pause_reason = None
+        agent.save(update_fields=["status", "paused_at", "pause_reason", "updated_at"])
+        activity_log_record(
+            company_id=agent.company_id,
+            action=action,
+            entity_type="agent",
+            entity_id=agent.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=agent.id,
+            details={"previousStatus": previous, "reason": reason},
+        )
+    return agent
+
+
+def _agent_cancel_active_runs(agent: Agent, reason: str) -> tuple[uuid.UUID, ...]:
+    """Cancel the agent's queued and running runs (killing their processes); called after the
+    agent's new status committed, so nothing claims or dispatches for it meanwhile."""
+    run_ids = list(
+        HeartbeatRun.objects.filter(agent=agent, status__in=ACTIVE_RUN_STATUSES)
+        .order_by("created_at")
+        .values_list("id", flat=True)
+    )
+    for run_id in run_ids:
+        cancel_run(run_id, reason=reason)
+    return tuple(run_ids)
+
+
+def agent_pause(
+    *, agent_id: uuid.UUID | str, reason: str | None = None, actor_type: str, actor_id: str
+) -> AgentStateChange:
+    """Pause an agent: no new runs start for it, and its queued and running runs are cancelled."""
+    agent = _agent_set_status(
+        agent_id=agent_id,
+        allowed_from=tuple(s for s in AgentStatus.values if s != AgentStatus.TERMINATED),
+        status=AgentStatus.PAUSED,
+        action="agent.paused",
+        actor_type=actor_type,
+        actor_id=actor_id,
+        reason=reason,
+    )
+    cancelled = _agent_cancel_active_runs(agent, CANCELLED_BY_PAUSE)
+    agent.refresh_from_db()
+    return AgentStateChange(agent=agent, cancelled_run_ids=cancelled)
+
+
+def agent_resume(*, agent_id: uuid.UUID | str, actor_type: str, actor_id: str) -> AgentStateChange:
+    """Resume a paused agent (idle); runs queued while it was paused (retries) start now."""
+    with transaction.atomic():
+        agent = _agent_set_status(
+            agent_id=agent_id,
+            allowed_from=(AgentStatus.PAUSED,),
+            status=AgentStatus.IDLE,
+            action="agent.resumed",
+            actor_type=actor_type,
+            actor_id=actor_id,
+        )
+        transaction.on_commit(partial(agent_start_next_queued, agent_id=agent.id))
+    return AgentStateChange(agent=agent)
+
+
+def agent_terminate(
+    *, agent_id: uuid.UUID | str, actor_type: str, actor_id: str
+) -> AgentStateChange:
+    """Terminate an agent for good: its credentials stop working and its active runs are
+    cancelled. Terminating twice changes nothing."""
+    agent = Agent.objects.get(pk=agent_id)
+    if agent.status == AgentStatus.TERMINATED:
+        return AgentStateChange(agent=agent)
+    agent = _agent_set_status(
+        agent_id=agent_id,
+        allowed_from=None,
+        status=AgentStatus.TERMINATED,
+        action="agent.terminated",
+        actor_type=actor_type,
+        actor_id=actor_id,
+    )
+    cancelled = _agent_cancel_active_runs(agent, CANCELLED_BY_TERMINATION)
+    agent.refresh_from_db()
+    return AgentStateChange(agent=agent, cancelled_run_ids=cancelled)

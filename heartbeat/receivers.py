@@ -1,0 +1,53 @@
+"""What heartbeat does when other apps report events (they never import heartbeat)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.dispatch import receiver
+
+from heartbeat.services import (
+    AgentNotFound,
+    AgentNotInvokable,
+    report_run_activity,
+    wake_agent,
+)
+from issues.signals import assignee_wake_requested
+from paperclip.signals import agent_run_write
+
+logger = logging.getLogger(__name__)
+
+
+@receiver(assignee_wake_requested, dispatch_uid="heartbeat.wake_issue_assignee")
+def wake_issue_assignee(
+    sender,
+    *,
+    agent_id,
+    source,
+    reason,
+    payload,
+    requested_by_actor_type,
+    requested_by_actor_id,
+    **kwargs,
+):
+    """An issue was assigned, handed over or commented on: wake its agent (reference 2.2)."""
+    try:
+        wake_agent(
+            agent_id=agent_id,
+            source=source,
+            trigger_detail="system",
+            reason=reason,
+            payload=payload,
+            requested_by_actor_type=requested_by_actor_type,
+            requested_by_actor_id=requested_by_actor_id,
+        )
+    except (AgentNotFound, AgentNotInvokable) as exc:
+        # A paused or removed assignee is not an error of the issue change; the reconciler
+        # picks the issue up if the agent becomes invokable again.
+        logger.info("issue %s: assignee %s not woken: %s", payload.get("issueId"), agent_id, exc)
+
+
+@receiver(agent_run_write, dispatch_uid="heartbeat.run_write_is_activity")
+def run_write_is_activity(sender, *, run_id, **kwargs):
+    """An agent wrote through the API on behalf of its run: the run is alive (reference 4.1)."""
+    report_run_activity(run_id)
