@@ -6,5 +6,13 @@ class HeartbeatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Connects the receivers for events of the issues and paperclip apps.
-        from heartbeat import receivers  # noqa: F401
+        self.connect_cluster_startup()
+
+    def connect_cluster_startup(self):
+        # Start-up recovery whenever a django-q2 worker starts (`python3 -m paperclip start`
+        # runs qcluster): schedules, the reap with no stale threshold, resume, reconcile.
+        from django_q.signals import post_spawn
+
+        from heartbeat.schedules import on_worker_spawn
+
+        post_spawn.connect(on_worker_spawn, dispatch_uid="heartbeat.cluster_startup")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from heartbeat import services
+from heartbeat.conf import heartbeat_conf
+from heartbeat.schedules import schedule_slot_missed
 
 
 def execute_run(run_id: str) -> dict:
@@ -22,3 +24,21 @@ def resume_queued_runs() -> dict:
 
 def tick_timer_heartbeats() -> dict:
     return asdict(services.tick_timer_heartbeats())
+
+
+def reap_orphans_task(
+    stale_threshold_sec: float | None = None, scheduled_for: str | None = None
+) -> dict:
+    """The periodic reap (stale threshold 5 min by default); a long-missed slot does nothing."""
+    if schedule_slot_missed(scheduled_for):
+        return services.ReapResult(sweep_skipped=True).as_dict()
+    if stale_threshold_sec is None:
+        stale_threshold_sec = heartbeat_conf().reap_stale_threshold_sec
+    return services.reap_orphaned_runs(stale_threshold_sec=stale_threshold_sec).as_dict()
+
+
+def reconcile_stranded_task(scheduled_for: str | None = None) -> dict:
+    """The periodic reconcile; a long-missed slot does nothing."""
+    if schedule_slot_missed(scheduled_for):
+        return services.ReconcileResult(sweep_skipped=True).as_dict()
+    return services.reconcile_stranded_assigned_issues().as_dict()
