@@ -6,6 +6,9 @@ class HeartbeatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Connects the receivers for events of the issues and paperclip apps.
+        from heartbeat import receivers  # noqa: F401
+
         self.connect_cluster_startup()
 
     def connect_cluster_startup(self):
