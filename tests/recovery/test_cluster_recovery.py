@@ -1,0 +1,149 @@
+"""Recovery through a real django-q2 cluster (`manage.py qcluster`) on the test database.
+
+The cluster reaches the test database through PAPERCLIP_DB_NAME. Its workers run the start-up
+recovery when they start, so a worker that replaces a killed one reaps at once, and the
+schedules it creates drive the periodic sweeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from heartbeat.models import HeartbeatRun
+from heartbeat.services import wake_agent
+from tests.factories import make_agent
+from tests.recovery.processes import is_gone, is_running, wait_for
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+WAIT_SECONDS = 150.0
+# First attempt: report, then hang; the process-loss retry (its wake reason) succeeds at once.
+AGENT_CODE = (
+    "import os, sys, time\n"
+    "if os.environ.get('PAPERCLIP_WAKE_REASON') == 'process_lost_retry':\n"
+    "    print('retry ok', flush=True)\n"
+    "    sys.exit(0)\n"
+    "time.sleep(300)\n"
+)
+
+
+@pytest.fixture
+def dispatched() -> None:
+    """Runs really go to django-q2 here (overrides the recording fixture)."""
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "PAPERCLIP_DB_NAME": connection.settings_dict["NAME"],
+        "PAPERCLIP_RUN_LOG_DIR": str(tmp_path / "run-logs"),
+        "PAPERCLIP_Q_WORKERS": "2",
+    }
+    log = (tmp_path / "qcluster.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def agent_pids() -> Iterator[list[int]]:
+    """Agent processes a test saw; SIGKILLed at teardown whatever the test did."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+
+
+def _running_with_process(run_id) -> HeartbeatRun | None:
+    run = HeartbeatRun.objects.get(pk=run_id)
+    return run if run.status == "running" and run.process_pid and run.owner_pid else None
+
+
+def _start_run(agent_pids: list[int]) -> HeartbeatRun:
+    agent = make_agent(
+        adapter_type="process",
+        adapter_config={"command": sys.executable, "args": ["-c", AGENT_CODE]},
+    )
+    run = wake_agent(agent_id=agent.id, reason="test_recovery").run
+    wait_for(lambda: _running_with_process(run.id), "the run executes in a worker", WAIT_SECONDS)
+    run.refresh_from_db()
+    agent_pids.append(run.process_pid)
+    return run
+
+
+@pytest.mark.timeout(400)
+def test_killed_worker_leaves_a_detached_run_finalized_when_its_process_exits(cluster, agent_pids):
+    run = _start_run(agent_pids)
+
+    os.kill(run.owner_pid, signal.SIGKILL)
+
+    # The worker that replaces the dead one reaps at start: the process lives, so detached.
+    wait_for(
+        lambda: HeartbeatRun.objects.get(pk=run.id).error_code == "process_detached",
+        "the run is marked detached",
+        WAIT_SECONDS,
+    )
+    run.refresh_from_db()
+    assert run.status == "running"
+    assert is_running(run.process_pid)
+
+    os.kill(run.process_pid, signal.SIGTERM)
+    wait_for(lambda: is_gone(run.process_pid), "the agent process exits")
+
+    # The periodic reap (the schedules the cluster created) finalizes it.
+    wait_for(
+        lambda: HeartbeatRun.objects.get(pk=run.id).status == "failed",
+        "the detached run is finalized",
+        WAIT_SECONDS,
+    )
+    run.refresh_from_db()
+    assert run.error_code == "process_lost"
+    assert "exit status cannot be known" in run.error
+
+
+@pytest.mark.timeout(400)
+def test_killed_agent_process_gives_a_lost_run_whose_retry_succeeds(cluster, agent_pids):
+    run = _start_run(agent_pids)
+
+    # Worker and agent both die (a host-level kill): nobody is left to finalize the run.
+    os.kill(run.owner_pid, signal.SIGKILL)
+    os.kill(run.process_pid, signal.SIGKILL)
+
+    def retry_succeeded() -> bool:
+        retry = HeartbeatRun.objects.filter(retry_of_run_id=run.id).first()
+        return retry is not None and retry.status == "succeeded"
+
+    wait_for(retry_succeeded, "the process-loss retry succeeds", WAIT_SECONDS)
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == ("failed", "process_lost")
+    retry = HeartbeatRun.objects.get(retry_of_run_id=run.id)
+    assert retry.process_loss_retry_count == 1
+    assert retry.context_snapshot["retryReason"] == "process_lost"
+    assert retry.stdout_excerpt == "retry ok\n"
