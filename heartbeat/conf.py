@@ -28,6 +28,11 @@ class HeartbeatConf:
     stranded_recovery_limit: int = 1
     # Queued runs older than this are re-dispatched by resume_queued_runs (a lost dispatch).
     resume_queued_after_sec: int = 10
+    # A queued run handed to django-q2 holds a dispatch lease this long (kept in
+    # lease_expires_at while queued): within it nobody hands the run out again, so a backlog of
+    # tasks is never duplicated; a worker that cannot claim it (cap, paused agent) clears it.
+    # Longer than a busy cluster's backlog; a dispatch lost outright is redone after it.
+    dispatch_lease_sec: int = 120
     # Rows handled per transaction by the sweeps: bounds memory and lock time.
     sweep_batch_size: int = 500
     # Sweep records (health endpoint, dashboard) older than this are pruned: a week of history,

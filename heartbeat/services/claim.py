@@ -24,6 +24,7 @@ from heartbeat.models import (
     RunStatus,
     WakeupStatus,
 )
+from heartbeat.run_log import LOG_STORE, run_log_ref
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import agent_name_key
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
@@ -49,6 +50,8 @@ class ClaimRefusal(StrEnum):
 class ClaimResult:
     run: HeartbeatRun | None
     refusal: ClaimRefusal | None = None
+    # The run's agent as locked by a successful claim.
+    agent: Agent | None = None
 
     @property
     def claimed(self) -> bool:
@@ -75,11 +78,11 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
         agent = Agent.objects.select_for_update(no_key=True).get(pk=run.agent_id)
         # Queued runs of a paused agent stay queued until it is resumed (reference 2.3).
         if not agent.is_invokable:
-            return ClaimResult(run=run, refusal=ClaimRefusal.AGENT_NOT_INVOKABLE)
+            return _park(run, ClaimRefusal.AGENT_NOT_INVOKABLE)
         cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
         running = HeartbeatRun.objects.filter(agent_id=agent.id, status=RunStatus.RUNNING).count()
         if running >= cap:
-            return ClaimResult(run=run, refusal=ClaimRefusal.AT_CAPACITY)
+            return _park(run, ClaimRefusal.AT_CAPACITY)
         claimed = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING,
             started_at=Coalesce(F("started_at"), now),
@@ -89,6 +92,8 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
             owner_started_at=owner.started_at,
             lease_expires_at=now + timedelta(seconds=conf.lease_expiry_sec),
             last_activity_at=now,
+            log_store=LOG_STORE,
+            log_ref=run_log_ref(company_id=agent.company_id, agent_id=agent.id, run_id=run.id),
             updated_at=now,
         )
         if not claimed:
@@ -113,7 +118,15 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
             message="run started",
             payload={"ownerHost": owner.host, "ownerPid": owner.pid},
         )
-    return ClaimResult(run=run)
+    return ClaimResult(run=run, agent=agent)
+
+
+def _park(run: HeartbeatRun, refusal: ClaimRefusal) -> ClaimResult:
+    """Leave the run queued with no dispatch out for it, so the next finish of a run of its
+    agent (which commits after this, behind the agent row lock) or the resume of the agent
+    hands it out again."""
+    HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.QUEUED).update(lease_expires_at=None)
+    return ClaimResult(run=run, refusal=refusal)
 
 
 def _issue_lock_stamp(*, run: HeartbeatRun, agent: Agent, now: datetime) -> bool:

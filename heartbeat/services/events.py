@@ -29,9 +29,10 @@ def run_event_append(
 
     The sequence number comes from the run row's counter (UPDATE ... RETURNING): the row lock
     serialises concurrent writers and a rolled-back event rolls its number back, so numbers are
-    unique and gapless, unlike the reference's read-max-then-insert.
+    unique and gapless, unlike the reference's read-max-then-insert. No savepoint of its own:
+    a failure here fails the caller's transaction, which is what a lost audit event should do.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
             cursor.execute(_NEXT_SEQ_SQL, [str(run_id)])
             row = cursor.fetchone()

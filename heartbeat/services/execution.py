@@ -41,7 +41,7 @@ from heartbeat.models import (
     RunStatus,
     WakeupStatus,
 )
-from heartbeat.run_log import LOG_STORE, RunLogSummary, RunLogWriter, run_log_path, run_log_ref
+from heartbeat.run_log import RunLogSummary, RunLogWriter, run_log_path
 from heartbeat.services.claim import ClaimRefusal, run_claim
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import (
@@ -91,10 +91,10 @@ def run_execute(*, run_id: uuid.UUID | str) -> ExecuteResult:
         if claim.refusal is ClaimRefusal.AT_CAPACITY:
             logger.debug("run %s stays queued: agent at its concurrency cap", run_id)
         return ExecuteResult(run_id=str(run_id), executed=False, status=claim.refusal.value)
-    run = claim.run
-    assert run is not None  # a successful claim returns the run
+    run, agent = claim.run, claim.agent
+    assert run is not None and agent is not None  # a successful claim returns both
     try:
-        outcome = _run_invoke(run)
+        outcome = _run_invoke(run, agent)
     except Exception as exc:
         # A bug or an outage mid-run must still end the run, never leave it running forever.
         logger.exception("run %s failed inside the engine", run.id)
@@ -151,18 +151,16 @@ def _event(run: HeartbeatRun, event_type: str, message: str, **fields) -> None:
     )
 
 
-def _run_invoke(run: HeartbeatRun) -> RunOutcome:
-    agent = Agent.objects.get(pk=run.agent_id)
+def _run_invoke(run: HeartbeatRun, agent: Agent) -> RunOutcome:
     ctx = _invocation_context(run, agent)
     try:
         invocation = adapter_invocation(ctx)
     except AdapterError as exc:
         return RunOutcome(status=RunStatus.FAILED, error=str(exc), error_code=exc.error_code)
     conf = heartbeat_conf()
-    log_ref = run_log_ref(company_id=run.company_id, agent_id=run.agent_id, run_id=run.id)
-    HeartbeatRun.objects.filter(pk=run.id).update(log_store=LOG_STORE, log_ref=log_ref)
+    assert run.log_ref is not None  # set by the claim
     writer = RunLogWriter(
-        path=run_log_path(log_ref),
+        path=run_log_path(run.log_ref),
         secrets=invocation.secret_values,
         chunk_max_chars=conf.log_chunk_max_bytes,
         excerpt_max_chars=conf.excerpt_max_bytes,
@@ -378,7 +376,15 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
             )
             transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
             return final
-        run.refresh_from_db()
+        run.status, run.finished_at, run.error, run.error_code = (
+            outcome.status,
+            now,
+            outcome.error,
+            outcome.error_code,
+        )
+        run.result_json = outcome.result_json
+        for field, value in output.items():
+            setattr(run, field, value)
         succeeded = outcome.status == RunStatus.SUCCEEDED
         AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
             # Wakes have no timed_out status (reference quirk 9.11): a timeout is a failure.

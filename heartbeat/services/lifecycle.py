@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
@@ -30,7 +31,10 @@ from heartbeat.models import (
     WakeupStatus,
 )
 from heartbeat.services.events import run_event_append
-from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from heartbeat.services.policy import (
+    MAX_CONCURRENT_RUNS_LIMIT,
+    heartbeat_policy_max_concurrent_runs,
+)
 from issues.models import Issue
 from paperclip.services import activity_log_record
 from paperclip.telemetry import telemetry_client
@@ -61,8 +65,24 @@ def wakeups_of_issue(issue_id: uuid.UUID | str):
     )
 
 
+def dispatch_lease_expiry(now: datetime) -> datetime:
+    """Until when a run handed to django-q2 now is not handed out again."""
+    return now + timedelta(seconds=heartbeat_conf().dispatch_lease_sec)
+
+
+def queued_parked_filter(now: datetime) -> Q:
+    """Queued runs with no dispatch out for them: never handed out, parked by a worker that
+    could not claim them (agent at its cap or paused), or whose dispatch lease ran out."""
+    return Q(status=RunStatus.QUEUED) & (
+        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    )
+
+
 def run_dispatch_on_commit(run_id: uuid.UUID | str) -> None:
-    """Hand the run to a django-q2 worker once the transaction that queued it commits."""
+    """Hand the run to a django-q2 worker once the transaction that queued it commits.
+
+    The caller stamps the run's dispatch lease (lease_expires_at) in that same transaction.
+    """
     transaction.on_commit(partial(_run_dispatch, str(run_id)))
 
 
@@ -72,8 +92,12 @@ def _run_dispatch(run_id: str) -> None:
     try:
         async_task(EXECUTE_RUN_TASK, run_id, task_name=f"run-{run_id}")
     except Exception:
-        # The run stays queued in the database; resume_queued_runs hands it out again.
-        logger.exception("dispatch of run %s failed; resume_queued_runs will retry it", run_id)
+        # The run stays queued and parked; the next finish of its agent or resume_queued_runs
+        # hands it out again.
+        logger.exception("dispatch of run %s failed; it is parked for resume", run_id)
+        HeartbeatRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            lease_expires_at=None
+        )
 
 
 def run_create_queued(
@@ -106,6 +130,7 @@ def run_create_queued(
             retry_of_run=retry_of_run,
             process_loss_retry_count=process_loss_retry_count,
             session_id_before=session_id_before,
+            lease_expires_at=dispatch_lease_expiry(now),
         )
         AgentWakeupRequest.objects.filter(pk=wakeup.pk).update(run=run, updated_at=now)
         wakeup.run = run
@@ -127,27 +152,39 @@ def run_create_queued(
 
 
 def agent_start_next_queued(*, agent_id: uuid.UUID | str) -> list[uuid.UUID]:
-    """Dispatch the agent's oldest queued runs, as many as it has free slots (after commit).
+    """Dispatch the agent's oldest parked queued runs, as many as it has free slots.
 
-    Only an optimisation of who gets a worker first: the claim re-checks the cap under the
-    agent's row lock, so a stale count here can never over-run the agent.
+    A slot is held by each running run and by each queued run whose dispatch is still out, so
+    a queued run already waiting for a worker is not handed out twice. Only an optimisation of
+    who gets a worker first: the claim re-checks the cap under the agent's row lock, so a stale
+    count here can never over-run the agent. Call it after the commit that freed a slot.
     """
-    agent = Agent.objects.filter(pk=agent_id).only("status", "runtime_config").first()
-    # Paused or unapproved agents keep their queued runs queued (reference 2.3 step 1).
-    if agent is None or not agent.is_invokable:
-        return []
-    cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
-    running = HeartbeatRun.objects.filter(agent_id=agent_id, status=RunStatus.RUNNING).count()
-    slots = cap - running
-    if slots <= 0:
-        return []
-    run_ids = list(
-        HeartbeatRun.objects.filter(agent_id=agent_id, status=RunStatus.QUEUED)
-        .order_by("created_at", "id")
-        .values_list("id", flat=True)[:slots]
-    )
-    for run_id in run_ids:
-        run_dispatch_on_commit(run_id)
+    now = timezone.now()
+    with transaction.atomic():
+        # Most finishes leave nothing parked: one query answers that.
+        parked = list(
+            HeartbeatRun.objects.select_for_update(skip_locked=True)
+            .filter(queued_parked_filter(now), agent_id=agent_id)
+            .order_by("created_at", "id")
+            .values_list("id", flat=True)[:MAX_CONCURRENT_RUNS_LIMIT]
+        )
+        if not parked:
+            return []
+        agent = Agent.objects.filter(pk=agent_id).only("status", "runtime_config").first()
+        # Paused or unapproved agents keep their queued runs queued (reference 2.3 step 1).
+        if agent is None or not agent.is_invokable:
+            return []
+        cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
+        busy = HeartbeatRun.objects.filter(
+            Q(status=RunStatus.RUNNING) | Q(status=RunStatus.QUEUED, lease_expires_at__gt=now),
+            agent_id=agent_id,
+        ).count()
+        run_ids = parked[: max(cap - busy, 0)]
+        HeartbeatRun.objects.filter(pk__in=run_ids).update(
+            lease_expires_at=dispatch_lease_expiry(now)
+        )
+        for run_id in run_ids:
+            run_dispatch_on_commit(run_id)
     return run_ids
 
 

@@ -30,7 +30,9 @@ from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
     agent_start_next_queued,
+    dispatch_lease_expiry,
     issue_release_and_promote,
+    queued_parked_filter,
     run_dispatch_on_commit,
 )
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
@@ -188,31 +190,33 @@ class ResumeResult:
 
 
 def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
-    """Hand out again queued runs nobody has touched for resume_queued_after_sec.
+    """Hand out again queued runs that have no dispatch out for them.
 
-    Covers a dispatch lost between commit and broker, and queued runs of an agent resumed
-    after a pause. Rows are taken with SKIP LOCKED and stamped, so concurrent sweeps on several
-    hosts hand each run out once per period; each agent gets at most its free slots.
+    Covers a dispatch lost between commit and broker or in a dead cluster (its dispatch lease
+    ran out), and runs parked while their agent was paused or full. Runs younger than
+    resume_queued_after_sec are left to their first dispatch. Rows are taken with SKIP LOCKED
+    and their dispatch lease stamped, so concurrent sweeps on several hosts hand each run out
+    once; each agent gets at most its free slots.
     """
     now = now or timezone.now()
     conf = heartbeat_conf()
-    older_than = now - timedelta(seconds=conf.resume_queued_after_sec)
+    created_before = now - timedelta(seconds=conf.resume_queued_after_sec)
     chosen: list[str] = []
     with transaction.atomic():
-        stale = list(
+        parked = list(
             HeartbeatRun.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("agent")
-            .filter(status=RunStatus.QUEUED, updated_at__lt=older_than)
+            .filter(queued_parked_filter(now), created_at__lt=created_before)
             .order_by("created_at", "id")[: conf.sweep_batch_size]
         )
         free_slots: dict[uuid.UUID, int] = {}
-        for run in stale:
+        for run in parked:
             agent = run.agent
             if agent.id not in free_slots:
-                # Running runs and queued runs handed out within the period hold a slot each.
+                # Running runs and queued runs with a dispatch out hold a slot each.
                 busy = HeartbeatRun.objects.filter(
                     Q(status=RunStatus.RUNNING)
-                    | Q(status=RunStatus.QUEUED, updated_at__gte=older_than),
+                    | Q(status=RunStatus.QUEUED, lease_expires_at__gt=now),
                     agent_id=agent.id,
                 ).count()
                 cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
@@ -222,7 +226,9 @@ def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
             free_slots[agent.id] -= 1
             chosen.append(str(run.id))
         if chosen:
-            HeartbeatRun.objects.filter(pk__in=chosen).update(updated_at=now)
+            HeartbeatRun.objects.filter(pk__in=chosen).update(
+                lease_expires_at=dispatch_lease_expiry(now)
+            )
             for run_id in chosen:
                 run_dispatch_on_commit(run_id)
     return ResumeResult(dispatched=len(chosen), run_ids=chosen)

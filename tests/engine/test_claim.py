@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from heartbeat.models import AgentWakeupRequest, HeartbeatRun
 from heartbeat.process_control import current_host
-from heartbeat.services import ClaimRefusal, run_claim, wake_agent
+from heartbeat.services import ClaimRefusal, RunOutcome, run_claim, run_finalize, wake_agent
 from issues.models import Issue
 from tests.factories import make_agent, make_issue, make_run
 
@@ -72,11 +74,27 @@ def test_claim_of_a_run_that_is_not_queued_changes_nothing():
 
 
 @pytest.mark.django_db
-def test_queued_run_of_a_paused_agent_stays_queued():
-    run = make_run(make_agent(status="paused"))
+def test_queued_run_of_a_paused_agent_stays_queued_and_parked():
+    run = make_run(make_agent(status="paused"), lease_expires_at=timezone.now())
     assert run_claim(run_id=run.id).refusal is ClaimRefusal.AGENT_NOT_INVOKABLE
     run.refresh_from_db()
-    assert run.status == "queued"
+    assert (run.status, run.lease_expires_at) == ("queued", None)
+
+
+@pytest.mark.django_db
+def test_run_refused_at_the_cap_is_parked_and_dispatched_when_a_slot_frees(
+    dispatched, run_logs, django_capture_on_commit_callbacks
+):
+    agent = make_agent(adapter_type="process", adapter_config={"command": "true"})
+    running = make_run(agent, status="running")
+    waiting = make_run(agent, lease_expires_at=timezone.now() + timedelta(minutes=1))
+
+    assert run_claim(run_id=waiting.id).refusal is ClaimRefusal.AT_CAPACITY
+    waiting.refresh_from_db()
+    assert waiting.lease_expires_at is None
+    with django_capture_on_commit_callbacks(execute=True):
+        run_finalize(run=running, outcome=RunOutcome(status="succeeded", exit_code=0))
+    assert dispatched == [str(waiting.id)]
 
 
 @pytest.mark.django_db(transaction=True)

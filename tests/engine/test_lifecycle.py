@@ -303,17 +303,27 @@ def test_runtime_state_is_created_then_updated_with_last_run_and_usage():
 
 
 @pytest.mark.django_db
-def test_start_next_queued_dispatches_oldest_runs_up_to_free_slots(
+def test_queued_run_holds_a_dispatch_lease_from_creation(dispatched):
+    run = _queue(make_agent())
+    assert run.lease_expires_at > timezone.now() + timedelta(seconds=60)
+
+
+@pytest.mark.django_db
+def test_start_next_queued_dispatches_parked_runs_up_to_free_slots(
     dispatched, django_capture_on_commit_callbacks
 ):
-    agent = make_agent(runtime_config={"heartbeat": {"maxConcurrentRuns": 2}})
+    agent = make_agent(runtime_config={"heartbeat": {"maxConcurrentRuns": 3}})
     make_run(agent, status="running")
+    waiting = make_run(agent, lease_expires_at=timezone.now() + timedelta(minutes=1))
     oldest, _newer = make_run(agent), make_run(agent)
-    dispatched.clear()
     with django_capture_on_commit_callbacks(execute=True):
         started = agent_start_next_queued(agent_id=agent.id)
+    # One slot runs, one is held by the run whose dispatch is still out: one slot is free.
     assert started == [oldest.id]
     assert dispatched == [str(oldest.id)]
+    oldest.refresh_from_db()
+    assert oldest.lease_expires_at > timezone.now()
+    assert str(waiting.id) not in dispatched
 
 
 @pytest.mark.django_db

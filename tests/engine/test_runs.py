@@ -98,24 +98,28 @@ def test_get_run_summarises_an_oversized_result():
     assert get_run(uuid.uuid4()) is None
 
 
-def test_resume_dispatches_stale_queued_runs_up_to_each_agents_free_slots(
+def test_resume_dispatches_parked_runs_up_to_each_agents_free_slots(
     dispatched, django_capture_on_commit_callbacks
 ):
     busy = make_agent()
     make_run(busy, status="running")
     idle = make_agent(runtime_config={"heartbeat": {"maxConcurrentRuns": 2}})
     paused = make_agent(status="paused")
+    expired = timezone.now() - timedelta(seconds=1)
+    parked = [make_run(idle, lease_expires_at=expired) for _ in range(3)]
+    parked += [make_run(busy), make_run(paused)]
+    in_flight = make_run(make_agent(), lease_expires_at=timezone.now() + timedelta(minutes=1))
+    too_young = make_run(make_agent())
     old = timezone.now() - timedelta(minutes=5)
-    stale = [make_run(idle) for _ in range(3)] + [make_run(busy), make_run(paused)]
-    fresh = make_run(make_agent())
-    HeartbeatRun.objects.filter(pk__in=[r.pk for r in stale]).update(updated_at=old)
+    for age, run in enumerate([*parked, in_flight]):
+        HeartbeatRun.objects.filter(pk=run.pk).update(created_at=old + timedelta(seconds=age))
     dispatched.clear()
 
     with django_capture_on_commit_callbacks(execute=True):
         result = resume_queued_runs()
 
-    assert result.run_ids == [str(stale[0].id), str(stale[1].id)]
+    assert result.run_ids == [str(parked[0].id), str(parked[1].id)]
     assert dispatched == result.run_ids
-    assert str(fresh.id) not in dispatched
-    # Stamped: a second sweep right after hands nothing out twice.
+    assert str(in_flight.id) not in dispatched and str(too_young.id) not in dispatched
+    # Their dispatch lease is out now: a second sweep right after hands nothing out twice.
     assert resume_queued_runs().dispatched == 0
