@@ -248,11 +248,12 @@ def run_diagnosis(run: HeartbeatRun, now: datetime) -> str:
     if run.status == RunStatus.SUCCEEDED:
         return "Succeeded."
     if run.status == RunStatus.CANCELLED:
-        return f"Cancelled: {run.error or 'by the control plane'}."
+        return f"{(run.error or 'Cancelled by the control plane').rstrip('.')}."
     if run.error_code == RunErrorCode.PROCESS_LOST:
         retry = HeartbeatRun.objects.filter(retry_of_run=run).only("id", "status").first()
         if retry is not None:
-            return f"Process lost; automatic retry {str(retry.pk)[:8]} is {retry.status}."
+            verb = "is" if retry.status in ACTIVE_RUN_STATUSES else "ended"
+            return f"Process lost; automatic retry {str(retry.pk)[:8]} {verb} {retry.status}."
         return (
             "Process lost; no automatic retry (the lineage used its "
             f"{conf.process_loss_retry_limit} retry). If its issue stays assigned with no live "
