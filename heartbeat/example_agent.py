@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 
 # Statuses the agent may take a task from (the checkout refuses anything else).
 CHECKOUT_FROM = ["backlog", "todo", "blocked", "in_progress"]
 REQUEST_TIMEOUT_SEC = 30
+# A run can start before the web server listens (the cluster and the server start together, and
+# a server restarts): a refused connection is retried for this long before the agent gives up.
+SERVER_WAIT_SEC = 60
 
 
 class ApiError(Exception):
@@ -43,11 +47,20 @@ class PaperclipApi:
         request = urllib.request.Request(
             self.base_url + path, data=data, headers=headers, method=method
         )
-        try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SEC) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise ApiError(method, path, exc.code, exc.read().decode(errors="replace")) from None
+        deadline = time.monotonic() + SERVER_WAIT_SEC
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SEC) as response:
+                    payload = response.read()
+                break
+            except urllib.error.HTTPError as exc:
+                body = exc.read().decode(errors="replace")
+                raise ApiError(method, path, exc.code, body) from None
+            except urllib.error.URLError as exc:
+                refused = isinstance(exc.reason, ConnectionRefusedError)
+                if not refused or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
         return json.loads(payload) if payload else None
 
     def get(self, path: str):
