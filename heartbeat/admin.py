@@ -38,6 +38,7 @@ from heartbeat.services import (
     reconcile_stranded_assigned_issues,
     wake_agent,
 )
+from heartbeat.services.agents import AgentError, agent_pause, agent_resume
 from issues.models import Issue
 from paperclip.admin import (
     BigTableAdmin,
@@ -855,7 +856,43 @@ class AgentAdmin(CompanyScopedAdmin):
         "updated_at",
     ]
 
-    actions = ["wake_agents"]
+    actions = ["wake_agents", "pause_agents", "resume_agents"]
+
+    @admin.action(
+        description="Pause selected agents (cancels their active runs)", permissions=["operate"]
+    )
+    def pause_agents(self, request, queryset):
+        for agent in queryset:
+            try:
+                change = agent_pause(
+                    agent_id=agent.pk,
+                    reason=f"Paused by board user {request.user}",
+                    actor_type="user",
+                    actor_id=str(request.user.pk),
+                )
+            except AgentError as exc:
+                self.message_user(request, f"Agent {agent.name}: {exc}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"Paused agent {agent.name}; cancelled {len(change.cancelled_run_ids)} active "
+                "run(s).",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Resume selected paused agents", permissions=["operate"])
+    def resume_agents(self, request, queryset):
+        for agent in queryset:
+            try:
+                agent_resume(agent_id=agent.pk, actor_type="user", actor_id=str(request.user.pk))
+            except AgentError as exc:
+                self.message_user(request, f"Agent {agent.name}: {exc}", messages.WARNING)
+                continue
+            self.message_user(
+                request,
+                f"Resumed agent {agent.name}: runs queued for it start now.",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Wake selected agents now (on demand)", permissions=["operate"])
     def wake_agents(self, request, queryset):

@@ -227,3 +227,40 @@ def test_reconcile_now_redispatches_the_stranded_issue(admin_client_, company_a,
 @pytest.mark.django_db
 def test_board_user_cannot_start_a_reconcile(board_client):
     assert board_client.post(RECONCILE).status_code == 403
+
+
+@pytest.mark.django_db
+def test_pause_action_pauses_the_agent_and_cancels_its_runs(admin_client_, agent_a):
+    run = make_run(agent_a, status="running")
+    response = _act(admin_client_, AGENTS, "pause_agents", agent_a)
+    agent_a.refresh_from_db()
+    run.refresh_from_db()
+    assert agent_a.status == "paused"
+    assert run.status == HeartbeatRun.Status.CANCELLED
+    assert any("cancelled 1 active run(s)" in m for m in _messages(response))
+    assert ActivityLog.objects.filter(action="agent.paused", entity_id=str(agent_a.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_resume_action_resumes_a_paused_agent(admin_client_, agent_a):
+    agent_a.status = "paused"
+    agent_a.save()
+    response = _act(admin_client_, AGENTS, "resume_agents", agent_a)
+    agent_a.refresh_from_db()
+    assert agent_a.status == "idle"
+    assert any("Resumed agent" in m for m in _messages(response))
+
+
+@pytest.mark.django_db
+def test_resume_action_reports_an_agent_that_is_not_paused(admin_client_, agent_a):
+    response = _act(admin_client_, AGENTS, "resume_agents", agent_a)
+    agent_a.refresh_from_db()
+    assert agent_a.status == "idle"
+    assert any("Cannot resume" in m for m in _messages(response))
+
+
+@pytest.mark.django_db
+def test_board_user_cannot_pause_another_company_agent(board_client, agent_b):
+    _act(board_client, AGENTS, "pause_agents", agent_b)
+    agent_b.refresh_from_db()
+    assert agent_b.status == "idle"
