@@ -38,20 +38,30 @@ from heartbeat.services import (
     reconcile_stranded_assigned_issues,
     wake_agent,
 )
-from heartbeat.services.agents import AgentError, agent_pause, agent_resume
+from heartbeat.services.agents import (
+    AGENT_EDITABLE_FIELDS,
+    AgentError,
+    agent_create,
+    agent_pause,
+    agent_resume,
+    agent_update,
+)
 from issues.models import Issue
 from paperclip.admin import (
     BigTableAdmin,
     CompanyScopedAdmin,
     MachineOwnedAdmin,
     PrefetchingChangeList,
+    ServiceBackedAdmin,
+    actor_of,
     admin_link,
     age_of,
+    as_uuid,
     changelist_link,
+    form_changes,
     humanize_seconds,
     short_id,
 )
-from paperclip.admin import _as_uuid as as_uuid
 from paperclip.services import activity_log_record
 
 # How many retry hops the run page follows each way (a lineage is short: one automatic retry,
@@ -826,8 +836,10 @@ class AgentRuntimeStateAdmin(MachineOwnedAdmin):
 
 
 @admin.register(Agent)
-class AgentAdmin(CompanyScopedAdmin):
+class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
+    board_may_add = True
     board_may_change = True
+    service_errors = (AgentError,)
     list_display = [
         "name",
         "company",
@@ -852,11 +864,30 @@ class AgentAdmin(CompanyScopedAdmin):
         "paused_at",
         "last_heartbeat_at",
         "spent_monthly_cents",
+        "permissions",
         "created_at",
         "updated_at",
     ]
+    form_fields = (*(f.removesuffix("_id") for f in AGENT_EDITABLE_FIELDS),)
 
     actions = ["wake_agents", "pause_agents", "resume_agents"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.readonly_fields
+        return [*self.readonly_fields, "company"]
+
+    def save_through_service(self, request, form, obj):
+        changes = form_changes(form, self.form_fields)
+        if obj is None:
+            changes.pop("name", None)
+            return agent_create(
+                company_id=form.cleaned_data["company"].pk,
+                name=form.cleaned_data["name"],
+                fields=changes,
+                **actor_of(request),
+            )
+        return agent_update(agent_id=obj.pk, changes=changes, **actor_of(request))
 
     @admin.action(
         description="Pause selected agents (cancels their active runs)", permissions=["operate"]

@@ -11,15 +11,23 @@ from django.db.models.functions import Cast
 from django.utils.html import format_html
 
 from issues.models import Issue, IssueComment
-from issues.services import IssueError, issue_create, issue_release
+from issues.services import (
+    IssueError,
+    issue_create,
+    issue_release,
+    issue_update,
+)
 from paperclip.admin import (
     CompanyScopedAdmin,
+    ServiceBackedAdmin,
+    actor_of,
     admin_link,
     age_of,
+    as_uuid,
     changelist_link,
+    form_changes,
     short_id,
 )
-from paperclip.admin import _as_uuid as as_uuid
 from paperclip.models import ActivityLog
 
 _ACTIVE_RUN_STATUSES = ("queued", "running")
@@ -119,7 +127,7 @@ class IssueCommentInline(admin.TabularInline):
 
 
 @admin.register(Issue)
-class IssueAdmin(CompanyScopedAdmin):
+class IssueAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
     board_may_add = True
     board_may_change = True
     list_display = [
@@ -139,6 +147,9 @@ class IssueAdmin(CompanyScopedAdmin):
     search_help_text = "Issue id, identifier or title."
     raw_id_fields = ["assignee_agent", "parent"]
     inlines = [IssueCommentInline]
+    service_errors = (IssueError, Issue.DoesNotExist)
+    form_fields = ("title", "description", "status", "priority", "assignee_agent")
+    form_fields += ("assignee_user_id", "parent")
     # The run engine and the checkout service own the locks; numbers come from the company.
     machine_owned_fields = [
         "id",
@@ -244,14 +255,7 @@ class IssueAdmin(CompanyScopedAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return self.machine_owned_fields
-        # Status and assignee changes release locks and wake agents: the issue services do that.
-        return [
-            *self.machine_owned_fields,
-            "company",
-            "status",
-            "assignee_agent",
-            "assignee_user_id",
-        ]
+        return [*self.machine_owned_fields, "company"]
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -264,25 +268,27 @@ class IssueAdmin(CompanyScopedAdmin):
             return queryset.filter(pk=as_id), False
         return super().get_search_results(request, queryset, search_term)
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        # The number and identifier come from the company's counter, taken in the service.
-        created = issue_create(
-            company_id=obj.company_id,
-            title=obj.title,
-            description=obj.description,
-            status=obj.status,
-            priority=obj.priority,
-            assignee_agent_id=obj.assignee_agent_id,
-            assignee_user_id=obj.assignee_user_id,
-            parent_id=obj.parent_id,
-            created_by_user_id=str(request.user.pk),
-        )
-        for field in Issue._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state = created._state
+    def save_through_service(self, request, form, obj):
+        # Status and assignee changes release run locks and wake the assignee: the services do.
+        if obj is None:
+            data = form.cleaned_data
+            return issue_create(
+                company_id=data["company"].pk,
+                title=data["title"],
+                description=data.get("description"),
+                status=data["status"],
+                priority=data["priority"],
+                assignee_agent_id=_pk(data.get("assignee_agent")),
+                assignee_user_id=data.get("assignee_user_id") or None,
+                parent_id=_pk(data.get("parent")),
+                created_by_user_id=str(request.user.pk),
+                wake_assignee=True,
+                **actor_of(request),
+            )
+        changes = form_changes(form, self.form_fields)
+        return issue_update(
+            issue_id=obj.pk, company_id=obj.company_id, changes=changes, **actor_of(request)
+        ).issue
 
     @admin.display(description="assignee", ordering="assignee_agent__name")
     def assignee(self, obj: Issue) -> str:
@@ -319,6 +325,10 @@ class IssueAdmin(CompanyScopedAdmin):
             changelist_link(IssueComment, "comments", issue=obj.pk),
             changelist_link(ActivityLog, "activity", entity_type="issue", entity_id=obj.pk),
         )
+
+
+def _pk(obj):
+    return obj.pk if obj is not None else None
 
 
 @admin.register(IssueComment)

@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import Model, QuerySet, TextField
 from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +22,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership, CompanySkill
+from paperclip.services import company_create, company_update
 
 # Below this many rows an exact count is cheap enough; above it the planner's estimate is shown.
 _EXACT_COUNT_BELOW = 10_000
@@ -193,6 +194,14 @@ class CompanyScopedAdmin(admin.ModelAdmin):
         ids = board_company_ids(request)
         return ids is None or bool(ids)
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        # Nullable text columns mean "not set" when null (an assignee_user_id of "" would be a
+        # second assignee), so an empty input saves null, as CharField already does.
+        if db_field.null and isinstance(db_field, TextField) and hasattr(formfield, "empty_value"):
+            formfield.empty_value = None
+        return formfield
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         ids = board_company_ids(request)
         if ids is not None and "queryset" not in kwargs:
@@ -208,6 +217,63 @@ class CompanyScopedAdmin(admin.ModelAdmin):
             (name, ScopedCompanyListFilter) if name == self.company_field else name
             for name in super().get_list_filter(request)
         ]
+
+
+class ServiceBackedAdmin(admin.ModelAdmin):
+    """Saves go through the app's services (activity log, lock release, wakes), not model.save().
+
+    The service runs once the form (and the model's constraints) validated, inside the admin's
+    transaction; a domain error it raises shows on the form like any validation error instead of
+    a server error, and its own transaction has rolled back.
+    """
+
+    # Domain errors of the services, shown as form errors.
+    service_errors: tuple[type[Exception], ...] = ()
+
+    def save_through_service(self, request, form, obj: Model | None) -> Model:
+        """Create (obj None) or change the object with the form's cleaned data; return it."""
+        raise NotImplementedError
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        base = super().get_form(request, obj, change=change, **kwargs)
+        model_admin = self
+
+        class ServiceForm(base):
+            def _post_clean(self):
+                super()._post_clean()
+                if self.errors:
+                    return
+                try:
+                    self.service_result = model_admin.save_through_service(request, self, obj)
+                except model_admin.service_errors as exc:
+                    self.add_error(None, str(exc))
+
+        return ServiceForm
+
+    def save_model(self, request, obj, form, change):
+        saved = form.service_result
+        for field in obj._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+        obj._state = saved._state
+
+
+def form_changes(form, fields) -> dict:
+    """The changed form fields among `fields`, keyed by attname (`assignee_agent_id`)."""
+    changes = {}
+    for name in form.changed_data:
+        if name not in fields:
+            continue
+        field = form._meta.model._meta.get_field(name)
+        value = form.cleaned_data[name]
+        if field.is_relation:
+            changes[field.attname] = value.pk if value is not None else None
+        else:
+            changes[field.attname] = value
+    return changes
+
+
+def actor_of(request) -> dict:
+    return {"actor_type": "user", "actor_id": str(request.user.pk)}
 
 
 class MachineOwnedAdmin(CompanyScopedAdmin):
@@ -240,9 +306,19 @@ class PrefetchingChangeList(ChangeList):
 
 
 @admin.register(Company)
-class CompanyAdmin(CompanyScopedAdmin):
+class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
     company_field = "pk"
     board_may_change = True
+    editable_fields = (
+        "name",
+        "description",
+        "status",
+        "pause_reason",
+        "issue_prefix",
+        "budget_monthly_cents",
+        "require_board_approval_for_new_agents",
+        "brand_color",
+    )
     list_display = [
         "name",
         "issue_prefix",
@@ -269,9 +345,32 @@ class CompanyAdmin(CompanyScopedAdmin):
         ids = board_company_ids(request)
         return queryset if ids is None else queryset.filter(pk__in=ids)
 
+    def save_through_service(self, request, form, obj):
+        data = form.cleaned_data
+        if obj is None:
+            created = company_create(
+                name=data["name"],
+                issue_prefix=data["issue_prefix"],
+                description=data.get("description"),
+                require_board_approval_for_new_agents=data["require_board_approval_for_new_agents"],
+            )
+            created_with = {"name", "issue_prefix", "description"}
+            created_with.add("require_board_approval_for_new_agents")
+            rest = {
+                key: value
+                for key, value in form_changes(form, self.editable_fields).items()
+                if key not in created_with
+            }
+            if not rest:
+                return created
+            return company_update(company=created, changes=rest, **actor_of(request))
+        return company_update(
+            company=obj, changes=form_changes(form, self.editable_fields), **actor_of(request)
+        )
+
     def get_search_results(self, request, queryset, search_term):
         queryset, duplicates = super().get_search_results(request, queryset, search_term)
-        term = _as_uuid(search_term)
+        term = as_uuid(search_term)
         if term is not None:
             queryset = queryset | self.get_queryset(request).filter(pk=term)
         return queryset, duplicates
@@ -294,7 +393,7 @@ class CompanyAdmin(CompanyScopedAdmin):
         )
 
 
-def _as_uuid(term: str) -> uuid.UUID | None:
+def as_uuid(term: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(term.strip())
     except (ValueError, AttributeError):
