@@ -9,7 +9,7 @@ from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpResponse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
-from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -496,7 +496,14 @@ class IssueActiveRunView(ApiView):
     """The run executing the issue: its execution lock if that run is active, else (for an
     in_progress issue) its assignee's running run; null when nothing runs."""
 
-    @documented(responses={200: hb_serializers.RunSerializer(allow_null=True)})
+    @documented(
+        responses={
+            200: OpenApiResponse(
+                response={"oneOf": [{"$ref": "#/components/schemas/Run"}], "nullable": True},
+                description="The active run, or null.",
+            )
+        }
+    )
     def get(self, request, issue_ref):
         issue = issue_for_request(request, issue_ref)
         run = None

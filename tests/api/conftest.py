@@ -32,6 +32,7 @@ def board_client_for(user, **headers) -> APIClient:
     BoardApiToken.objects.create(user=user, name="tests", token_prefix=prefix, token_hash=digest)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}", **headers)
+    client.bearer_secret = secret
     return client
 
 
@@ -40,6 +41,7 @@ def agent_client_for(agent: Agent, run_id=None) -> APIClient:
         agent_id=agent.id, name="tests", actor_type="system", actor_id="t"
     ).secret
     client = APIClient()
+    client.bearer_secret = secret
     headers = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
     if run_id is not None:
         headers["HTTP_X_PAPERCLIP_RUN_ID"] = str(run_id)
