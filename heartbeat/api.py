@@ -32,6 +32,7 @@ from heartbeat.services import (
     cancel_run,
     get_run,
     reap_orphaned_runs,
+    reconcile_stranded_assigned_issues,
     runs_of_issue,
     sweeps_latest,
     wake_agent,
@@ -562,6 +563,21 @@ class RecoveryReapView(ApiView):
         data = json_body(hb_serializers.RecoveryRequestSerializer, request)
         result = reap_orphaned_runs(dry_run=data["dryRun"])
         return Response(hb_serializers.ReapResultSerializer(result).data)
+
+
+class RecoveryReconcileView(ApiView):
+    """Run the stranded-issue reconciler now (as `manage.py reconcile_stranded`): assigned
+    issues with no live execution path are re-dispatched once, then escalated to blocked."""
+
+    @documented(
+        request=hb_serializers.RecoveryRequestSerializer,
+        responses={200: hb_serializers.ReconcileResultSerializer},
+    )
+    def post(self, request):
+        _instance_admin_only(request)
+        data = json_body(hb_serializers.RecoveryRequestSerializer, request)
+        result = reconcile_stranded_assigned_issues(dry_run=data["dryRun"])
+        return Response(hb_serializers.ReconcileResultSerializer(result).data)
 
 
 # Health

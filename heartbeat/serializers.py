@@ -432,3 +432,14 @@ class ReapResultSerializer(serializers.Serializer):
     errors = serializers.IntegerField()
     sweepSkipped = serializers.BooleanField(source="sweep_skipped")
     dryRun = serializers.BooleanField(source="dry_run")
+
+
+class ReconcileResultSerializer(serializers.Serializer):
+    dispatchRequeued = serializers.IntegerField(source="dispatch_requeued")
+    continuationRequeued = serializers.IntegerField(source="continuation_requeued")
+    escalated = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    issueIds = serializers.ListField(child=serializers.UUIDField(), source="issue_ids")
+    errors = serializers.IntegerField()
+    sweepSkipped = serializers.BooleanField(source="sweep_skipped")
+    dryRun = serializers.BooleanField(source="dry_run")

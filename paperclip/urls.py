@@ -47,6 +47,11 @@ api_patterns = [
     ),
     # Recovery
     path("api/recovery/reap", heartbeat_api.RecoveryReapView.as_view(), name="recovery-reap"),
+    path(
+        "api/recovery/reconcile",
+        heartbeat_api.RecoveryReconcileView.as_view(),
+        name="recovery-reconcile",
+    ),
     # Board tokens
     path("api/board/tokens", core_api.BoardTokenListCreateView.as_view(), name="board-tokens"),
     path(

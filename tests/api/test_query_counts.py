@@ -55,3 +55,24 @@ def test_read_routes_use_a_constant_number_of_queries(
     issue = make_issue(side_a.company, status="todo", assignee_agent_id=side_a.agent.id)
     url = template.format(company=side_a.company.id, issue=issue.id)
     queries_for(getattr(side_a, actor), url, django_assert_num_queries, expected)
+
+
+def _comment_queries(side, issue, django_assert_max_num_queries) -> int:
+    url = f"/api/issues/{issue.id}/comments"
+    side.board.post(url, {"body": "warm up"}, format="json")
+    with django_assert_max_num_queries(100) as captured:
+        response = side.board.post(url, {"body": "counted"}, format="json")
+    assert response.status_code == 201
+    return len(captured)
+
+
+def test_posting_a_comment_costs_the_same_queries_on_a_busy_issue(
+    side_a, django_assert_max_num_queries
+):
+    quiet = make_issue(side_a.company, status="todo")
+    empty = _comment_queries(side_a, quiet, django_assert_max_num_queries)
+    fill(side_a, 30)
+    busy = make_issue(side_a.company, status="todo")
+    for n in range(30):
+        IssueComment.objects.create(company=side_a.company, issue=busy, body=f"old {n}")
+    assert _comment_queries(side_a, busy, django_assert_max_num_queries) == empty

@@ -190,3 +190,25 @@ def test_health_reports_database_cluster_and_sweeps_without_authentication(anony
     assert set(body["sweeps"]) == {"reap", "reconcile"}
     assert body["sweeps"]["reap"]["overdue"] is True
     assert body["status"] == "degraded"
+
+
+def test_recovery_reconcile_dry_run_reports_a_stranded_issue_and_changes_nothing(
+    admin_client, side_a
+):
+    stranded = make_issue(side_a.company, status="todo", assignee_agent_id=side_a.agent.id)
+    make_run(
+        side_a.agent,
+        status=HeartbeatRun.Status.FAILED,
+        context_snapshot={"issueId": str(stranded.id)},
+    )
+    response = admin_client.post("/api/recovery/reconcile", {"dryRun": True}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["dryRun"] is True
+    assert str(stranded.id) in body["issueIds"]
+    assert HeartbeatRun.objects.filter(status="queued").count() == 0
+
+
+def test_recovery_reconcile_is_refused_to_agents(side_a):
+    response = side_a.agent_client.post("/api/recovery/reconcile", {}, format="json")
+    assert response.status_code == 403
