@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
@@ -377,8 +378,6 @@ class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
 
     @admin.display(description="console")
     def links(self, obj: Company) -> str:
-        from django.apps import apps
-
         agent = apps.get_model("heartbeat", "Agent")
         run = apps.get_model("heartbeat", "HeartbeatRun")
         issue = apps.get_model("issues", "Issue")
@@ -421,6 +420,15 @@ class BoardApiTokenAdmin(admin.ModelAdmin):
         return False
 
 
+# The entity types the services write, and the admin page each one opens.
+_ACTIVITY_ENTITY_MODELS = {
+    "company": "paperclip.Company",
+    "agent": "heartbeat.Agent",
+    "heartbeat_run": "heartbeat.HeartbeatRun",
+    "issue": "issues.Issue",
+}
+
+
 @admin.register(ActivityLog)
 class ActivityLogAdmin(BigTableAdmin, MachineOwnedAdmin):
     list_display = [
@@ -456,7 +464,11 @@ class ActivityLogAdmin(BigTableAdmin, MachineOwnedAdmin):
 
     @admin.display(description="entity")
     def entity(self, obj: ActivityLog) -> str:
-        return f"{obj.entity_type}:{short_id(obj.entity_id)}"
+        label = f"{obj.entity_type}:{short_id(obj.entity_id)}"
+        model_ref = _ACTIVITY_ENTITY_MODELS.get(obj.entity_type)
+        if model_ref is None or as_uuid(obj.entity_id) is None:
+            return label
+        return admin_link(None, label, pk=obj.entity_id, model=apps.get_model(model_ref))
 
     @admin.display(description="agent")
     def agent_link(self, obj: ActivityLog) -> str:
@@ -466,7 +478,7 @@ class ActivityLogAdmin(BigTableAdmin, MachineOwnedAdmin):
     def run_link(self, obj: ActivityLog) -> str:
         if not obj.run_id:
             return "-"
-        run = ActivityLog._meta.get_field("run").related_model
+        run = apps.get_model("heartbeat.HeartbeatRun")
         return admin_link(None, short_id(obj.run_id), pk=obj.run_id, model=run)
 
 

@@ -197,3 +197,10 @@ def test_agent_status_is_read_only_on_the_agent_page(admin_client_, agent_a):
     response = admin_client_.get(reverse("admin:heartbeat_agent_change", args=[agent_a.pk]))
     assert "status" not in response.context["adminform"].form.fields
     assert AgentRuntimeState.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_activity_list_links_each_entity_to_its_page(admin_client_, two_companies):
+    rows_a, _ = two_companies
+    page = admin_client_.get(reverse("admin:paperclip_activitylog_changelist")).content.decode()
+    assert reverse("admin:issues_issue_change", args=[rows_a["issue"].pk]) in page
