@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,34 +55,34 @@ def chunk_truncate(text: str, max_chars: int) -> str:
 class SecretRedactor:
     """Replaces secret values in a stream of text, including a secret split across two chunks.
 
-    The last (longest secret - 1) characters are held back until more text or the end arrives,
-    so a secret is only ever emitted whole, and then as REDACTED.
+    The last (longest secret - 1) characters are held back until more text or the end arrives:
+    a secret that is not complete yet must start in that tail, so it is only ever emitted
+    whole, and then as REDACTED.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        values = sorted(
+        self._secrets = sorted(
             {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True
         )
-        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
-        self._hold = max((len(v) for v in values), default=1) - 1
+        self._hold = max((len(s) for s in self._secrets), default=1) - 1
         self._carry = ""
 
+    def _replace(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
     def feed(self, text: str) -> str:
-        if self._pattern is None:
+        if not self._secrets:
             return text
-        pending = self._carry + text
-        last_end = 0
-        for match in self._pattern.finditer(pending):
-            last_end = match.end()
-        cut = max(len(pending) - self._hold, last_end, 0)
+        pending = self._replace(self._carry + text)
+        cut = max(len(pending) - self._hold, 0)
         self._carry = pending[cut:]
-        return self._pattern.sub(REDACTED, pending[:cut])
+        return pending[:cut]
 
     def flush(self) -> str:
-        if self._pattern is None:
-            return ""
         rest, self._carry = self._carry, ""
-        return self._pattern.sub(REDACTED, rest)
+        return self._replace(rest)
 
 
 class _Excerpt:

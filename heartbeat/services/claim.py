@@ -70,7 +70,7 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
     conf = heartbeat_conf()
     owner = process_control.self_identity()
     with transaction.atomic():
-        run = HeartbeatRun.objects.filter(pk=run_id).only("id", "status", "agent_id").first()
+        run = HeartbeatRun.objects.filter(pk=run_id).first()
         if run is None:
             return ClaimResult(run=None, refusal=ClaimRefusal.NOT_FOUND)
         if run.status != RunStatus.QUEUED:
@@ -83,22 +83,26 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
         running = HeartbeatRun.objects.filter(agent_id=agent.id, status=RunStatus.RUNNING).count()
         if running >= cap:
             return _park(run, ClaimRefusal.AT_CAPACITY)
+        changes = {
+            "status": RunStatus.RUNNING,
+            "started_at": run.started_at or now,
+            "owner_host": owner.host,
+            "owner_boot_id": owner.boot_id,
+            "owner_pid": owner.pid,
+            "owner_started_at": owner.started_at,
+            "lease_expires_at": now + timedelta(seconds=conf.lease_expiry_sec),
+            "last_activity_at": now,
+            "log_store": LOG_STORE,
+            "log_ref": run_log_ref(company_id=agent.company_id, agent_id=agent.id, run_id=run.id),
+            "updated_at": now,
+        }
         claimed = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING,
-            started_at=Coalesce(F("started_at"), now),
-            owner_host=owner.host,
-            owner_boot_id=owner.boot_id,
-            owner_pid=owner.pid,
-            owner_started_at=owner.started_at,
-            lease_expires_at=now + timedelta(seconds=conf.lease_expiry_sec),
-            last_activity_at=now,
-            log_store=LOG_STORE,
-            log_ref=run_log_ref(company_id=agent.company_id, agent_id=agent.id, run_id=run.id),
-            updated_at=now,
+            **{**changes, "started_at": Coalesce(F("started_at"), now)}
         )
         if not claimed:
             return ClaimResult(run=run, refusal=ClaimRefusal.NOT_QUEUED)
-        run = HeartbeatRun.objects.get(pk=run.id)
+        for field, value in changes.items():
+            setattr(run, field, value)
         AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
             status=WakeupStatus.CLAIMED, claimed_at=now, updated_at=now
         )

@@ -13,10 +13,11 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -165,20 +166,20 @@ def _run_invoke(run: HeartbeatRun, agent: Agent) -> RunOutcome:
         chunk_max_chars=conf.log_chunk_max_bytes,
         excerpt_max_chars=conf.excerpt_max_bytes,
     )
-    _event(
-        run,
-        HeartbeatRunEvent.EventType.ADAPTER_INVOKE,
-        "adapter invoked",
-        payload=dict(invocation.meta),
-    )
     try:
         if isinstance(invocation, HttpInvocation):
+            _adapter_invoked(run, invocation.meta)
             outcome = _http_run(invocation, writer)
         else:
             outcome = _process_run(run, invocation, writer, conf)
     finally:
         summary = writer.close()
     return replace(outcome, log=summary)
+
+
+def _adapter_invoked(run: HeartbeatRun, meta: Mapping[str, Any], **facts: Any) -> None:
+    payload = {**meta, **facts}
+    _event(run, HeartbeatRunEvent.EventType.ADAPTER_INVOKE, "adapter invoked", payload=payload)
 
 
 def _http_run(invocation: HttpInvocation, writer: RunLogWriter) -> RunOutcome:
@@ -217,20 +218,23 @@ def _process_run(
             stdin_data=invocation.stdin,
         )
     except process_control.SpawnError as exc:
+        _adapter_invoked(run, invocation.meta, spawnError=str(exc))
         return RunOutcome(
             status=RunStatus.FAILED, error=str(exc), error_code=RunErrorCode.SPAWN_FAILED
         )
     identity = spawned.identity
     # Recorded before any output is read: from here on a reaper can judge this process by
     # identity even if this worker dies on the next line.
-    recorded = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
-        process_pid=identity.pid,
-        process_group_id=identity.pgid,
-        process_started_at=identity.started_at,
-        process_host=identity.host,
-        process_boot_id=identity.boot_id,
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        recorded = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
+            process_pid=identity.pid,
+            process_group_id=identity.pgid,
+            process_started_at=identity.started_at,
+            process_host=identity.host,
+            process_boot_id=identity.boot_id,
+            updated_at=timezone.now(),
+        )
+        _adapter_invoked(run, invocation.meta, pid=identity.pid)
     readers = [
         threading.Thread(
             target=_pump,

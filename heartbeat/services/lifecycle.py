@@ -13,8 +13,8 @@ import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
@@ -160,8 +160,11 @@ def agent_start_next_queued(*, agent_id: uuid.UUID | str) -> list[uuid.UUID]:
     count here can never over-run the agent. Call it after the commit that freed a slot.
     """
     now = timezone.now()
+    parked_runs = HeartbeatRun.objects.filter(queued_parked_filter(now), agent_id=agent_id)
+    # Most finishes leave nothing parked: one query answers that, without a transaction.
+    if not parked_runs.exists():
+        return []
     with transaction.atomic():
-        # Most finishes leave nothing parked: one query answers that.
         parked = list(
             HeartbeatRun.objects.select_for_update(skip_locked=True)
             .filter(queued_parked_filter(now), agent_id=agent_id)
@@ -193,9 +196,10 @@ def issue_release_and_promote(*, run: HeartbeatRun, now: datetime) -> HeartbeatR
 
     Reference 2.6. Runs in the caller's transaction (or its own). The run must already be
     terminal. checkout_run is left alone: the reference's tests require it to keep pointing at
-    the finished run. Returns the promoted run, if any.
+    the finished run. Returns the promoted run, if any. No savepoint of its own: an error
+    aborts the caller's transaction.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         locked = Issue.objects.select_for_update()
         issue_id = run.issue_id
         if issue_id:
@@ -304,9 +308,10 @@ def agent_finalize_status(*, agent_id: uuid.UUID | str, outcome: str, now: datet
     The agent is `running` while it has another running run, else `idle` after success or
     cancel and `error` otherwise. Paused and terminated agents are left as they are. The first
     finished run sends `agent.first_heartbeat` after commit; the compare-and-set on
-    `last_heartbeat_at IS NULL` makes that exactly once however many finalizers race.
+    `last_heartbeat_at IS NULL` makes that exactly once however many finalizers race. No
+    savepoint of its own: an error aborts the caller's transaction.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         # The row lock orders us after a concurrent claim, so a run it just started is seen.
         agent = (
             Agent.objects.select_for_update(no_key=True)
@@ -323,6 +328,9 @@ def agent_finalize_status(*, agent_id: uuid.UUID | str, outcome: str, now: datet
         else:
             status = AgentStatus.ERROR
         changes = {"status": status, "last_heartbeat_at": now, "updated_at": now}
+        if agent.last_heartbeat_at is not None:
+            Agent.objects.filter(pk=agent_id).update(**changes)
+            return
         first = Agent.objects.filter(pk=agent_id, last_heartbeat_at__isnull=True).update(**changes)
         if first:
             transaction.on_commit(
@@ -342,36 +350,50 @@ def _track_first_heartbeat(*, agent_role: str, agent_id: str) -> None:
         logger.exception("telemetry %s failed for agent %s", FIRST_HEARTBEAT_EVENT, agent_id)
 
 
+_RUNTIME_STATE_UPSERT = f"""
+INSERT INTO {AgentRuntimeState._meta.db_table} AS state (
+    agent_id, company_id, adapter_type, state_json, last_run_id, last_run_status, last_error,
+    session_id, total_input_tokens, total_output_tokens, total_cached_input_tokens,
+    total_cost_cents, created_at, updated_at)
+SELECT agent.id, agent.company_id, agent.adapter_type, '{{}}'::jsonb, %(run_id)s, %(status)s,
+    %(error)s, %(session_id)s, %(input)s, %(output)s, %(cached)s, %(cost)s, %(now)s, %(now)s
+FROM {Agent._meta.db_table} AS agent WHERE agent.id = %(agent_id)s
+ON CONFLICT (agent_id) DO UPDATE SET
+    adapter_type = EXCLUDED.adapter_type,
+    last_run_id = EXCLUDED.last_run_id,
+    last_run_status = EXCLUDED.last_run_status,
+    last_error = EXCLUDED.last_error,
+    session_id = COALESCE(EXCLUDED.session_id, state.session_id),
+    total_input_tokens = state.total_input_tokens + EXCLUDED.total_input_tokens,
+    total_output_tokens = state.total_output_tokens + EXCLUDED.total_output_tokens,
+    total_cached_input_tokens =
+        state.total_cached_input_tokens + EXCLUDED.total_cached_input_tokens,
+    total_cost_cents = state.total_cost_cents + EXCLUDED.total_cost_cents,
+    updated_at = EXCLUDED.updated_at
+"""
+
+
 def runtime_state_record(*, run: HeartbeatRun, error: str | None = None) -> None:
-    """Record the run as the agent's last run in its runtime state (created on first use)."""
-    now = timezone.now()
-    with transaction.atomic():
-        agent = Agent.objects.only("adapter_type", "company_id").get(pk=run.agent_id)
-        # Insert-if-missing without a race on the primary key between two finishing runs.
-        AgentRuntimeState.objects.bulk_create(
-            [
-                AgentRuntimeState(
-                    agent_id=run.agent_id,
-                    company_id=agent.company_id,
-                    adapter_type=agent.adapter_type,
-                    state_json={},
-                )
-            ],
-            ignore_conflicts=True,
-        )
-        usage = run.usage_json if isinstance(run.usage_json, dict) else {}
-        AgentRuntimeState.objects.filter(pk=run.agent_id).update(
-            adapter_type=agent.adapter_type,
-            last_run_id=run.id,
-            last_run_status=run.status,
-            last_error=error,
-            session_id=run.session_id_after or F("session_id"),
-            total_input_tokens=F("total_input_tokens") + _usage_int(usage, "inputTokens"),
-            total_output_tokens=F("total_output_tokens") + _usage_int(usage, "outputTokens"),
-            total_cached_input_tokens=F("total_cached_input_tokens")
-            + _usage_int(usage, "cachedInputTokens"),
-            total_cost_cents=F("total_cost_cents") + _usage_int(usage, "costCents"),
-            updated_at=now,
+    """Record the run as the agent's last run in its runtime state (created on first use).
+
+    One upsert, so two runs of one agent finishing together cannot race on the insert.
+    """
+    usage = run.usage_json if isinstance(run.usage_json, dict) else {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RUNTIME_STATE_UPSERT,
+            {
+                "agent_id": str(run.agent_id),
+                "run_id": str(run.id),
+                "status": run.status,
+                "error": error,
+                "session_id": run.session_id_after,
+                "input": _usage_int(usage, "inputTokens"),
+                "output": _usage_int(usage, "outputTokens"),
+                "cached": _usage_int(usage, "cachedInputTokens"),
+                "cost": _usage_int(usage, "costCents"),
+                "now": timezone.now(),
+            },
         )
 
 

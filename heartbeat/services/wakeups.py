@@ -424,15 +424,16 @@ def _defer(wake: _Wake, issue: Issue) -> WakeResult:
 
 def _wake_without_issue(wake: _Wake) -> WakeResult:
     # The agent row lock serialises wakes of one agent, so two timer ticks cannot both queue.
-    Agent.objects.select_for_update(no_key=True).filter(pk=wake.agent.pk).first()
+    Agent.objects.select_for_update(no_key=True).filter(pk=wake.agent.pk).values_list("pk").first()
     task_key = wake.context.get("taskKey")
     # Same scope: the same task key, or both without one.
     scope = HeartbeatRun.objects.alias(task_key=KT("context_snapshot__taskKey")).filter(
         Q(task_key=task_key) if task_key else Q(task_key__isnull=True),
         agent=wake.agent,
     )
-    queued = scope.filter(status=RunStatus.QUEUED).order_by("-created_at").first()
-    running = scope.filter(status=RunStatus.RUNNING).order_by("-created_at").first()
+    active = list(scope.filter(status__in=ACTIVE_RUN_STATUSES).order_by("-created_at")[:50])
+    queued = next((run for run in active if run.status == RunStatus.QUEUED), None)
+    running = next((run for run in active if run.status == RunStatus.RUNNING), None)
     # A comment that arrives while its scope is running needs a follow-up run to be read.
     target = queued or (None if wake.is_comment_wake else running)
     if target is not None:

@@ -7,9 +7,9 @@ Creates a scratch database (`bench_engine`, dropped at the end) on the configure
 
 1. throughput: N runs woken at once (a shell script that exits at once), runs/s from the first
    wake to the last finished run;
-2. latency: runs woken one at a time at a modest pace, wake -> process spawn at the median and
-   p95 (spawn = the `adapter invoked` event, written just before the fork; the OS start time is
-   only accurate to a second, so it is not used);
+2. latency: runs woken one at a time, wake -> process spawn at the median and p95 (spawn = the
+   `adapter invoked` event, committed with the process identity right after the fork; the OS
+   start time is only accurate to a second, so it is not used);
 3. memory: RSS of the cluster's workers before, during and after the runs, and while one run
    prints 200 MB.
 """
