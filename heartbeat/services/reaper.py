@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 from django.utils import timezone
@@ -28,6 +28,8 @@ from django.utils import timezone
 from heartbeat import process_control
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
 from heartbeat.models import (
+    Agent,
+    AgentRuntimeState,
     AgentWakeupRequest,
     HeartbeatRun,
     HeartbeatRunEvent,
@@ -42,19 +44,22 @@ from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
     agent_name_key,
-    agent_start_next_queued,
     issue_release_and_promote,
-    runtime_state_record,
 )
 from heartbeat.services.sweeps import (
+    ActivityRow,
+    EventRow,
     SweepLock,
-    sql_update_from_values,
+    activity_insert,
+    json_rows,
+    run_events_insert,
+    runs_dispatch_within_slots,
+    sql_execute,
     sweep_lock_scope,
     sweep_record_save_quietly,
     sweep_single_flight,
 )
 from issues.models import Issue
-from paperclip.models import ActivityLog
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +256,8 @@ _CANDIDATE_FIELDS = (
     "company_id",
     "agent_id",
     "agent__name",
+    "agent__status",
+    "agent__runtime_config",
     "wakeup_request_id",
     "status",
     "context_snapshot",
@@ -574,138 +581,198 @@ class _Sweep:
         lease = self.now + timedelta(
             seconds=self.conf.detached_grace_sec + self.conf.lease_expiry_sec
         )
-        won = _update_runs_returning_seq(
-            "error_code = %s, error = v.error, detached_at = %s, lease_expires_at = %s, "
-            "updated_at = %s",
-            [RunErrorCode.PROCESS_DETACHED, self.now, lease, self.now],
-            [(p.run.id, p.message) for p in planned],
-            extra_where="AND r.error_code IS DISTINCT FROM 'process_detached'",
+        won = dict(
+            sql_execute(
+                f"""
+                UPDATE {HeartbeatRun._meta.db_table} AS r SET error_code = %(code)s,
+                    error = v.error, detached_at = %(now)s, lease_expires_at = %(lease)s,
+                    updated_at = %(now)s, event_seq = r.event_seq + 1
+                FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, error text)
+                WHERE r.id = v.id AND r.status = 'running'
+                    AND r.error_code IS DISTINCT FROM %(code)s
+                RETURNING r.id, r.event_seq
+                """,
+                {
+                    "code": RunErrorCode.PROCESS_DETACHED,
+                    "now": self.now,
+                    "lease": lease,
+                    "rows": json_rows({"id": p.run.id, "error": p.message} for p in planned),
+                },
+            )
         )
         planned = [p for p in planned if p.run.id in won]
-        HeartbeatRunEvent.objects.bulk_create(
+        run_events_insert(
             [
                 _event(
                     p.run,
                     won[p.run.id],
-                    level=HeartbeatRunEvent.Level.WARN,
-                    message=p.message,
-                    payload=_process_payload(p.run),
+                    HeartbeatRunEvent.Level.WARN,
+                    p.message,
+                    _process_payload(p.run),
                 )
                 for p in planned
-            ]
+            ],
+            now=self.now,
         )
-        ActivityLog.objects.bulk_create(
-            [_activity(p, "heartbeat.run_detached", self.host) for p in planned]
+        activity_insert(
+            [_activity(p, "heartbeat.run_detached", self.host) for p in planned], now=self.now
         )
         self.detached.extend(p.run.id for p in planned)
 
     def _write_lost(self, planned: list[_Planned]) -> list[_Planned]:
-        won = _update_runs_returning_seq(
-            "status = %s, error_code = %s, error = v.error, finished_at = %s, updated_at = %s",
-            [RunStatus.FAILED, RunErrorCode.PROCESS_LOST, self.now, self.now],
-            [(p.run.id, p.message) for p in planned],
+        # The compare-and-set from running fails the run and its wake in one statement; a run
+        # that finished meanwhile is left alone.
+        won = dict(
+            sql_execute(
+                f"""
+                WITH failed AS (
+                    UPDATE {HeartbeatRun._meta.db_table} AS r SET status = %(failed)s,
+                        error_code = %(code)s, error = v.error, finished_at = %(now)s,
+                        updated_at = %(now)s, event_seq = r.event_seq + 1
+                    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, error text)
+                    WHERE r.id = v.id AND r.status = 'running'
+                    RETURNING r.id, r.event_seq, r.wakeup_request_id, v.error
+                ), wakes AS (
+                    UPDATE {AgentWakeupRequest._meta.db_table} AS w SET status = %(failed)s,
+                        finished_at = %(now)s, error = failed.error, updated_at = %(now)s
+                    FROM failed WHERE w.id = failed.wakeup_request_id
+                )
+                SELECT id, event_seq FROM failed
+                """,
+                {
+                    "failed": WakeupStatus.FAILED,
+                    "code": RunErrorCode.PROCESS_LOST,
+                    "now": self.now,
+                    "rows": json_rows({"id": p.run.id, "error": p.message} for p in planned),
+                },
+            )
         )
-        # A run that finished meanwhile is left alone (the CAS from running lost).
         planned = [p for p in planned if p.run.id in won]
         if not planned:
             return []
         for p in planned:
             p.run.status = RunStatus.FAILED
-        _update_wakeups_failed(
-            [(p.run.wakeup_request_id, p.message) for p in planned if p.run.wakeup_request_id],
-            now=self.now,
-        )
         retried = [p for p in planned if p.decision.retry]
         released = [p for p in planned if not p.decision.retry]
         events = self._insert_retries(retried) if retried else []
         if released:
             self._release_issues(released)
         events.extend(_lost_event(p, won[p.run.id]) for p in planned)
-        HeartbeatRunEvent.objects.bulk_create(events)
-        ActivityLog.objects.bulk_create(
-            [_activity(p, "heartbeat.run_process_lost", self.host) for p in planned]
+        run_events_insert(events, now=self.now)
+        activity_insert(
+            [_activity(p, "heartbeat.run_process_lost", self.host) for p in planned],
+            now=self.now,
         )
         self._terminate_after_commit([p for p in planned if p.decision.terminate])
         self.lost.extend(p.run.id for p in planned)
         return planned
 
-    def _insert_retries(self, planned: list[_Planned]) -> list[HeartbeatRunEvent]:
-        """Queue one retry per run, in this transaction; run_one_retry_per_run backs it up."""
-        wakeups, retries, events = [], [], []
+    def _insert_retries(self, planned: list[_Planned]) -> list[EventRow]:
+        """Queue one retry per run, in this transaction; run_one_retry_per_run backs it up.
+
+        The wake and the run point at each other; the foreign keys are checked at commit.
+        """
         for p in planned:
-            run = p.run
             p.retry_id, p.retry_wakeup_id = uuid.uuid4(), uuid.uuid4()
-            payload = {"retryOfRunId": str(run.id)}
-            if run.issue_id:
-                payload["issueId"] = run.issue_id
-            # The wake and the run point at each other; the foreign keys are checked at commit.
-            wakeups.append(
-                AgentWakeupRequest(
-                    id=p.retry_wakeup_id,
-                    company_id=run.company_id,
-                    agent_id=run.agent_id,
-                    source=WakeSource.AUTOMATION,
-                    trigger_detail="system",
-                    reason=PROCESS_LOST_WAKE_REASON,
-                    payload=payload,
-                    status=WakeupStatus.QUEUED,
-                    requested_by_actor_type="system",
-                    run_id=p.retry_id,
-                )
+        # Paused agents' retries stay parked (queued, reference 3.2).
+        leases = runs_dispatch_within_slots(
+            [(p.retry_id, p.run.agent_id) for p in planned],
+            runtime_configs={
+                p.run.agent_id: p.run.agent.runtime_config
+                for p in planned
+                if p.run.agent.is_invokable
+            },
+            now=self.now,
+        )
+        sql_execute(
+            f"""
+            WITH src AS (
+                SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(lost_id uuid,
+                    retry_id uuid, wakeup_id uuid, context jsonb, lease timestamptz)
+            ), wakes AS (
+                INSERT INTO {AgentWakeupRequest._meta.db_table} (
+                    id, company_id, agent_id, source, trigger_detail, reason, payload, status,
+                    coalesced_count, requested_by_actor_type, run_id, requested_at, created_at,
+                    updated_at)
+                SELECT src.wakeup_id, r.company_id, r.agent_id, %(source)s, 'system', %(reason)s,
+                    jsonb_strip_nulls(jsonb_build_object(
+                        'issueId', r.context_snapshot ->> 'issueId', 'retryOfRunId', r.id::text)),
+                    %(queued)s, 0, 'system', src.retry_id, %(now)s, %(now)s, %(now)s
+                FROM src JOIN {HeartbeatRun._meta.db_table} AS r ON r.id = src.lost_id
             )
-            retries.append(
-                HeartbeatRun(
-                    id=p.retry_id,
-                    company_id=run.company_id,
-                    agent_id=run.agent_id,
-                    invocation_source=WakeSource.AUTOMATION,
-                    trigger_detail="system",
-                    status=RunStatus.QUEUED,
-                    wakeup_request_id=p.retry_wakeup_id,
-                    context_snapshot=retry_context(run.context_snapshot, lost_run_id=run.id),
-                    session_id_before=run.session_id_before,
-                    retry_of_run_id=run.id,
-                    process_loss_retry_count=run.process_loss_retry_count + 1,
-                    event_seq=1,
-                )
-            )
-            events.append(
-                HeartbeatRunEvent(
-                    company_id=run.company_id,
-                    run_id=p.retry_id,
-                    agent_id=run.agent_id,
-                    seq=1,
-                    event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
-                    level=HeartbeatRunEvent.Level.WARN,
-                    message="Queued automatic retry after orphaned child process was confirmed "
-                    "dead",
-                    payload={"retryOfRunId": str(run.id)},
-                )
-            )
-        AgentWakeupRequest.objects.bulk_create(wakeups)
-        HeartbeatRun.objects.bulk_create(retries)
+            INSERT INTO {HeartbeatRun._meta.db_table} (
+                id, company_id, agent_id, invocation_source, trigger_detail, status,
+                wakeup_request_id, context_snapshot, session_id_before, retry_of_run_id,
+                process_loss_retry_count, event_seq, log_compressed, issue_comment_status,
+                lease_expires_at, created_at, updated_at)
+            SELECT src.retry_id, r.company_id, r.agent_id, %(source)s, 'system', %(queued)s,
+                src.wakeup_id, src.context, r.session_id_before, r.id,
+                r.process_loss_retry_count + 1, 1, false, 'not_applicable', src.lease,
+                %(now)s, %(now)s
+            FROM src JOIN {HeartbeatRun._meta.db_table} AS r ON r.id = src.lost_id
+            """,
+            {
+                "rows": json_rows(
+                    {
+                        "lost_id": p.run.id,
+                        "retry_id": p.retry_id,
+                        "wakeup_id": p.retry_wakeup_id,
+                        "context": retry_context(p.run.context_snapshot, lost_run_id=p.run.id),
+                        "lease": lease,
+                    }
+                    for p, lease in zip(planned, leases, strict=True)
+                ),
+                "source": WakeSource.AUTOMATION,
+                "reason": PROCESS_LOST_WAKE_REASON,
+                "queued": WakeupStatus.QUEUED,
+                "now": self.now,
+            },
+        )
         # The issue's execution lock moves to the retry only if it still names the lost run;
         # checkout_run stays on the lost run (the reference's tests require it).
-        sql_update_from_values(
-            f"UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.retry_id, "
-            "execution_agent_name_key = v.name_key, execution_locked_at = %s, updated_at = %s "
-            "FROM (VALUES {values}) AS v(lost_id, retry_id, name_key) "
-            "WHERE i.execution_run_id = v.lost_id",
-            [self.now, self.now],
-            [(p.run.id, p.retry_id, agent_name_key(p.run.agent.name)) for p in planned],
-            ("uuid", "uuid", "text"),
+        sql_execute(
+            f"""
+            UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.retry_id,
+                execution_agent_name_key = v.name_key, execution_locked_at = %(now)s,
+                updated_at = %(now)s
+            FROM jsonb_to_recordset(%(rows)s::jsonb)
+                AS v(lost_id uuid, retry_id uuid, name_key text)
+            WHERE i.execution_run_id = v.lost_id
+            """,
+            {
+                "now": self.now,
+                "rows": json_rows(
+                    {
+                        "lost_id": p.run.id,
+                        "retry_id": p.retry_id,
+                        "name_key": agent_name_key(p.run.agent.name),
+                    }
+                    for p in planned
+                ),
+            },
         )
-        return events
+        return [
+            EventRow(
+                run_id=p.retry_id,
+                company_id=p.run.company_id,
+                agent_id=p.run.agent_id,
+                seq=1,
+                level=HeartbeatRunEvent.Level.WARN,
+                message="Queued automatic retry after orphaned child process was confirmed dead",
+                payload={"retryOfRunId": str(p.run.id)},
+            )
+            for p in planned
+        ]
 
     def _release_issues(self, planned: list[_Planned]) -> None:
         """Release the issue locks the lost runs hold; promote deferred wakes where there are."""
-        sql_update_from_values(
-            f"UPDATE {Issue._meta.db_table} AS i SET execution_run_id = NULL, "
-            "execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %s "
-            "FROM (VALUES {values}) AS v(lost_id) WHERE i.execution_run_id = v.lost_id",
-            [self.now],
-            [(p.run.id,) for p in planned],
-            ("uuid",),
+        sql_execute(
+            f"""
+            UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
+                execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %(now)s
+            WHERE execution_run_id = ANY(%(lost)s::uuid[])
+            """,
+            {"now": self.now, "lost": [p.run.id for p in planned]},
         )
         by_issue = {p.run.issue_id: p.run for p in planned if p.run.issue_id}
         if not by_issue:
@@ -720,21 +787,27 @@ class _Sweep:
             issue_release_and_promote(run=by_issue[issue_id], now=self.now)
 
     def _settle_agents(self, planned: list[_Planned]) -> None:
-        """Agent status, runtime state and queue, each in its own transaction after the batch
-        committed: the documented lock order is agent before run, and the batch holds runs."""
+        """Agent status and runtime state, in one transaction after the batch committed (the
+        documented lock order is agent before run, and the batch held runs).
+
+        The batch form of agent_finalize_status and runtime_state_record for runs that failed
+        without output or usage: two statements for all agents. An agent's first heartbeat
+        goes through agent_finalize_status itself, which owns the first-heartbeat telemetry.
+        """
+        if not planned:
+            return
         last_of_agent: dict[uuid.UUID, _Planned] = {}
         for p in planned:
             last_of_agent[p.run.agent_id] = p
-        retrying_agents = {p.run.agent_id for p in planned if p.decision.retry}
-        for agent_id, p in last_of_agent.items():
-            try:
-                agent_finalize_status(agent_id=agent_id, outcome=RunStatus.FAILED, now=self.now)
-                runtime_state_record(run=p.run, error=p.message)
-                if agent_id in retrying_agents:
-                    agent_start_next_queued(agent_id=agent_id)
-            except Exception:
-                # The runs are failed and retried already; the agent settles on its next run.
-                logger.exception("could not settle agent %s after reaping", agent_id)
+        try:
+            with transaction.atomic():
+                settled = _agents_mark_failed(list(last_of_agent), now=self.now)
+                for agent_id in sorted(set(last_of_agent) - settled):
+                    agent_finalize_status(agent_id=agent_id, outcome=RunStatus.FAILED, now=self.now)
+                _runtime_states_record_lost(list(last_of_agent.values()), now=self.now)
+        except Exception:
+            # The runs are failed and retried already; the agents settle on their next run.
+            logger.exception("could not settle agents %s after reaping", list(last_of_agent))
 
     def _terminate_after_commit(self, planned: list[_Planned]) -> None:
         targets = [(self._identity(p.run), str(p.run.id)) for p in planned]
@@ -743,6 +816,62 @@ class _Sweep:
             transaction.on_commit(
                 partial(_terminate_leftovers, targets, self.conf.terminate_grace_sec)
             )
+
+
+def _agents_mark_failed(agent_ids: list[uuid.UUID], *, now: datetime) -> set[uuid.UUID]:
+    """agent_finalize_status(outcome=failed) for agents that had a heartbeat before; returns
+    the agents settled (paused and terminated ones count as settled: they stay as they are)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH locked AS (
+                SELECT id, status FROM {Agent._meta.db_table}
+                WHERE id = ANY(%s) AND last_heartbeat_at IS NOT NULL
+                ORDER BY id FOR NO KEY UPDATE
+            ), changed AS (
+                UPDATE {Agent._meta.db_table} AS a SET
+                    status = CASE WHEN EXISTS (
+                        SELECT 1 FROM {HeartbeatRun._meta.db_table} AS r
+                        WHERE r.agent_id = a.id AND r.status = 'running'
+                    ) THEN 'running' ELSE 'error' END,
+                    last_heartbeat_at = %s, updated_at = %s
+                FROM locked
+                WHERE a.id = locked.id AND locked.status NOT IN ('paused', 'terminated')
+            )
+            SELECT id FROM locked
+            UNION SELECT id FROM {Agent._meta.db_table}
+            WHERE id = ANY(%s) AND status IN ('paused', 'terminated')
+            """,
+            [agent_ids, now, now, agent_ids],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _runtime_states_record_lost(planned: list[_Planned], *, now: datetime) -> None:
+    """runtime_state_record for each agent's last lost run (no usage, no session): one upsert."""
+    sql_execute(
+        f"""
+        INSERT INTO {AgentRuntimeState._meta.db_table} (
+            agent_id, company_id, adapter_type, state_json, last_run_id, last_run_status,
+            last_error, total_input_tokens, total_output_tokens, total_cached_input_tokens,
+            total_cost_cents, created_at, updated_at)
+        SELECT a.id, a.company_id, a.adapter_type, '{{}}'::jsonb, v.run_id, %(failed)s, v.error,
+            0, 0, 0, 0, %(now)s, %(now)s
+        FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(agent_id uuid, run_id uuid, error text)
+        JOIN {Agent._meta.db_table} AS a ON a.id = v.agent_id
+        ON CONFLICT (agent_id) DO UPDATE SET adapter_type = EXCLUDED.adapter_type,
+            last_run_id = EXCLUDED.last_run_id, last_run_status = EXCLUDED.last_run_status,
+            last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at
+        """,
+        {
+            "failed": RunStatus.FAILED,
+            "now": now,
+            "rows": json_rows(
+                {"agent_id": p.run.agent_id, "run_id": p.run.id, "error": p.message}
+                for p in planned
+            ),
+        },
+    )
 
 
 def _terminate_leftovers(targets: list[tuple[ProcessIdentity | None, str]], grace: float) -> None:
@@ -787,35 +916,7 @@ def _detached_since(run: HeartbeatRun) -> datetime | None:
     return run.detached_at or run.updated_at
 
 
-def _update_runs_returning_seq(
-    assignments: str, params: list, rows: list[tuple], *, extra_where: str = ""
-) -> dict[uuid.UUID, int]:
-    """CAS running runs (one statement), allotting each its next event seq; {won id: seq}."""
-    returned = sql_update_from_values(
-        f"UPDATE {HeartbeatRun._meta.db_table} AS r SET {assignments}, "
-        "event_seq = r.event_seq + 1 FROM (VALUES {values}) AS v(id, error) "
-        f"WHERE r.id = v.id AND r.status = 'running' {extra_where} "
-        "RETURNING r.id, r.event_seq",
-        params,
-        rows,
-        ("uuid", "text"),
-    )
-    return {run_id: seq for run_id, seq in returned}
-
-
-def _update_wakeups_failed(rows: list[tuple], *, now: datetime) -> None:
-    if rows:
-        sql_update_from_values(
-            f"UPDATE {AgentWakeupRequest._meta.db_table} AS w SET status = %s, "
-            "finished_at = %s, error = v.error, updated_at = %s "
-            "FROM (VALUES {values}) AS v(id, error) WHERE w.id = v.id",
-            [WakeupStatus.FAILED, now, now],
-            rows,
-            ("uuid", "text"),
-        )
-
-
-def _lost_event(p: _Planned, seq: int) -> HeartbeatRunEvent:
+def _lost_event(p: _Planned, seq: int) -> EventRow:
     payload = _process_payload(p.run)
     message = p.message
     if p.decision.terminate:
@@ -823,7 +924,7 @@ def _lost_event(p: _Planned, seq: int) -> HeartbeatRunEvent:
     if p.retry_id is not None:
         payload["retryRunId"] = str(p.retry_id)
         message = message.removesuffix("; retrying once") + f"; queued retry {p.retry_id}"
-    return _event(p.run, seq, level=HeartbeatRunEvent.Level.ERROR, message=message, payload=payload)
+    return _event(p.run, seq, HeartbeatRunEvent.Level.ERROR, message, payload)
 
 
 def _process_payload(run: HeartbeatRun) -> dict:
@@ -835,20 +936,19 @@ def _process_payload(run: HeartbeatRun) -> dict:
     return payload
 
 
-def _event(run: HeartbeatRun, seq: int, *, level: str, message: str, payload: dict):
-    return HeartbeatRunEvent(
-        company_id=run.company_id,
+def _event(run: HeartbeatRun, seq: int, level: str, message: str, payload: dict) -> EventRow:
+    return EventRow(
         run_id=run.id,
+        company_id=run.company_id,
         agent_id=run.agent_id,
         seq=seq,
-        event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
         level=level,
         message=message,
         payload=payload,
     )
 
 
-def _activity(p: _Planned, action: str, host: str) -> ActivityLog:
+def _activity(p: _Planned, action: str, host: str) -> ActivityRow:
     details = {
         "verdict": p.decision.verdict.value,
         "error": p.message,
@@ -866,13 +966,12 @@ def _activity(p: _Planned, action: str, host: str) -> ActivityLog:
         details["descendantsTerminated"] = True
     if p.retry_id:
         details["retryRunId"] = str(p.retry_id)
-    return ActivityLog(
+    return ActivityRow(
         company_id=p.run.company_id,
-        actor_type=ActivityLog.ActorType.SYSTEM,
         actor_id="reaper",
         action=action,
         entity_type="heartbeat_run",
-        entity_id=str(p.run.id),
+        entity_id=p.run.id,
         agent_id=p.run.agent_id,
         run_id=p.run.id,
         details=details,

@@ -38,16 +38,20 @@ from heartbeat.models import (
     WakeSource,
     WakeupStatus,
 )
-from heartbeat.services.lifecycle import agent_start_next_queued
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
+    ActivityRow,
+    EventRow,
     SweepLock,
-    sql_update_from_values,
+    activity_insert,
+    json_rows,
+    run_events_insert,
+    runs_dispatch_within_slots,
+    sql_execute,
     sweep_record_save_quietly,
     sweep_single_flight,
 )
 from issues.models import Issue, IssueComment
-from paperclip.models import ActivityLog
 
 logger = logging.getLogger(__name__)
 
@@ -414,8 +418,7 @@ class _Reconcile:
                     if not batch:
                         return
                     keys = [(issue.created_at, issue.issue_id) for issue in batch]
-                    done = self._decide_and_write(batch)
-                self._after_commit(done)
+                    self._decide_and_write(batch)
             except Exception:
                 if not keys:
                     raise
@@ -432,8 +435,7 @@ class _Reconcile:
         try:
             with transaction.atomic():
                 batch = issues_stranded(limit=1, lock=not self.dry_run, issue_id=issue_id)
-                done = self._decide_and_write(batch)
-            self._after_commit(done)
+                self._decide_and_write(batch)
         except IntegrityError as exc:
             # A wake queued a run for the issue meanwhile: it is no longer stranded.
             logger.info("recovery of issue %s refused (%s); it has a run now", issue_id, exc)
@@ -442,7 +444,7 @@ class _Reconcile:
             self.errors += 1
             logger.exception("reconciler could not process issue %s", issue_id)
 
-    def _decide_and_write(self, batch: list[StrandedIssue]) -> list[_Planned]:
+    def _decide_and_write(self, batch: list[StrandedIssue]) -> None:
         planned = []
         for issue in batch:
             action = stranded_decide(
@@ -457,7 +459,7 @@ class _Reconcile:
         if self.dry_run:
             for p in planned:
                 self._count(p.action, [p.issue.issue_id])
-            return []
+            return
         requeue = [p for p in planned if p.action.requeues]
         escalate = [p for p in planned if p.action.escalates]
         if requeue:
@@ -468,11 +470,13 @@ class _Reconcile:
                 # The issue changed under us (the CAS on its status lost): not ours to block.
                 p.action = StrandedAction.SKIP
             self._count(p.action, [p.issue.issue_id])
-        return requeue
 
     def _write_requeues(self, planned: list[_Planned]) -> None:
-        """Queue one recovery run per issue (reference 5.1), in this transaction."""
-        wakeups, runs, events, activity = [], [], [], []
+        """Queue one recovery run per issue (reference 5.1), in this transaction.
+
+        The wake and the run point at each other; the foreign keys are checked at commit.
+        """
+        rows = []
         for p in planned:
             issue = p.issue
             continuing = p.action is StrandedAction.REQUEUE_CONTINUATION
@@ -495,110 +499,158 @@ class _Reconcile:
             }
             if issue.latest_run_id is not None:
                 payload["retryOfRunId"] = context["retryOfRunId"] = str(issue.latest_run_id)
-            # The wake and the run point at each other; the foreign keys are checked at commit.
-            wakeups.append(
-                AgentWakeupRequest(
-                    id=p.wakeup_id,
-                    company_id=issue.company_id,
-                    agent_id=issue.agent_id,
-                    source=WakeSource.AUTOMATION,
-                    trigger_detail="system",
-                    reason=wake_reason,
-                    payload=payload,
-                    status=WakeupStatus.QUEUED,
-                    requested_by_actor_type="system",
-                    run_id=p.run_id,
-                )
+            rows.append((p, wake_reason, payload, context, attempt))
+        leases = runs_dispatch_within_slots(
+            [(p.run_id, p.issue.agent_id) for p in planned],
+            runtime_configs={p.issue.agent_id: p.issue.agent_runtime_config for p in planned},
+            now=self.now,
+        )
+        sql_execute(
+            f"""
+            WITH src AS (
+                SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(run_id uuid,
+                    wakeup_id uuid, company_id uuid, agent_id uuid, reason text, payload jsonb,
+                    context jsonb, retry_of uuid, retries int, lease timestamptz)
+            ), wakes AS (
+                INSERT INTO {AgentWakeupRequest._meta.db_table} (
+                    id, company_id, agent_id, source, trigger_detail, reason, payload, status,
+                    coalesced_count, requested_by_actor_type, run_id, requested_at, created_at,
+                    updated_at)
+                SELECT wakeup_id, company_id, agent_id, %(source)s, 'system', reason,
+                    payload, %(queued)s, 0, 'system', run_id, %(now)s, %(now)s, %(now)s
+                FROM src
             )
-            runs.append(
-                HeartbeatRun(
-                    id=p.run_id,
-                    company_id=issue.company_id,
-                    agent_id=issue.agent_id,
-                    invocation_source=WakeSource.AUTOMATION,
-                    trigger_detail="system",
-                    status=RunStatus.QUEUED,
-                    wakeup_request_id=p.wakeup_id,
-                    context_snapshot=context,
-                    retry_of_run_id=issue.latest_run_id,
-                    # The lineage keeps its process-loss budget: recovery must not reset it.
-                    process_loss_retry_count=issue.latest_process_loss_retry_count,
-                    event_seq=1,
-                )
-            )
-            events.append(
-                HeartbeatRunEvent(
-                    company_id=issue.company_id,
+            INSERT INTO {HeartbeatRun._meta.db_table} (
+                id, company_id, agent_id, invocation_source, trigger_detail, status,
+                wakeup_request_id, context_snapshot, retry_of_run_id, process_loss_retry_count,
+                event_seq, log_compressed, issue_comment_status, lease_expires_at, created_at,
+                updated_at)
+            SELECT run_id, company_id, agent_id, %(source)s, 'system', %(queued)s, wakeup_id,
+                context, retry_of, retries, 1, false, 'not_applicable', lease, %(now)s,
+                %(now)s
+            FROM src
+            """,
+            {
+                "rows": json_rows(
+                    {
+                        "run_id": p.run_id,
+                        "wakeup_id": p.wakeup_id,
+                        "company_id": p.issue.company_id,
+                        "agent_id": p.issue.agent_id,
+                        "reason": wake_reason,
+                        "payload": payload,
+                        "context": context,
+                        "retry_of": p.issue.latest_run_id,
+                        # The lineage keeps its process-loss budget: recovery must not reset it.
+                        "retries": p.issue.latest_process_loss_retry_count,
+                        "lease": lease,
+                    }
+                    for (p, wake_reason, payload, context, _attempt), lease in zip(
+                        rows, leases, strict=True
+                    )
+                ),
+                "source": WakeSource.AUTOMATION,
+                "queued": WakeupStatus.QUEUED,
+                "now": self.now,
+            },
+        )
+        run_events_insert(
+            [
+                EventRow(
                     run_id=p.run_id,
-                    agent_id=issue.agent_id,
+                    company_id=p.issue.company_id,
+                    agent_id=p.issue.agent_id,
                     seq=1,
-                    event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
                     level=HeartbeatRunEvent.Level.WARN,
-                    message=f"run queued: {wake_reason} for stranded issue {issue.identifier} "
-                    f"(recovery {attempt} of {self.conf.stranded_recovery_limit})",
+                    message=f"run queued: {wake_reason} for stranded issue "
+                    f"{p.issue.identifier} (recovery {attempt} of "
+                    f"{self.conf.stranded_recovery_limit})",
                     payload={
                         "wakeupRequestId": str(p.wakeup_id),
-                        "issueId": str(issue.issue_id),
+                        "issueId": str(p.issue.issue_id),
                         "retryOfRunId": payload.get("retryOfRunId"),
                     },
                 )
-            )
-            activity.append(
+                for p, wake_reason, payload, _context, attempt in rows
+            ],
+            now=self.now,
+        )
+        activity_insert(
+            [
                 _activity(
-                    issue,
+                    p.issue,
                     action="issue.recovery_requeued",
                     run_id=p.run_id,
-                    agent_id=issue.agent_id,
+                    agent_id=p.issue.agent_id,
                     details={
-                        "identifier": issue.identifier,
-                        "status": issue.status,
+                        "identifier": p.issue.identifier,
+                        "status": p.issue.status,
                         "reason": wake_reason,
                         "runId": str(p.run_id),
-                        "latestRunId": _str_or_none(issue.latest_run_id),
-                        "latestRunStatus": issue.latest_run_status,
+                        "latestRunId": _str_or_none(p.issue.latest_run_id),
+                        "latestRunStatus": p.issue.latest_run_status,
                         "source": "heartbeat.reconcile_stranded_assigned_issue",
                     },
                 )
-            )
-        AgentWakeupRequest.objects.bulk_create(wakeups)
-        HeartbeatRun.objects.bulk_create(runs)
-        HeartbeatRunEvent.objects.bulk_create(events)
-        ActivityLog.objects.bulk_create(activity)
+                for p, wake_reason, _payload, _context, _attempt in rows
+            ],
+            now=self.now,
+        )
 
     def _write_escalations(self, planned: list[_Planned]) -> set[uuid.UUID]:
         """Block the issues, one system comment and one activity row each; returns the won ids."""
         # Compare-and-set on the status the decision was made from, under the row lock.
         won = {
             row[0]
-            for row in sql_update_from_values(
-                f"UPDATE {Issue._meta.db_table} AS i SET status = 'blocked', "
-                "checkout_run_id = NULL, execution_run_id = NULL, "
-                "execution_agent_name_key = NULL, execution_locked_at = NULL, "
-                "completed_at = NULL, cancelled_at = NULL, updated_at = %s "
-                "FROM (VALUES {values}) AS v(id, expected) "
-                "WHERE i.id = v.id AND i.status = v.expected RETURNING i.id",
-                [self.now],
-                [(p.issue.issue_id, p.issue.status) for p in planned],
-                ("uuid", "text"),
+            for row in sql_execute(
+                f"""
+                UPDATE {Issue._meta.db_table} AS i SET status = %(blocked)s,
+                    checkout_run_id = NULL, execution_run_id = NULL,
+                    execution_agent_name_key = NULL, execution_locked_at = NULL,
+                    completed_at = NULL, cancelled_at = NULL, updated_at = %(now)s
+                FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, expected text)
+                WHERE i.id = v.id AND i.status = v.expected
+                RETURNING i.id
+                """,
+                {
+                    "blocked": Issue.Status.BLOCKED,
+                    "now": self.now,
+                    "rows": json_rows(
+                        {"id": p.issue.issue_id, "expected": p.issue.status} for p in planned
+                    ),
+                },
             )
         }
         planned = [p for p in planned if p.issue.issue_id in won]
-        IssueComment.objects.bulk_create(
-            [
-                IssueComment(
-                    company_id=p.issue.company_id,
-                    issue_id=p.issue.issue_id,
-                    body=escalation_comment(
-                        action=p.action,
-                        agent_name=p.issue.agent_name,
-                        error_code=p.issue.latest_error_code,
-                        error=p.issue.latest_error,
-                    ),
-                )
-                for p in planned
-            ]
+        if not planned:
+            return won
+        # A system comment: no author, no run (reference 5.2).
+        sql_execute(
+            f"""
+            INSERT INTO {IssueComment._meta.db_table} (
+                id, company_id, issue_id, body, created_at, updated_at)
+            SELECT gen_random_uuid(), v.company_id, v.issue_id, v.body, %(now)s, %(now)s
+            FROM jsonb_to_recordset(%(rows)s::jsonb)
+                AS v(company_id uuid, issue_id uuid, body text)
+            """,
+            {
+                "now": self.now,
+                "rows": json_rows(
+                    {
+                        "company_id": p.issue.company_id,
+                        "issue_id": p.issue.issue_id,
+                        "body": escalation_comment(
+                            action=p.action,
+                            agent_name=p.issue.agent_name,
+                            error_code=p.issue.latest_error_code,
+                            error=p.issue.latest_error,
+                        ),
+                    }
+                    for p in planned
+                ),
+            },
         )
-        ActivityLog.objects.bulk_create(
+        activity_insert(
             [
                 _activity(
                     p.issue,
@@ -616,17 +668,10 @@ class _Reconcile:
                     },
                 )
                 for p in planned
-            ]
+            ],
+            now=self.now,
         )
         return won
-
-    def _after_commit(self, requeued: list[_Planned]) -> None:
-        for agent_id in dict.fromkeys(p.issue.agent_id for p in requeued):
-            try:
-                agent_start_next_queued(agent_id=agent_id)
-            except Exception:
-                # The runs are queued; resume_queued_runs hands them out on its next tick.
-                logger.exception("could not start queued runs of agent %s", agent_id)
 
 
 def _str_or_none(value) -> str | None:
@@ -640,14 +685,12 @@ def _activity(
     run_id: uuid.UUID | None,
     agent_id: uuid.UUID | None,
     details: dict,
-) -> ActivityLog:
-    return ActivityLog(
+) -> ActivityRow:
+    return ActivityRow(
         company_id=issue.company_id,
-        actor_type=ActivityLog.ActorType.SYSTEM,
-        actor_id="system",
         action=action,
         entity_type="issue",
-        entity_id=str(issue.issue_id),
+        entity_id=issue.issue_id,
         agent_id=agent_id,
         run_id=run_id,
         details=details,

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
 from django.db import DatabaseError, connection
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from heartbeat.conf import heartbeat_conf
-from heartbeat.models import SweepKind, SweepRecord
+from heartbeat.models import HeartbeatRun, HeartbeatRunEvent, RunStatus, SweepKind, SweepRecord
+from heartbeat.services.lifecycle import dispatch_lease_expiry, run_dispatch_on_commit
+from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from paperclip.models import ActivityLog
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +109,124 @@ def sweep_record_save_quietly(
         logger.exception("could not record the %s sweep", kind)
 
 
-def sql_update_from_values(
-    sql: str, head_params: list, rows: list[tuple], casts: tuple[str, ...]
-) -> list[tuple]:
-    """Run a statement joining `(VALUES {values})`, one row per item: one statement per batch.
+def sql_execute(sql: str, params: dict) -> list[tuple]:
+    """Run one statement and return its rows (none for a statement without RETURNING).
 
-    The sweeps write a batch of items with different values (each run its own error text)
-    this way instead of one UPDATE per item.
+    The sweeps write a whole batch per statement, its per-item values passed as one JSON
+    document read with jsonb_to_recordset (see json_rows): one round trip, one parameter, and
+    no model instances per item.
     """
-    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    values = ", ".join([row_sql] * len(rows))
-    params = [*head_params, *(value for row in rows for value in row)]
     with connection.cursor() as cursor:
-        cursor.execute(sql.replace("{values}", values), params)
+        cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
+
+
+def json_rows(rows: Sequence[dict]) -> str:
+    """A batch's per-item values as one JSON array (ids and times as strings)."""
+    return json.dumps(list(rows), default=str)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """A run event written by a sweep; seq comes from the run's event_seq counter."""
+
+    run_id: uuid.UUID
+    company_id: uuid.UUID
+    agent_id: uuid.UUID
+    seq: int
+    level: str
+    message: str
+    payload: dict
+    event_type: str = HeartbeatRunEvent.EventType.LIFECYCLE
+
+
+def run_events_insert(rows: Sequence[EventRow], *, now: datetime) -> None:
+    """Insert a batch's run events in one statement."""
+    if not rows:
+        return
+    sql_execute(
+        f"""
+        INSERT INTO {HeartbeatRunEvent._meta.db_table} (
+            id, company_id, run_id, agent_id, seq, event_type, stream, level, message, payload,
+            created_at)
+        SELECT gen_random_uuid(), v.company_id, v.run_id, v.agent_id, v.seq, v.event_type,
+            'system', v.level, v.message, v.payload, %(now)s
+        FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(company_id uuid, run_id uuid,
+            agent_id uuid, seq int, event_type text, level text, message text, payload jsonb)
+        """,
+        {"now": now, "rows": json_rows(vars(row) for row in rows)},
+    )
+
+
+@dataclass(frozen=True)
+class ActivityRow:
+    """An activity-log row written by a sweep (actor: the system)."""
+
+    company_id: uuid.UUID
+    action: str
+    entity_type: str
+    entity_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    run_id: uuid.UUID | None
+    details: dict
+    actor_id: str = "system"
+
+
+def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
+    """Insert a batch's activity-log rows in one statement (details carry no secrets)."""
+    if not rows:
+        return
+    sql_execute(
+        f"""
+        INSERT INTO {ActivityLog._meta.db_table} (
+            id, company_id, actor_type, actor_id, action, entity_type, entity_id, agent_id,
+            run_id, details, created_at)
+        SELECT gen_random_uuid(), v.company_id, 'system', v.actor_id, v.action, v.entity_type,
+            v.entity_id, v.agent_id, v.run_id, v.details, %(now)s
+        FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(company_id uuid, actor_id text,
+            action text, entity_type text, entity_id text, agent_id uuid, run_id uuid,
+            details jsonb)
+        """,
+        {"now": now, "rows": json_rows(vars(row) for row in rows)},
+    )
+
+
+def runs_dispatch_within_slots(
+    runs: Sequence[tuple[uuid.UUID, uuid.UUID]], *, runtime_configs: dict, now: datetime
+) -> list[datetime | None]:
+    """Choose which of a batch's new queued runs go to workers after commit: as many per agent
+    as it has free slots. Returns each run's dispatch lease (None: parked).
+
+    The batch form of agent_start_next_queued for runs a sweep just queued (runs are
+    (run_id, agent_id); runtime_configs has an entry for each invokable agent). What finds no
+    slot stays parked for resume_queued_runs; the claim re-checks the cap under the agent's
+    row lock, so a stale count here cannot over-run an agent.
+    """
+    busy = {}
+    if runtime_configs:
+        busy = dict(
+            HeartbeatRun.objects.filter(
+                Q(status=RunStatus.RUNNING) | Q(status=RunStatus.QUEUED, lease_expires_at__gt=now),
+                agent_id__in=list(runtime_configs),
+            )
+            .values("agent_id")
+            .annotate(busy=Count("id"))
+            .values_list("agent_id", "busy")
+        )
+    free = {
+        agent_id: heartbeat_policy_max_concurrent_runs(config) - busy.get(agent_id, 0)
+        for agent_id, config in runtime_configs.items()
+    }
+    lease = dispatch_lease_expiry(now)
+    leases: list[datetime | None] = []
+    for run_id, agent_id in runs:
+        if free.get(agent_id, 0) > 0:
+            free[agent_id] -= 1
+            leases.append(lease)
+            run_dispatch_on_commit(run_id)
+        else:
+            leases.append(None)
+    return leases
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from heartbeat.models import (
 from heartbeat.services import reap_orphaned_runs
 from issues.models import Issue
 from paperclip.models import ActivityLog
+from tests.engine.telemetry import RecordingTelemetryClient
 from tests.factories import make_agent, make_issue, make_run
 from tests.recovery.builders import DEAD_PID, make_running_run
 
@@ -193,6 +194,51 @@ def test_agent_status_and_runtime_state_record_the_loss():
     state = AgentRuntimeState.objects.get(agent=agent)
     assert (state.last_run_id, state.last_run_status) == (run.id, "failed")
     assert "Process lost" in state.last_error
+
+
+def test_agent_with_earlier_heartbeats_is_settled_in_bulk():
+    agent = make_agent(status=Agent.Status.RUNNING, last_heartbeat_at=timezone.now())
+    run = make_running_run(agent, pid=DEAD_PID)
+
+    reap_orphaned_runs()
+
+    agent.refresh_from_db()
+    assert agent.status == "error"
+    assert AgentRuntimeState.objects.get(agent=agent).last_run_id == run.id
+
+
+def test_agent_with_another_running_run_stays_running():
+    agent = make_agent(status=Agent.Status.RUNNING, last_heartbeat_at=timezone.now())
+    make_running_run(agent, pid=DEAD_PID)
+    make_running_run(agent, pid=DEAD_PID, owner="self")
+
+    assert reap_orphaned_runs().reaped == 1
+
+    agent.refresh_from_db()
+    assert agent.status == "running"
+
+
+def test_paused_agent_stays_paused(agent):
+    make_running_run(agent, pid=DEAD_PID)
+
+    reap_orphaned_runs()
+
+    agent.refresh_from_db()
+    assert agent.status == "paused"
+
+
+def test_first_heartbeat_of_an_agent_is_reported(settings, django_capture_on_commit_callbacks):
+    settings.PAPERCLIP_TELEMETRY_CLIENT = "tests.engine.telemetry.RecordingTelemetryClient"
+    RecordingTelemetryClient.events.clear()
+    agent = make_agent(status=Agent.Status.RUNNING, role=Agent.Role.ENGINEER)
+    make_running_run(agent, pid=DEAD_PID)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reap_orphaned_runs()
+
+    assert RecordingTelemetryClient.events == [
+        ("agent.first_heartbeat", {"agent_role": "engineer", "agent_id": str(agent.id)})
+    ]
 
 
 def test_retry_of_an_invokable_agent_is_dispatched_after_commit(
