@@ -500,6 +500,16 @@ class _Reconcile:
             if issue.latest_run_id is not None:
                 payload["retryOfRunId"] = context["retryOfRunId"] = str(issue.latest_run_id)
             rows.append((p, wake_reason, payload, context, attempt))
+        # A lock left on a finished run would keep the recovery run from stamping its own at
+        # claim; the candidate query proved that run inactive, and the issue row is ours.
+        sql_execute(
+            f"""
+            UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
+                execution_agent_name_key = NULL, execution_locked_at = NULL
+            WHERE id = ANY(%(ids)s::uuid[]) AND execution_run_id IS NOT NULL
+            """,
+            {"ids": [p.issue.issue_id for p in planned]},
+        )
         leases = runs_dispatch_within_slots(
             [(p.run_id, p.issue.agent_id) for p in planned],
             runtime_configs={p.issue.agent_id: p.issue.agent_runtime_config for p in planned},

@@ -317,3 +317,14 @@ def test_racing_reconcilers_requeue_once_and_comment_once(agent):
         assert runs_of(issue).count() == 2
     for issue in escalate:
         assert IssueComment.objects.filter(issue=issue).count() == 1
+
+
+def test_stale_execution_lock_is_cleared_for_the_recovery_run(agent):
+    issue, failed = stranded(agent)
+    Issue.objects.filter(pk=issue.pk).update(execution_run=failed, execution_agent_name_key="x")
+
+    result = reconcile_stranded_assigned_issues()
+
+    assert result.dispatch_requeued == 1
+    issue.refresh_from_db()
+    assert (issue.execution_run_id, issue.execution_agent_name_key) == (None, None)
