@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Q, Subquery, TextField
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -67,6 +67,9 @@ from paperclip.services import activity_log_record
 # How many retry hops the run page follows each way (a lineage is short: one automatic retry,
 # one stranded-issue recovery), so a corrupt loop cannot hang the page.
 _RETRY_CHAIN_MAX_HOPS = 10
+# A word search finds the runs of at most this many matching issues and agents (newest issues).
+_SEARCH_MAX_ISSUES = 200
+_SEARCH_MAX_AGENTS = 200
 # Events shown inline on a run page; the rest are one link away.
 _INLINE_EVENTS = 50
 
@@ -175,13 +178,19 @@ def _search_runs(queryset, search_term: str):
             | Q(retry_of_run_id=as_id)
             | Q(context_snapshot__issueId=str(as_id))
         )
-    matching_issues = (
-        Issue.objects.filter(Q(identifier__iexact=term) | Q(title__icontains=term))
-        .annotate(id_text=Cast("pk", TextField()))
-        .values("id_text")
+    # Two small lookups first, so the runs are found through their agent and issue indexes
+    # rather than by joining every run to its agent and testing each name.
+    issue_ids = [
+        str(pk)
+        for pk in Issue.objects.filter(Q(identifier__iexact=term) | Q(title__icontains=term))
+        .order_by("-created_at")
+        .values_list("pk", flat=True)[:_SEARCH_MAX_ISSUES]
+    ]
+    agent_ids = list(
+        Agent.objects.filter(name__icontains=term).values_list("pk", flat=True)[:_SEARCH_MAX_AGENTS]
     )
     return queryset.alias(issue_key=KT("context_snapshot__issueId")).filter(
-        Q(agent__name__icontains=term) | Q(issue_key__in=Subquery(matching_issues))
+        Q(agent_id__in=agent_ids) | Q(issue_key__in=issue_ids)
     )
 
 

@@ -358,6 +358,9 @@ class HeartbeatRun(models.Model):
                 fields=["company", "agent", "started_at"], name="run_company_agent_started_idx"
             ),
             models.Index(fields=["company", "created_at"], name="run_company_created_idx"),
+            # The console's run list (newest first), its date hierarchy and the dashboard's chart
+            # across all companies: without it each is a sort or scan of the whole table.
+            models.Index(fields=["created_at"], name="run_created_idx"),
             # Runs of an issue, newest first (reconciler's latest run, issue run lists).
             models.Index(
                 KT("context_snapshot__issueId"), F("created_at").desc(), name="run_ctx_issue_idx"
@@ -417,6 +420,8 @@ class HeartbeatRunEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["company", "created_at"], name="run_event_company_created_idx"),
+            # The console's event list, newest first across all companies.
+            models.Index(fields=["created_at"], name="run_event_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@ whatever the number of rows, so the admin and the dashboard stay fast on big tab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -13,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, F, OuterRef, Q, Subquery, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Trunc
@@ -281,6 +283,7 @@ def sweep_summary(result: dict | None) -> str:
 # Rows per dashboard section: the sections are for attention, the admin lists have the rest.
 DASHBOARD_ROWS = 50
 LOST_WINDOW = timedelta(hours=24)
+CHART_CACHE_SEC = 30
 
 
 class Outcome(StrEnum):
@@ -566,6 +569,20 @@ def runs_by_outcome(
     return [ChartBucket(start=moment, counts=counts) for moment, counts in buckets.items()]
 
 
+def _runs_by_outcome_cached(
+    *, company_ids, now: datetime, span: timedelta, bucket: str
+) -> list[ChartBucket]:
+    """The chart changes slowly, but the dashboard refreshes every few seconds in every open
+    browser: the aggregate over a week of runs is computed once per CHART_CACHE_SEC."""
+    scope = "all" if company_ids is None else ",".join(sorted(map(str, company_ids)))
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
+    return cache.get_or_set(
+        f"console:runs-by-outcome:{bucket}:{span.total_seconds():.0f}:{digest}",
+        lambda: runs_by_outcome(company_ids=company_ids, now=now, span=span, bucket=bucket),
+        CHART_CACHE_SEC,
+    )
+
+
 def _truncate(moment: datetime, bucket: str) -> datetime:
     moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     return moment.replace(hour=0) if bucket == "day" else moment
@@ -590,10 +607,10 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         escalated=issues_escalated(company_ids=company_ids),
         sweeps=sweeps,
         cluster=cluster_health(now=now, sweeps=sweeps),
-        chart_24h=runs_by_outcome(
+        chart_24h=_runs_by_outcome_cached(
             company_ids=company_ids, now=now, span=timedelta(hours=24), bucket="hour"
         ),
-        chart_7d=runs_by_outcome(
+        chart_7d=_runs_by_outcome_cached(
             company_ids=company_ids, now=now, span=timedelta(days=7), bucket="day"
         ),
         queued_count=counts.get(RunStatus.QUEUED, 0),

@@ -120,6 +120,8 @@ class ActivityLog(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["company", "created_at"], name="activity_company_created_idx"),
+            # The console's activity list and date hierarchy across all companies (instance admins).
+            models.Index(fields=["created_at"], name="activity_created_idx"),
             models.Index(fields=["entity_type", "entity_id"], name="activity_entity_idx"),
         ]
         constraints = [

@@ -104,3 +104,13 @@ def seed_console_rows(company, agent) -> dict:
         "comment": comment,
         "activity": activity,
     }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_console_cache():
+    """The dashboard caches its chart for a few seconds; each test starts without it."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -194,6 +195,7 @@ def test_dashboard_query_count_is_constant_in_rows(admin_client_, company_a):
             rows["issue"].save()
 
     def count():
+        cache.clear()
         with CaptureQueriesContext(connection) as queries:
             assert admin_client_.get(FRAGMENT).status_code == 200
         return len(queries)
@@ -202,3 +204,14 @@ def test_dashboard_query_count_is_constant_in_rows(admin_client_, company_a):
     one = count()
     seed(19)
     assert count() == one
+
+
+@pytest.mark.django_db
+def test_chart_is_cached_between_refreshes(admin_client_, agent_a):
+    make_run(agent_a, status="succeeded")
+    admin_client_.get(FRAGMENT)
+    make_run(agent_a, status="succeeded")
+    page = admin_client_.get(FRAGMENT).content.decode()
+    assert "succeeded 1" in page
+    cache.clear()
+    assert "succeeded 2" in admin_client_.get(FRAGMENT).content.decode()
