@@ -451,8 +451,8 @@ class _Sweep:
                 if not runs:
                     return None
                 keys = [(run.created_at, run.id) for run in runs]
-                lost = self._judge_and_write(runs)
-            self._settle_agents(lost)
+                detached, lost = self._judge_and_write(runs)
+            self._committed(detached, lost)
             return keys
         except Exception:
             if not keys:
@@ -468,8 +468,8 @@ class _Sweep:
             try:
                 with transaction.atomic():
                     runs = list(self._lock(page.filter(id=run_id)))
-                    lost = self._judge_and_write(runs, allow_retry=allow_retry)
-                self._settle_agents(lost)
+                    detached, lost = self._judge_and_write(runs, allow_retry=allow_retry)
+                self._committed(detached, lost)
                 return
             except IntegrityError as exc:
                 # The database refused the retry (another active run holds the issue, or a
@@ -481,6 +481,13 @@ class _Sweep:
             except Exception as exc:
                 self._record_failure(run_id, exc)
             return
+
+    def _committed(self, detached: list[uuid.UUID], lost: list[_Planned]) -> None:
+        """Count a batch once its transaction committed (a rolled-back one is redone)."""
+        self.detached.extend(detached)
+        self.lost.extend(p.run.id for p in lost)
+        if not self.dry_run:
+            self._settle_agents(lost)
 
     def _lock(self, runs: QuerySet[HeartbeatRun]) -> QuerySet[HeartbeatRun]:
         if self.dry_run:
@@ -511,8 +518,9 @@ class _Sweep:
 
     def _judge_and_write(
         self, runs: list[HeartbeatRun], *, allow_retry: bool = True
-    ) -> list[_Planned]:
-        """Judge the locked runs and write the batch; returns the runs failed as lost."""
+    ) -> tuple[list[uuid.UUID], list[_Planned]]:
+        """Judge the locked runs and write the batch; returns the runs newly detached and the
+        runs failed as lost (in a dry run: those that would be)."""
         closed_issues = _closed_issue_ids(runs)
         markers: frozenset[str] | None = None
         planned: list[_Planned] = []
@@ -547,12 +555,9 @@ class _Sweep:
         detach = [p for p in planned if p.decision.verdict is ReapVerdict.DETACHED]
         lose = [p for p in planned if p.decision.verdict is ReapVerdict.LOST]
         if self.dry_run:
-            self.detached.extend(p.run.id for p in detach)
-            self.lost.extend(p.run.id for p in lose)
-            return []
-        if detach:
-            self._write_detached(detach)
-        return self._write_lost(lose) if lose else []
+            return [p.run.id for p in detach], lose
+        detached = self._write_detached(detach) if detach else []
+        return detached, self._write_lost(lose) if lose else []
 
     def _is_local(self, run: HeartbeatRun) -> bool:
         return (run.process_host or run.owner_host or self.host) == self.host
@@ -576,7 +581,7 @@ class _Sweep:
             boot_id=run.process_boot_id or self.boot_id,
         )
 
-    def _write_detached(self, planned: list[_Planned]) -> None:
+    def _write_detached(self, planned: list[_Planned]) -> list[uuid.UUID]:
         # Other hosts leave the run alone while this host watches it: its lease covers the grace.
         lease = self.now + timedelta(
             seconds=self.conf.detached_grace_sec + self.conf.lease_expiry_sec
@@ -617,7 +622,7 @@ class _Sweep:
         activity_insert(
             [_activity(p, "heartbeat.run_detached", self.host) for p in planned], now=self.now
         )
-        self.detached.extend(p.run.id for p in planned)
+        return [p.run.id for p in planned]
 
     def _write_lost(self, planned: list[_Planned]) -> list[_Planned]:
         # The compare-and-set from running fails the run and its wake in one statement; a run
@@ -664,7 +669,6 @@ class _Sweep:
             now=self.now,
         )
         self._terminate_after_commit([p for p in planned if p.decision.terminate])
-        self.lost.extend(p.run.id for p in planned)
         return planned
 
     def _insert_retries(self, planned: list[_Planned]) -> list[EventRow]:

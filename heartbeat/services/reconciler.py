@@ -418,7 +418,8 @@ class _Reconcile:
                     if not batch:
                         return
                     keys = [(issue.created_at, issue.issue_id) for issue in batch]
-                    self._decide_and_write(batch)
+                    outcomes = self._decide_and_write(batch)
+                self._count_all(outcomes)
             except Exception:
                 if not keys:
                     raise
@@ -435,7 +436,8 @@ class _Reconcile:
         try:
             with transaction.atomic():
                 batch = issues_stranded(limit=1, lock=not self.dry_run, issue_id=issue_id)
-                self._decide_and_write(batch)
+                outcomes = self._decide_and_write(batch)
+            self._count_all(outcomes)
         except IntegrityError as exc:
             # A wake queued a run for the issue meanwhile: it is no longer stranded.
             logger.info("recovery of issue %s refused (%s); it has a run now", issue_id, exc)
@@ -444,7 +446,13 @@ class _Reconcile:
             self.errors += 1
             logger.exception("reconciler could not process issue %s", issue_id)
 
-    def _decide_and_write(self, batch: list[StrandedIssue]) -> None:
+    def _count_all(self, outcomes: list[_Planned]) -> None:
+        """Count a batch once its transaction committed (a rolled-back one is redone)."""
+        for p in outcomes:
+            self._count(p.action, [p.issue.issue_id])
+
+    def _decide_and_write(self, batch: list[StrandedIssue]) -> list[_Planned]:
+        """Decide each issue and write the batch; returns the outcomes to count."""
         planned = []
         for issue in batch:
             action = stranded_decide(
@@ -457,9 +465,7 @@ class _Reconcile:
             )
             planned.append(_Planned(issue=issue, action=action))
         if self.dry_run:
-            for p in planned:
-                self._count(p.action, [p.issue.issue_id])
-            return
+            return planned
         requeue = [p for p in planned if p.action.requeues]
         escalate = [p for p in planned if p.action.escalates]
         if requeue:
@@ -469,7 +475,7 @@ class _Reconcile:
             if p.action.escalates and p.issue.issue_id not in escalated:
                 # The issue changed under us (the CAS on its status lost): not ours to block.
                 p.action = StrandedAction.SKIP
-            self._count(p.action, [p.issue.issue_id])
+        return planned
 
     def _write_requeues(self, planned: list[_Planned]) -> None:
         """Queue one recovery run per issue (reference 5.1), in this transaction.
