@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import DatabaseError, connection
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models.expressions import RawSQL
 from django.http import HttpResponse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
@@ -77,7 +77,6 @@ register_domain_errors(
 # What an agent's inbox shows: open work, the issue it is on first, then by priority.
 INBOX_STATUSES = (Issue.Status.IN_PROGRESS, Issue.Status.TODO, Issue.Status.BLOCKED)
 INBOX_LIMIT = 100
-_PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
 def agent_for_request(request, agent_id) -> Agent:
@@ -162,36 +161,40 @@ class AgentInboxView(ApiView):
     @documented(responses={200: hb_serializers.InboxItemSerializer(many=True)})
     def get(self, request):
         agent = request_actor(request).agent
-        issues = (
+        # The hottest route of the protocol (every heartbeat of every agent reads it): one
+        # indexed query, ranked in SQL, rows mapped to JSON without per-row serializer fields.
+        rows = (
             Issue.objects.filter(
                 company_id=agent.company_id, assignee_agent_id=agent.id, status__in=INBOX_STATUSES
             )
-            .annotate(
-                status_rank=_rank("status", {s: i for i, s in enumerate(INBOX_STATUSES)}),
-                priority_rank=_rank("priority", _PRIORITY_RANK),
+            .order_by(
+                _array_position("status", list(INBOX_STATUSES)),
+                _array_position("priority", _PRIORITY_ORDER),
+                "issue_number",
             )
-            .order_by("status_rank", "priority_rank", "issue_number")
-            .values(
-                "id",
-                "identifier",
-                "title",
-                "status",
-                "priority",
-                "parent_id",
-                "checkout_run_id",
-                "execution_run_id",
-                "updated_at",
-            )[:INBOX_LIMIT]
+            .values_list(*INBOX_COLUMNS)[:INBOX_LIMIT]
         )
-        return Response(hb_serializers.InboxItemSerializer(issues, many=True).data)
+        return Response([dict(zip(INBOX_KEYS, row, strict=True)) for row in rows])
 
 
-def _rank(field: str, ranks: dict[str, int]) -> Case:
-    return Case(
-        *(When(**{field: value}, then=Value(rank)) for value, rank in ranks.items()),
-        default=Value(len(ranks)),
-        output_field=IntegerField(),
-    )
+INBOX_COLUMNS = (
+    "id",
+    "identifier",
+    "title",
+    "status",
+    "priority",
+    "parent_id",
+    "checkout_run_id",
+    "execution_run_id",
+    "updated_at",
+)
+# The JSON keys of INBOX_COLUMNS, as InboxItemSerializer documents them.
+INBOX_KEYS = tuple(hb_serializers.InboxItemSerializer().fields)
+_PRIORITY_ORDER = ["critical", "high", "medium", "low"]
+
+
+def _array_position(field: str, values: list[str]) -> RawSQL:
+    return RawSQL(f'array_position(%s::text[], "issues_issue"."{field}"::text)', (values,))
 
 
 class AgentRuntimeStateView(ApiView):

@@ -6,6 +6,8 @@ for the reference read our responses unchanged; Python and the database keep sna
 
 from __future__ import annotations
 
+import copy
+
 from rest_framework import serializers
 
 from paperclip.models import ActivityLog, BoardApiToken, Company
@@ -17,16 +19,27 @@ def camel(name: str) -> str:
 
 
 class CamelModelSerializer(serializers.ModelSerializer):
-    """A ModelSerializer whose keys are the camelCase of the model's field names."""
+    """A ModelSerializer whose keys are the camelCase of the model's field names.
+
+    ModelSerializer introspects the model for every instance it makes, which was most of the
+    CPU of a small API request; the fields depend only on the class, so they are built once per
+    class and each instance gets a copy (fields are bound to their serializer, never shared).
+    """
 
     def get_fields(self):
-        renamed = {}
-        for name, field in super().get_fields().items():
-            key = camel(name)
-            if key != name and field.source is None:
-                field.source = name
-            renamed[key] = field
-        return renamed
+        cls = type(self)
+        prototype = cls.__dict__.get("_camel_fields_prototype")
+        if prototype is None:
+            prototype = {}
+            for name, field in super().get_fields().items():
+                key = camel(name)
+                if key != name and field.source is None:
+                    # Field.__deepcopy__ rebuilds a field from its constructor arguments.
+                    field._kwargs["source"] = name
+                    field.source = name
+                prototype[key] = field
+            cls._camel_fields_prototype = prototype
+        return copy.deepcopy(prototype)
 
 
 class ErrorSerializer(serializers.Serializer):
