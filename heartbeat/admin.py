@@ -58,6 +58,7 @@ from paperclip.admin import (
     age_of,
     as_uuid,
     changelist_link,
+    choices_filter,
     form_changes,
     humanize_seconds,
     short_id,
@@ -761,7 +762,11 @@ def _chain_label(run: HeartbeatRun) -> str:
 @admin.register(HeartbeatRunEvent)
 class HeartbeatRunEventAdmin(BigTableAdmin, MachineOwnedAdmin):
     list_display = ["created_at", "run_link", "seq", "event_type", "level", "message", "agent"]
-    list_filter = ["level", "event_type", "company"]
+    list_filter = [
+        "level",
+        choices_filter("event_type", "event type", HeartbeatRunEvent.EventType.choices),
+        "company",
+    ]
     list_select_related = ["agent"]
     search_fields = ["message"]
     search_help_text = "Run id or message text."

@@ -361,6 +361,13 @@ class HeartbeatRun(models.Model):
             # The console's run list (newest first), its date hierarchy and the dashboard's chart
             # across all companies: without it each is a sort or scan of the whole table.
             models.Index(fields=["created_at"], name="run_created_idx"),
+            # The dashboard's "lost in the last 24 hours" and the lost-run filter: lost runs are
+            # few, so a partial index finds them without scanning every finished run.
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(error_code=RunErrorCode.PROCESS_LOST),
+                name="run_lost_finished_idx",
+            ),
             # Runs of an issue, newest first (reconciler's latest run, issue run lists).
             models.Index(
                 KT("context_snapshot__issueId"), F("created_at").desc(), name="run_ctx_issue_idx"

@@ -133,6 +133,25 @@ class ScopedCompanyListFilter(admin.RelatedFieldListFilter):
         return [(c.pk, str(c)) for c in companies]
 
 
+def choices_filter(field: str, title: str, choices) -> type[admin.SimpleListFilter]:
+    """A list filter with fixed choices: the default one for an unconstrained column runs
+    SELECT DISTINCT over the whole table on every list page (0.5 s at a million events)."""
+
+    class ChoicesFilter(admin.SimpleListFilter):
+        parameter_name = field
+
+        def lookups(self, request, model_admin):
+            return [(value, label) for value, label in choices]
+
+        def queryset(self, request, queryset):
+            if self.value():
+                return queryset.filter(**{field: self.value()})
+            return queryset
+
+    ChoicesFilter.title = title
+    return ChoicesFilter
+
+
 class CompanyScopedAdmin(admin.ModelAdmin):
     """Filters rows, foreign-key choices and permissions by the user's board memberships.
 
@@ -440,7 +459,11 @@ class ActivityLogAdmin(BigTableAdmin, MachineOwnedAdmin):
         "agent_link",
         "run_link",
     ]
-    list_filter = ["actor_type", "entity_type", "company"]
+    list_filter = [
+        "actor_type",
+        choices_filter("entity_type", "entity type", [(t, t) for t in _ACTIVITY_ENTITY_MODELS]),
+        "company",
+    ]
     list_select_related = ["company", "agent"]
     search_fields = ["action", "entity_id", "actor_id"]
     date_hierarchy = "created_at"

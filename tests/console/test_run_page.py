@@ -146,3 +146,17 @@ def test_unfiltered_big_table_is_counted_from_planner_statistics(agent_a, monkey
     assert "COUNT(" not in queries[-1]["sql"].upper()
     filtered = EstimatedCountPaginator(HeartbeatRunEvent.objects.filter(seq__lte=10), 50)
     assert filtered.count == 10
+
+
+@pytest.mark.django_db
+def test_date_hierarchy_lists_months_without_scanning_distinct_dates(admin_client_, agent_a):
+    for created in ["2026-03-05T10:00:00Z", "2026-05-20T10:00:00Z"]:
+        run = make_run(agent_a, status="succeeded")
+        type(run).objects.filter(pk=run.pk).update(created_at=created)
+    url = reverse("admin:heartbeat_heartbeatrun_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client_.get(url).content.decode()
+    assert not any("DISTINCT" in q["sql"] and "DATE_TRUNC" in q["sql"] for q in queries)
+    assert "March 2026" in page and "April 2026" in page and "May 2026" in page
+    days = admin_client_.get(url + "?created_at__year=2026&created_at__month=5").content.decode()
+    assert "May 20" in days
