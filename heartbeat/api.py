@@ -25,21 +25,12 @@ from heartbeat.models import (
 )
 from heartbeat.run_log import run_log_path
 from heartbeat.services import (
+    AgentInvalidInput,
     AgentNotFound,
     AgentNotInvokable,
+    AgentStateConflict,
     RunNotFound,
     WakeOutcome,
-    cancel_run,
-    get_run,
-    reap_orphaned_runs,
-    reconcile_stranded_assigned_issues,
-    runs_of_issue,
-    sweeps_latest,
-    wake_agent,
-)
-from heartbeat.services.agents import (
-    AgentInvalidInput,
-    AgentStateConflict,
     agent_create,
     agent_key_create,
     agent_key_revoke,
@@ -47,6 +38,13 @@ from heartbeat.services.agents import (
     agent_resume,
     agent_terminate,
     agent_update,
+    cancel_run,
+    get_run,
+    reap_orphaned_runs,
+    reconcile_stranded_assigned_issues,
+    runs_of_issue,
+    sweeps_latest,
+    wake_agent,
 )
 from issues.api import issue_for_request
 from issues.models import Issue

@@ -3,6 +3,20 @@
 Callers (API, admin, commands, django-q2 tasks) import from here, never from the submodules.
 """
 
+from heartbeat.services.agents import (
+    AgentError,
+    AgentInvalidInput,
+    AgentKeyCreated,
+    AgentStateChange,
+    AgentStateConflict,
+    agent_create,
+    agent_key_create,
+    agent_key_revoke,
+    agent_pause,
+    agent_resume,
+    agent_terminate,
+    agent_update,
+)
 from heartbeat.services.claim import ClaimRefusal, ClaimResult, run_claim
 from heartbeat.services.events import run_event_append
 from heartbeat.services.execution import ExecuteResult, RunOutcome, run_execute, run_finalize
@@ -44,8 +58,13 @@ from heartbeat.services.wakeups import (
 
 __all__ = [
     "CANCELLED_BY_CONTROL_PLANE",
+    "AgentError",
+    "AgentInvalidInput",
+    "AgentKeyCreated",
     "AgentNotFound",
     "AgentNotInvokable",
+    "AgentStateChange",
+    "AgentStateConflict",
     "ClaimRefusal",
     "ClaimResult",
     "ExecuteResult",
@@ -59,9 +78,16 @@ __all__ = [
     "TimerTickResult",
     "WakeOutcome",
     "WakeResult",
+    "agent_create",
     "agent_finalize_status",
+    "agent_key_create",
+    "agent_key_revoke",
     "agent_name_key",
+    "agent_pause",
+    "agent_resume",
     "agent_start_next_queued",
+    "agent_terminate",
+    "agent_update",
     "cancel_run",
     "get_run",
     "heartbeat_policy",

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from heartbeat.models import Agent
-from heartbeat.services.agents import agent_key_create
+from heartbeat.services import agent_key_create
 from paperclip.credentials import secret_generate
 from paperclip.models import BoardApiToken, Company, CompanyMembership
 from tests.factories import make_agent, make_company

@@ -7,8 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from heartbeat.models import ACTIVE_RUN_STATUSES, Agent
-from heartbeat.services import AgentNotInvokable, runs_of_issue, wake_agent
-from heartbeat.services.agents import agent_create
+from heartbeat.services import AgentNotInvokable, agent_create, runs_of_issue, wake_agent
 from issues.models import Issue
 from issues.services import issue_create
 from paperclip.models import Company, CompanyMembership
