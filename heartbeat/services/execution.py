@@ -222,6 +222,51 @@ def _process_run(
         return RunOutcome(
             status=RunStatus.FAILED, error=str(exc), error_code=RunErrorCode.SPAWN_FAILED
         )
+    try:
+        stop, returncode = _process_watch(run, spawned, invocation, writer, conf)
+    except BaseException:
+        # The engine failed mid-run (a database outage, a bug): the run ends failed, so its
+        # process tree must not outlive it.
+        process_control.terminate_tree(
+            spawned.identity, marker=marker, grace=conf.terminate_grace_sec
+        )
+        spawned.wait()
+        raise
+    exit_code = returncode if returncode >= 0 else None
+    signal_name = process_control.exit_signal_name(returncode)
+    if stop == _Stop.TIMEOUT:
+        return RunOutcome(
+            status=RunStatus.TIMED_OUT,
+            error=f"Timed out after {invocation.timeout_sec:g}s",
+            error_code=RunErrorCode.TIMEOUT,
+            exit_code=exit_code,
+            signal=signal_name,
+        )
+    if returncode == 0:
+        return RunOutcome(status=RunStatus.SUCCEEDED, exit_code=0)
+    error = (
+        f"Process terminated by {signal_name}"
+        if signal_name
+        else f"Process exited with code {returncode}"
+    )
+    return RunOutcome(
+        status=RunStatus.FAILED,
+        error=error,
+        error_code=RunErrorCode.ADAPTER_FAILED,
+        exit_code=exit_code,
+        signal=signal_name,
+    )
+
+
+def _process_watch(
+    run: HeartbeatRun,
+    spawned: process_control.SpawnedProcess,
+    invocation: ProcessInvocation,
+    writer: RunLogWriter,
+    conf: HeartbeatConf,
+) -> tuple[str | None, int]:
+    """Record, stream, supervise and reap the spawned process: (why it was stopped, code)."""
+    marker = str(run.id)
     identity = spawned.identity
     # Recorded before any output is read: from here on a reaper can judge this process by
     # identity even if this worker dies on the next line.
@@ -254,30 +299,7 @@ def _process_run(
     returncode = spawned.wait()
     assert returncode is not None  # wait() without a timeout returns only once reaped
     _drain(readers, identity, marker, conf)
-    exit_code = returncode if returncode >= 0 else None
-    signal_name = process_control.exit_signal_name(returncode)
-    if stop == _Stop.TIMEOUT:
-        return RunOutcome(
-            status=RunStatus.TIMED_OUT,
-            error=f"Timed out after {invocation.timeout_sec:g}s",
-            error_code=RunErrorCode.TIMEOUT,
-            exit_code=exit_code,
-            signal=signal_name,
-        )
-    if returncode == 0:
-        return RunOutcome(status=RunStatus.SUCCEEDED, exit_code=0)
-    error = (
-        f"Process terminated by {signal_name}"
-        if signal_name
-        else f"Process exited with code {returncode}"
-    )
-    return RunOutcome(
-        status=RunStatus.FAILED,
-        error=error,
-        error_code=RunErrorCode.ADAPTER_FAILED,
-        exit_code=exit_code,
-        signal=signal_name,
-    )
+    return stop, returncode
 
 
 def _supervise(

@@ -90,7 +90,10 @@ def _run_dispatch(run_id: str) -> None:
     from django_q.tasks import async_task
 
     try:
-        async_task(EXECUTE_RUN_TASK, run_id, task_name=f"run-{run_id}")
+        # save=False: the run's outcome lives in the run row, and django-q2 prunes saved
+        # successes by loading all of them on every save (save_limit), which would cost every
+        # run O(save_limit). Failed tasks are still saved.
+        async_task(EXECUTE_RUN_TASK, run_id, task_name=f"run-{run_id}", save=False)
     except Exception:
         # The run stays queued and parked; the next finish of its agent or resume_queued_runs
         # hands it out again.

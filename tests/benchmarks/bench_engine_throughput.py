@@ -5,8 +5,10 @@
 Creates a scratch database (`bench_engine`, dropped at the end) on the configured server, starts
 `manage.py qcluster` on it, and measures:
 
-1. throughput: N runs woken at once (a shell script that exits at once), runs/s from the first
-   wake to the last finished run;
+1. throughput of trivial runs (a shell script that exits at once), twice: N runs woken before
+   the cluster starts (a backlog: the engine's own rate), then N runs woken while it runs (end to
+   end, the waking process competing for the same CPUs); runs/s over the whole phase and from
+   the first claim to the last finish;
 2. latency: runs woken one at a time, wake -> process spawn at the median and p95 (spawn = the
    `adapter invoked` event, committed with the process identity right after the fork; the OS
    start time is only accurate to a second, so it is not used);
@@ -38,7 +40,7 @@ import psutil  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.db.models import Count  # noqa: E402
+from django.db.models import Count, Max, Min  # noqa: E402
 
 from heartbeat.models import HeartbeatRun, HeartbeatRunEvent  # noqa: E402
 from heartbeat.services import wake_agent  # noqa: E402
@@ -135,6 +137,36 @@ def spawn_latencies(run_ids) -> list[float]:
     )
 
 
+def wake_many(agents, count: int, prefix: str) -> list:
+    return [
+        wake_agent(agent_id=agents[i % len(agents)].id, payload={"taskKey": f"{prefix}{i}"}).run.id
+        for i in range(count)
+    ]
+
+
+def drain(cluster, run_ids, rss_peak: dict[int, int]) -> None:
+    """Wait until every run finished, sampling the cluster's RSS."""
+    started = time.monotonic()
+    while (done := finished(run_ids)) < len(run_ids):
+        for pid, rss in worker_rss(cluster).items():
+            rss_peak[pid] = max(rss_peak.get(pid, 0), rss)
+        if time.monotonic() - started > 1800:
+            raise SystemExit(f"only {done} of {len(run_ids)} runs finished in 30 minutes")
+        time.sleep(0.5)
+
+
+def report_runs(label: str, run_ids, elapsed: float) -> None:
+    runs = HeartbeatRun.objects.filter(pk__in=run_ids)
+    statuses = dict(runs.values_list("status").annotate(n=Count("id")))
+    window = runs.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    executing = (window["last"] - window["first"]).total_seconds()
+    print(f"  {label}: {statuses} in {elapsed:.1f}s")
+    print(
+        f"  {len(run_ids) / elapsed:.1f} runs/s end to end; {len(run_ids) / executing:.1f} runs/s "
+        f"from first claim to last finish ({executing:.1f}s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -148,50 +180,37 @@ def main() -> None:
     previous_db = settings.DATABASES["default"]["NAME"]
     scratch = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     database_recreate(args.db)
+    exits_at_once = scratch / "exit0.sh"
+    exits_at_once.write_text("#!/bin/sh\nexit 0\n")
+    exits_at_once.chmod(0o755)
+    company = make_company(name="Benchmark")
+    # Many agents with a cap each, so the per-agent cap is not what limits throughput.
+    agents = [
+        make_agent(
+            company,
+            adapter_type="process",
+            adapter_config={"command": str(exits_at_once)},
+            runtime_config={"heartbeat": {"maxConcurrentRuns": 10}},
+        )
+        for _ in range(args.agents)
+    ]
+    print(f"backlog: {args.runs} runs woken before the cluster starts ...", flush=True)
+    backlog = wake_many(agents, args.runs, "b")
     cluster = cluster_start(args.db, args.workers, scratch)
     try:
-        exits_at_once = scratch / "exit0.sh"
-        exits_at_once.write_text("#!/bin/sh\nexit 0\n")
-        exits_at_once.chmod(0o755)
-        company = make_company(name="Benchmark")
-        # Many agents with a cap each, so the per-agent cap is not what limits throughput.
-        agents = [
-            make_agent(
-                company,
-                adapter_type="process",
-                adapter_config={"command": str(exits_at_once)},
-                runtime_config={"heartbeat": {"maxConcurrentRuns": 10}},
-            )
-            for _ in range(args.agents)
-        ]
-        # Warm-up: workers import the engine once.
-        warm = [wake_agent(agent_id=a.id, payload={"taskKey": "warm"}).run.id for a in agents[:4]]
-        wait_until(lambda: finished(warm) == len(warm), 120, "warm-up runs")
-        rss_before = worker_rss(cluster)
-
-        print(f"throughput: waking {args.runs} runs across {args.agents} agents ...", flush=True)
         t0 = time.monotonic()
-        run_ids = [
-            wake_agent(agent_id=agents[i % len(agents)].id, payload={"taskKey": f"t{i}"}).run.id
-            for i in range(args.runs)
-        ]
-        woken_in = time.monotonic() - t0
         rss_peak: dict[int, int] = {}
-        while (done := finished(run_ids)) < len(run_ids):
-            for pid, rss in worker_rss(cluster).items():
-                rss_peak[pid] = max(rss_peak.get(pid, 0), rss)
-            if time.monotonic() - t0 > 1800:
-                raise SystemExit(f"only {done} of {len(run_ids)} runs finished in 30 minutes")
-            time.sleep(0.5)
-        elapsed = time.monotonic() - t0
+        drain(cluster, backlog, rss_peak)
+        report_runs("backlog drained", backlog, time.monotonic() - t0)
+        rss_after_backlog = worker_rss(cluster)
+
+        print(f"end to end: {args.runs} runs woken while the cluster runs ...", flush=True)
+        t0 = time.monotonic()
+        live = wake_many(agents, args.runs, "t")
+        woken_in = time.monotonic() - t0
+        drain(cluster, live, rss_peak)
+        report_runs(f"woken in {woken_in:.1f}s, finished", live, time.monotonic() - t0)
         rss_after = worker_rss(cluster)
-        statuses = dict(
-            HeartbeatRun.objects.filter(pk__in=run_ids)
-            .values_list("status")
-            .annotate(n=Count("id"))
-        )
-        print(f"  woken in {woken_in:.1f}s; all finished in {elapsed:.1f}s: {statuses}")
-        print(f"  throughput: {len(run_ids) / elapsed:.1f} runs/s sustained over {len(run_ids)}")
 
         print(f"latency: {args.latency_runs} runs woken one at a time ...", flush=True)
         paced = []
@@ -222,10 +241,7 @@ def main() -> None:
         )
         big = wake_agent(agent_id=loud.id).run.id
         big_peak: dict[int, int] = {}
-        while finished([big]) == 0:
-            for pid, rss in worker_rss(cluster).items():
-                big_peak[pid] = max(big_peak.get(pid, 0), rss)
-            time.sleep(0.2)
+        drain(cluster, [big], big_peak)
         big_run = HeartbeatRun.objects.get(pk=big)
         print(
             f"  run {big_run.status}: log {big_run.log_bytes / MB:.0f} MB, "
@@ -235,11 +251,11 @@ def main() -> None:
         def fmt(sample: dict[int, int]) -> str:
             return ", ".join(f"{rss / MB:.0f}" for _, rss in sorted(sample.items()))
 
-        print("worker RSS (MB, every cluster process):")
-        print(f"  after warm-up:            {fmt(rss_before)}")
-        print(f"  peak during {args.runs} runs:   {fmt(rss_peak)}")
-        print(f"  after {args.runs} runs:         {fmt(rss_after)}")
-        print(f"  peak during 200 MB run:   {fmt(big_peak)}")
+        print("RSS of the cluster's processes (MB; sentinel, pusher, monitor and workers):")
+        print(f"  after the backlog ({args.runs} runs):  {fmt(rss_after_backlog)}")
+        print(f"  after {2 * args.runs} runs:               {fmt(rss_after)}")
+        print(f"  peak during those runs:          {fmt(rss_peak)}")
+        print(f"  peak during the {args.big_output_mb} MB run:       {fmt(big_peak)}")
     finally:
         cluster_stop(cluster)
         database_drop(args.db, previous_db)

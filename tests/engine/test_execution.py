@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from heartbeat.models import Agent, AgentRuntimeState, AgentWakeupRequest, HeartbeatRun
 from heartbeat.run_log import REDACTED, run_log_path, run_log_read
-from heartbeat.services import cancel_run, run_execute, wake_agent
+from heartbeat.services import cancel_run, execution, run_execute, wake_agent
 from issues.models import Issue
 from paperclip.credentials import run_credential_parse
 from tests.factories import make_agent, make_company, make_issue
@@ -420,3 +420,26 @@ def test_issue_run_releases_the_execution_lock_but_keeps_the_checkout(run_logs, 
     issue = Issue.objects.get(pk=issue.pk)
     assert issue.execution_run_id is None
     assert (issue.checkout_run_id, issue.status) == (run.id, "in_progress")
+
+
+@pytest.mark.timeout(90)
+def test_engine_error_mid_run_fails_the_run_and_kills_its_tree(
+    run_logs, dispatched, tmp_path, monkeypatch
+):
+    pids_file = tmp_path / "pids.json"
+    agent = _process_agent(TREE_SCRIPT, str(pids_file), graceSec=1)
+    run = _queued(agent)
+    tree: list[psutil.Process] = []
+
+    def outage(*args, **kwargs):
+        tree.extend(_tree_processes(pids_file))
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(execution, "_supervise", outage)
+    result = run_execute(run_id=run.id)
+
+    assert len(tree) == 4 and all(_gone(proc) for proc in tree)
+    run.refresh_from_db()
+    assert result.status == "failed"
+    assert (run.status, run.error_code) == ("failed", "adapter_failed")
+    assert "database went away" in run.error
