@@ -11,6 +11,7 @@ stops it explicitly when the product stops.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -21,6 +22,7 @@ class ConfigurationError(Exception):
 
 
 _socket_dir: str | None = None
+_start_lock = threading.Lock()
 
 
 def pgdata_path(home: Path) -> Path:
@@ -29,6 +31,16 @@ def pgdata_path(home: Path) -> Path:
 
 def ensure_running(home: Path) -> str:
     """Start the embedded server if it is not running; return its Unix socket directory."""
+    if _socket_dir is not None:
+        return _socket_dir
+    # Threaded servers (gunicorn gthread, runserver) open their first connections concurrently;
+    # pgserver's start-up lock is per process, not per thread, and failed when two threads
+    # entered it at once.
+    with _start_lock:
+        return _ensure_running(home)
+
+
+def _ensure_running(home: Path) -> str:
     global _socket_dir
     if _socket_dir is not None:
         return _socket_dir
