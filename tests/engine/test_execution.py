@@ -4,6 +4,7 @@ process table."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import sys
@@ -443,3 +444,54 @@ def test_engine_error_mid_run_fails_the_run_and_kills_its_tree(
     assert result.status == "failed"
     assert (run.status, run.error_code) == ("failed", "adapter_failed")
     assert "database went away" in run.error
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+    status = 200
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append({"body": json.loads(body), "auth": self.headers["Authorization"]})
+        self.send_response(_Hook.status)
+        self.end_headers()
+        self.wfile.write(b'{"accepted": true}')
+
+    def log_message(self, *args):
+        return None
+
+
+@pytest.fixture
+def hook_url():
+    _Hook.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("status", "outcome"), [(200, "succeeded"), (500, "failed")])
+def test_http_adapter_posts_the_run_context_and_ends_by_the_answer(
+    run_logs, dispatched, hook_url, status, outcome
+):
+    _Hook.status = status
+    agent = make_agent(
+        adapter_type="http",
+        adapter_config={"url": hook_url, "headers": {"Authorization": "Bearer hook-secret-1"}},
+    )
+    run = _queued(agent, taskKey="report")
+
+    run_execute(run_id=run.id)
+
+    run.refresh_from_db()
+    assert run.status == outcome
+    assert run.result_json == {"httpStatus": status}
+    assert _Hook.received[0]["body"]["runId"] == str(run.id)
+    assert _Hook.received[0]["body"]["context"]["taskKey"] == "report"
+    assert _Hook.received[0]["auth"] == "Bearer hook-secret-1"
+    assert run.stdout_excerpt == '{"accepted": true}'
+    invoked = run.events.get(event_type="adapter.invoke")
+    assert invoked.payload["url"] == hook_url
