@@ -3,6 +3,7 @@ or is recorded as skipped (reference 2.2)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.db.models.fields.json import KT
@@ -208,7 +210,7 @@ def wake_agent(
             return earlier
     if not agent.is_invokable:
         raise AgentNotInvokable(agent.id, agent.status)
-    payload = dict(payload or {})
+    payload = _json_safe(payload or {})
     wake = _Wake(
         agent=agent,
         source=source,
@@ -216,7 +218,7 @@ def wake_agent(
         reason=reason,
         payload=payload,
         context=wake_context_enrich(
-            context=context or {},
+            context=_json_safe(context or {}),
             payload=payload,
             source=source,
             trigger_detail=trigger_detail,
@@ -242,6 +244,11 @@ def wake_agent(
             if earlier is not None:
                 return earlier
         raise
+
+
+def _json_safe(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document as stored: ids, dates and the like become strings (JSON columns)."""
+    return json.loads(json.dumps(dict(document), cls=DjangoJSONEncoder))
 
 
 def _agent_or_raise(agent_id: uuid.UUID | str) -> Agent:

@@ -248,3 +248,15 @@ def test_wake_without_issue_joins_a_running_run_but_a_comment_gets_a_follow_up(d
     follow_up = wake_agent(agent_id=agent.id, payload={"commentId": "c1"})
     assert joined.run.id == running.id
     assert follow_up.outcome == WakeOutcome.QUEUED and follow_up.run.id != running.id
+
+
+@pytest.mark.django_db
+def test_ids_in_the_payload_are_stored_as_strings(dispatched):
+    agent = make_agent()
+    issue = make_issue(agent.company)
+    comment_id = uuid.uuid4()
+    result = wake_agent(agent_id=agent.id, payload={"issueId": issue.id, "commentId": comment_id})
+    result.run.refresh_from_db()
+    assert result.run.context_snapshot["issueId"] == str(issue.id)
+    assert result.run.context_snapshot["wakeCommentIds"] == [str(comment_id)]
+    assert result.wakeup.payload["commentId"] == str(comment_id)
