@@ -144,6 +144,22 @@ def test_unfiltered_big_table_is_counted_from_planner_statistics(agent_a, monkey
         count = EstimatedCountPaginator(HeartbeatRunEvent.objects.all(), 50).count
     assert count == 300
     assert "COUNT(" not in queries[-1]["sql"].upper()
+    with CaptureQueriesContext(connection) as queries:
+        estimated = EstimatedCountPaginator(HeartbeatRunEvent.objects.filter(seq__gte=1), 50).count
+    assert 250 <= estimated <= 350
+    assert queries[-1]["sql"].startswith("EXPLAIN")
+
+
+@pytest.mark.django_db
+def test_small_filtered_result_is_counted_exactly(agent_a, monkeypatch):
+    monkeypatch.setattr("paperclip.admin._EXACT_COUNT_BELOW", 1000)
+    run = make_run(agent_a, status="running")
+    HeartbeatRunEvent.objects.bulk_create(
+        HeartbeatRunEvent(
+            company_id=agent_a.company_id, run=run, agent=agent_a, seq=seq, event_type="x"
+        )
+        for seq in range(1, 301)
+    )
     filtered = EstimatedCountPaginator(HeartbeatRunEvent.objects.filter(seq__lte=10), 50)
     assert filtered.count == 10
 
