@@ -478,6 +478,8 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
                         "retryOfRunId": str(run.pk),
                         "retryReason": "manual_retry",
                         "wakeReason": "retry_now",
+                        "triggeredBy": "user",
+                        "actorId": str(request.user.pk),
                     },
                 )
             except (AgentNotInvokable, AgentNotFound) as exc:
@@ -487,6 +489,7 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
                     messages.ERROR,
                 )
                 continue
+            _wake_activity_record(request, run.agent, result, retry_of=run)
             self.message_user(
                 request, _wake_message(run.agent, result, retry_of=run), messages.SUCCESS
             )
@@ -741,6 +744,24 @@ def _reconcile_counts(result) -> str:
     )
 
 
+def _wake_activity_record(request, agent: Agent, result, *, retry_of=None) -> None:
+    """The same activity row the API's wakeup endpoint writes, so both paths read alike."""
+    details = {"source": WakeSource.ON_DEMAND, "outcome": str(result.outcome), "via": "admin"}
+    if retry_of is not None:
+        details["retryOfRunId"] = str(retry_of.pk)
+    activity_log_record(
+        company_id=agent.company_id,
+        action="heartbeat.invoked",
+        entity_type="agent",
+        entity_id=agent.id,
+        actor_type="user",
+        actor_id=str(request.user.pk),
+        agent_id=agent.id,
+        run_id=result.run.id if result.run else None,
+        details=details,
+    )
+
+
 def _wake_message(agent: Agent, result, *, retry_of: HeartbeatRun | None = None) -> str:
     subject = (
         f"Run {short_id(retry_of.pk)}: agent {agent.name}" if retry_of else f"Agent {agent.name}"
@@ -950,12 +971,14 @@ class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
                     reason="board_wake",
                     requested_by_actor_type="user",
                     requested_by_actor_id=str(request.user.pk),
+                    context={"triggeredBy": "user", "actorId": str(request.user.pk)},
                 )
             except (AgentNotInvokable, AgentNotFound) as exc:
                 self.message_user(
                     request, f"Agent {agent.name} cannot be woken ({exc}).", messages.ERROR
                 )
                 continue
+            _wake_activity_record(request, agent, result)
             self.message_user(request, _wake_message(agent, result), messages.SUCCESS)
 
     def get_queryset(self, request):

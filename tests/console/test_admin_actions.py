@@ -133,6 +133,8 @@ def test_wake_action_queues_a_run_for_the_agent(admin_client_, agent_a):
     assert wake.requested_by_actor_type == "user"
     assert HeartbeatRun.objects.get(agent=agent_a).status == HeartbeatRun.Status.QUEUED
     assert any("woken" in m for m in _messages(response))
+    invoked = ActivityLog.objects.get(action="heartbeat.invoked", entity_id=str(agent_a.pk))
+    assert invoked.actor_type == "user"
 
 
 @pytest.mark.django_db
