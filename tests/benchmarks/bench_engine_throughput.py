@@ -107,6 +107,32 @@ def worker_rss(cluster: subprocess.Popen) -> dict[int, int]:
     return found
 
 
+def cluster_cpu_seconds(cluster: subprocess.Popen) -> float:
+    """CPU used by the cluster so far: its processes, recycled workers and the runs they reaped."""
+    root = psutil.Process(cluster.pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def database_cpu_seconds(db_name: str) -> float:
+    """CPU used so far by the PostgreSQL backends serving the scratch database."""
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if f" {db_name} " in " ".join(proc.info["cmdline"] or []) + " ":
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def wait_until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -202,6 +228,14 @@ def main() -> None:
         rss_peak: dict[int, int] = {}
         drain(cluster, backlog, rss_peak)
         report_runs("backlog drained", backlog, time.monotonic() - t0)
+        # Load-independent: what one run costs the machine (the host is shared while measuring).
+        cluster_ms = cluster_cpu_seconds(cluster) * 1000 / len(backlog)
+        database_ms = database_cpu_seconds(args.db) * 1000 / len(backlog)
+        print(
+            f"  CPU per run: {cluster_ms:.0f} ms in the cluster (workers, runs, pusher, monitor) "
+            f"+ {database_ms:.0f} ms in PostgreSQL = about "
+            f"{2000 / (cluster_ms + database_ms):.0f} runs/s on two otherwise idle cores"
+        )
         rss_after_backlog = worker_rss(cluster)
 
         print(f"end to end: {args.runs} runs woken while the cluster runs ...", flush=True)
