@@ -26,7 +26,7 @@ from heartbeat.models import (
 )
 from heartbeat.run_log import LOG_STORE, run_log_ref
 from heartbeat.services.events import run_event_append
-from heartbeat.services.lifecycle import agent_name_key
+from heartbeat.services.lifecycle import agent_name_key, run_scope_lock
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from issues.models import Issue
 
@@ -83,6 +83,9 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
         running = HeartbeatRun.objects.filter(agent_id=agent.id, status=RunStatus.RUNNING).count()
         if running >= cap:
             return _park(run, ClaimRefusal.AT_CAPACITY)
+        # The issue before the run (lock order agent, issue, run): a wake joining this run
+        # holds the issue and then updates the run.
+        run_scope_lock(run=run)
         changes = {
             "status": RunStatus.RUNNING,
             "started_at": run.started_at or now,

@@ -49,6 +49,7 @@ from heartbeat.services.lifecycle import (
     agent_finalize_status,
     agent_start_next_queued,
     issue_release_and_promote,
+    run_scope_lock,
     runtime_state_record,
 )
 from paperclip.credentials import run_credential_issue
@@ -382,6 +383,7 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
         "stderr_excerpt": log.stderr_excerpt if log else None,
     }
     with transaction.atomic():
+        run_scope_lock(run=run)
         ended = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
             status=outcome.status,
             finished_at=now,

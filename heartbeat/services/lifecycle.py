@@ -2,8 +2,9 @@
 workers, release an issue and promote its deferred wake, settle the agent after a run.
 
 Lock order (to stay free of deadlocks between workers, wakes and sweeps): agent row, then issue
-row, then run rows. The agent row is locked FOR NO KEY UPDATE, which does not conflict with the
-KEY SHARE lock that inserting a run or a wakeup takes on its agent.
+row, then run rows (run_scope_lock takes the first two for a run). The agent row is locked FOR
+NO KEY UPDATE, which does not conflict with the KEY SHARE lock that inserting a run or a wakeup
+takes on its agent.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
@@ -65,6 +68,23 @@ def wakeups_of_issue(issue_id: uuid.UUID | str):
     )
 
 
+def run_scope_lock(*, run: HeartbeatRun) -> None:
+    """Lock the run's agent row, then its issue row, in the caller's transaction.
+
+    Taken before changing a run that a wake may be joining: a wake holds the issue (or the
+    agent) and then updates the run, so changing the run first and locking the issue after
+    would deadlock with it.
+    """
+    Agent.objects.select_for_update(no_key=True).filter(pk=run.agent_id).values_list("pk").first()
+    issue_id = run.issue_id
+    if issue_id:
+        try:
+            Issue.objects.select_for_update().filter(pk=issue_id).values_list("pk").first()
+        except (ValueError, ValidationError):
+            # Not an issue id at all: there is no issue row to order against.
+            return
+
+
 def dispatch_lease_expiry(now: datetime) -> datetime:
     """Until when a run handed to django-q2 now is not handed out again."""
     return now + timedelta(seconds=heartbeat_conf().dispatch_lease_sec)
@@ -87,8 +107,6 @@ def run_dispatch_on_commit(run_id: uuid.UUID | str) -> None:
 
 
 def _run_dispatch(run_id: str) -> None:
-    from django_q.tasks import async_task
-
     try:
         # save=False: the run's outcome lives in the run row, and django-q2 prunes saved
         # successes by loading all of them on every save (save_limit), which would cost every

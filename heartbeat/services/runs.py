@@ -34,6 +34,7 @@ from heartbeat.services.lifecycle import (
     issue_release_and_promote,
     queued_parked_filter,
     run_dispatch_on_commit,
+    run_scope_lock,
 )
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 
@@ -76,6 +77,7 @@ def cancel_run(
         return run
     now = timezone.now()
     with transaction.atomic():
+        run_scope_lock(run=run)
         cancelled = HeartbeatRun.objects.filter(pk=run.id, status__in=ACTIVE_RUN_STATUSES).update(
             status=RunStatus.CANCELLED,
             finished_at=now,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from heartbeat.models import AgentWakeupRequest, HeartbeatRun
@@ -135,3 +136,63 @@ def test_issue_locked_by_another_run_keeps_its_lock(dispatched):
     assert run_claim(run_id=run.id).claimed
     issue.refresh_from_db()
     assert issue.execution_run_id == other.id
+
+
+def _wait_for_lock_waiter() -> None:
+    """Until some backend of this database waits on a row lock."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
+    pytest.fail("nobody waited on the lock")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_finishing_run_waits_for_a_wake_joining_it_instead_of_deadlocking(dispatched):
+    agent = make_agent()
+    issue = make_issue(agent.company)
+    run = wake_agent(agent_id=agent.id, payload={"issueId": str(issue.id)}).run
+    run = run_claim(run_id=run.id).run
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def wake_joining_the_run() -> None:
+        # What a wake for the issue does: hold the issue, then write the run it joins.
+        try:
+            with transaction.atomic():
+                Issue.objects.select_for_update().get(pk=issue.pk)
+                holding.set()
+                release.wait(30)
+                HeartbeatRun.objects.filter(pk=run.pk).update(context_snapshot=run.context_snapshot)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def finish() -> None:
+        try:
+            run_finalize(run=run, outcome=RunOutcome(status="succeeded", exit_code=0))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    waker = threading.Thread(target=wake_joining_the_run)
+    waker.start()
+    holding.wait(30)
+    finisher = threading.Thread(target=finish)
+    finisher.start()
+    _wait_for_lock_waiter()
+    release.set()
+    waker.join(30)
+    finisher.join(30)
+
+    assert errors == []
+    assert HeartbeatRun.objects.get(pk=run.pk).status == "succeeded"
