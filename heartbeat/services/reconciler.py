@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from heartbeat import process_control
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
 from heartbeat.models import (
-    ACTIVE_RUN_STATUSES,
+    Agent,
     AgentStatus,
     AgentWakeupRequest,
     HeartbeatRun,
@@ -208,41 +208,49 @@ class ReconcileResult:
 
 # --- Selector -----------------------------------------------------------------------------------
 
-_ACTIVE = [str(status) for status in ACTIVE_RUN_STATUSES]
-_WAITING_WAKES = [str(WakeupStatus.DEFERRED_ISSUE_EXECUTION), str(WakeupStatus.QUEUED)]
+_ACTIVE_SQL = "('queued', 'running')"
+_WAITING_SQL = "('deferred_issue_execution', 'queued')"
 
-_CANDIDATES_SQL = f"""
+# The page: agent-assigned todo/in_progress issues in creation order, locked. Locked first and
+# checked after: a wake creates a run for an issue under that issue's row lock, so no run can
+# appear for a locked issue until this batch commits.
+_PAGE_SQL = f"""
 SELECT i.id, i.company_id, i.status, i.identifier, i.created_at,
-       a.id, a.name, a.status, a.runtime_config, a.company_id,
-       lr.id, lr.status, lr.context_snapshot, lr.error_code, lr.error,
-       lr.process_loss_retry_count
+       a.id, a.name, a.status, a.runtime_config, a.company_id, er.status
 FROM {Issue._meta.db_table} AS i
-JOIN heartbeat_agent AS a ON a.id = i.assignee_agent_id
-LEFT JOIN LATERAL (
-    SELECT r.id, r.status, r.context_snapshot, r.error_code, r.error, r.process_loss_retry_count
-    FROM {HeartbeatRun._meta.db_table} AS r
-    WHERE (r.context_snapshot ->> 'issueId') = i.id::text AND r.company_id = i.company_id
-    ORDER BY r.created_at DESC, r.id DESC
-    LIMIT 1
-) AS lr ON TRUE
+JOIN {Agent._meta.db_table} AS a ON a.id = i.assignee_agent_id
+LEFT JOIN {HeartbeatRun._meta.db_table} AS er ON er.id = i.execution_run_id
 WHERE i.status IN ('todo', 'in_progress')
   AND i.assignee_agent_id IS NOT NULL
   AND i.assignee_user_id IS NULL
-  AND NOT EXISTS (
-    SELECT 1 FROM {HeartbeatRun._meta.db_table} AS ar
-    WHERE (ar.context_snapshot ->> 'issueId') = i.id::text AND ar.status = ANY(%(active)s)
-  )
-  AND NOT EXISTS (
-    SELECT 1 FROM {HeartbeatRun._meta.db_table} AS er
-    WHERE er.id = i.execution_run_id AND er.status = ANY(%(active)s)
-  )
-  AND NOT EXISTS (
-    SELECT 1 FROM {AgentWakeupRequest._meta.db_table} AS w
-    WHERE (w.payload ->> 'issueId') = i.id::text AND w.status = ANY(%(waiting)s)
-  )
   AND (i.created_at, i.id) > (%(after_created)s, %(after_id)s)
+  {{only_issue}}
 ORDER BY i.created_at, i.id
 LIMIT %(limit)s
+{{lock}}
+"""
+# The page's issues that still have a live execution path: an active run, or a wake waiting.
+# Set-based over the page (not correlated per issue): the plan cannot degrade into scanning
+# every active run once per issue when the statistics are stale.
+_ACTIVE_PATH_SQL = f"""
+SELECT context_snapshot ->> 'issueId' FROM {HeartbeatRun._meta.db_table}
+WHERE (context_snapshot ->> 'issueId') = ANY(%(ids)s) AND status IN {_ACTIVE_SQL}
+UNION
+SELECT payload ->> 'issueId' FROM {AgentWakeupRequest._meta.db_table}
+WHERE (payload ->> 'issueId') = ANY(%(ids)s) AND status IN {_WAITING_SQL}
+"""
+# The newest run of each issue in its company (any agent, any status).
+_LATEST_RUNS_SQL = f"""
+SELECT v.issue_key, lr.id, lr.status, lr.context_snapshot, lr.error_code, lr.error,
+       lr.process_loss_retry_count
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(issue_key text, company_id uuid)
+JOIN LATERAL (
+    SELECT r.id, r.status, r.context_snapshot, r.error_code, r.error, r.process_loss_retry_count
+    FROM {HeartbeatRun._meta.db_table} AS r
+    WHERE (r.context_snapshot ->> 'issueId') = v.issue_key AND r.company_id = v.company_id
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT 1
+) AS lr ON TRUE
 """
 
 
@@ -272,52 +280,83 @@ class StrandedIssue:
         return LatestRun(status=self.latest_run_status or "", context=self.latest_context)
 
 
+@dataclass(frozen=True)
+class StrandedPage:
+    """One page of candidates: the stranded ones, and where the next page starts."""
+
+    issues: list[StrandedIssue]
+    scanned: int
+    last_key: tuple[datetime, uuid.UUID] | None
+
+
 def issues_stranded(
     *,
     after: tuple[datetime, uuid.UUID] | None = None,
     limit: int = 500,
     lock: bool = False,
     issue_id: uuid.UUID | None = None,
-) -> list[StrandedIssue]:
-    """Stranded agent-assigned issues, oldest first, optionally locked (SKIP LOCKED)."""
-    sql = _CANDIDATES_SQL
-    if issue_id is not None:
-        sql = sql.replace("ORDER BY i.created_at", "AND i.id = %(issue_id)s ORDER BY i.created_at")
-    if lock:
-        sql += "FOR UPDATE OF i SKIP LOCKED"
+) -> StrandedPage:
+    """The next page of agent-assigned open issues (creation order), reduced to the stranded
+    ones: no queued or running run, no deferred or queued wake. Optionally locked (SKIP LOCKED).
+    """
+    sql = _PAGE_SQL.replace(
+        "{only_issue}", "AND i.id = %(issue_id)s" if issue_id is not None else ""
+    ).replace("{lock}", "FOR UPDATE OF i SKIP LOCKED" if lock else "")
     after_created, after_id = after or (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
-    params = {
-        "active": _ACTIVE,
-        "waiting": _WAITING_WAKES,
-        "after_created": after_created,
-        "after_id": after_id,
-        "limit": limit,
-        "issue_id": issue_id,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    return [
-        StrandedIssue(
-            issue_id=row[0],
-            company_id=row[1],
-            status=row[2],
-            identifier=row[3],
-            created_at=row[4],
-            agent_id=row[5],
-            agent_name=row[6],
-            agent_status=row[7],
-            agent_runtime_config=_json(row[8]),
-            agent_company_id=row[9],
-            latest_run_id=row[10],
-            latest_run_status=row[11],
-            latest_context=_json(row[12]),
-            latest_error_code=row[13],
-            latest_error=row[14],
-            latest_process_loss_retry_count=row[15] or 0,
+    page = sql_execute(
+        sql,
+        {
+            "after_created": after_created,
+            "after_id": after_id,
+            "limit": limit,
+            "issue_id": issue_id,
+        },
+    )
+    if not page:
+        return StrandedPage(issues=[], scanned=0, last_key=None)
+    last_key = (page[-1][4], page[-1][0])
+    # An execution lock on an active run is a live path too.
+    open_rows = [row for row in page if row[10] not in ("queued", "running")]
+    keys = [str(row[0]) for row in open_rows]
+    busy = {row[0] for row in sql_execute(_ACTIVE_PATH_SQL, {"ids": keys})} if keys else set()
+    open_rows = [row for row in open_rows if str(row[0]) not in busy]
+    latest = {}
+    if open_rows:
+        latest = {
+            row[0]: row[1:]
+            for row in sql_execute(
+                _LATEST_RUNS_SQL,
+                {
+                    "rows": json_rows(
+                        {"issue_key": str(r[0]), "company_id": r[1]} for r in open_rows
+                    )
+                },
+            )
+        }
+    issues = []
+    for row in open_rows:
+        run = latest.get(str(row[0]))
+        issues.append(
+            StrandedIssue(
+                issue_id=row[0],
+                company_id=row[1],
+                status=row[2],
+                identifier=row[3],
+                created_at=row[4],
+                agent_id=row[5],
+                agent_name=row[6],
+                agent_status=row[7],
+                agent_runtime_config=_json(row[8]),
+                agent_company_id=row[9],
+                latest_run_id=run[0] if run else None,
+                latest_run_status=run[1] if run else None,
+                latest_context=_json(run[2]) if run else {},
+                latest_error_code=run[3] if run else None,
+                latest_error=run[4] if run else None,
+                latest_process_loss_retry_count=(run[5] or 0) if run else 0,
+            )
         )
-        for row in rows
-    ]
+    return StrandedPage(issues=issues, scanned=len(page), last_key=last_key)
 
 
 def _json(value) -> dict:
@@ -411,32 +450,31 @@ class _Reconcile:
     def run(self, batch_size: int) -> None:
         after = None
         while True:
-            keys: list[tuple[datetime, uuid.UUID]] = []
+            page = None
             try:
                 with transaction.atomic():
-                    batch = issues_stranded(after=after, limit=batch_size, lock=not self.dry_run)
-                    if not batch:
+                    page = issues_stranded(after=after, limit=batch_size, lock=not self.dry_run)
+                    if page.last_key is None:
                         return
-                    keys = [(issue.created_at, issue.issue_id) for issue in batch]
-                    outcomes = self._decide_and_write(batch)
+                    outcomes = self._decide_and_write(page.issues)
                 self._count_all(outcomes)
             except Exception:
-                if not keys:
+                if page is None or page.last_key is None:
                     raise
                 logger.exception(
-                    "reconcile batch failed; handling its %d issues one by one", len(keys)
+                    "reconcile batch failed; handling its %d issues one by one", len(page.issues)
                 )
-                for _created_at, issue_id in keys:
-                    self._run_one(issue_id)
-            after = keys[-1]
-            if len(keys) < batch_size:
+                for issue in page.issues:
+                    self._run_one(issue.issue_id)
+            after = page.last_key
+            if page.scanned < batch_size:
                 return
 
     def _run_one(self, issue_id: uuid.UUID) -> None:
         try:
             with transaction.atomic():
-                batch = issues_stranded(limit=1, lock=not self.dry_run, issue_id=issue_id)
-                outcomes = self._decide_and_write(batch)
+                page = issues_stranded(limit=1, lock=not self.dry_run, issue_id=issue_id)
+                outcomes = self._decide_and_write(page.issues)
             self._count_all(outcomes)
         except IntegrityError as exc:
             # A wake queued a run for the issue meanwhile: it is no longer stranded.

@@ -87,16 +87,16 @@ def database_clear() -> None:
         )
 
 
-AGENT_STATUS = Agent.Status.RUNNING
-
-
-def seed_agents(n_items: int, runs_per_agent: int) -> tuple[Company, list[Agent]]:
+def seed_agents(
+    n_items: int, runs_per_agent: int, status: str = Agent.Status.RUNNING
+) -> tuple[Company, list[Agent]]:
+    """Agents that ran before (their first heartbeat is behind them), n_items per agent."""
     company = Company.objects.create(name="Bench", issue_prefix=f"B{uuid.uuid4().hex[:6]}")
     agents = Agent.objects.bulk_create(
         Agent(
             company=company,
             name=f"agent-{i}",
-            status=AGENT_STATUS,
+            status=status,
             last_heartbeat_at=timezone.now(),
         )
         for i in range(max(1, n_items // runs_per_agent))
@@ -122,9 +122,9 @@ def seed_issues(company: Company, agents: list[Agent], n: int, status: str) -> l
     return issues
 
 
-def seed_orphans(n: int, runs_per_agent: int) -> None:
+def seed_orphans(n: int, runs_per_agent: int, agent_status: str = Agent.Status.RUNNING) -> None:
     """N running runs whose worker is gone and whose process is dead, each locking its issue."""
-    company, agents = seed_agents(n, runs_per_agent)
+    company, agents = seed_agents(n, runs_per_agent, agent_status)
     issues = seed_issues(company, agents, n, Issue.Status.IN_PROGRESS)
     host, boot_id = process_control.current_host(), process_control.current_boot_id()
     long_ago = timezone.now() - timedelta(minutes=10)
@@ -258,22 +258,21 @@ def main() -> None:
     parser.add_argument(
         "--paused",
         action="store_true",
-        help="agents paused, as in the reference's fixture: retries stay queued, none dispatched",
+        help="reaped runs' agents paused, as in the reference's fixture: retries stay queued "
+        "and none is dispatched (reconciled issues' agents are always invokable)",
     )
     args = parser.parse_args()
-    global AGENT_STATUS
-    if args.paused:
-        AGENT_STATUS = Agent.Status.PAUSED
+    reap_agents = Agent.Status.PAUSED if args.paused else Agent.Status.RUNNING
     sizes = [int(size) for size in args.sizes.split(",")]
     previous = database_recreate(args.db)
     try:
         print(
-            f"items per agent: {args.runs_per_agent}; agents {AGENT_STATUS}; batch size: "
-            "sweep_batch_size (500)"
+            f"items per agent: {args.runs_per_agent}; reaped runs' agents {reap_agents}; "
+            "batch size: sweep_batch_size (500)"
         )
         for n in sizes:
             database_clear()
-            seed_orphans(n, args.runs_per_agent)
+            seed_orphans(n, args.runs_per_agent, reap_agents)
             elapsed, statements, result = measure(reap, n)
             assert result.reaped == n, result
             assert HeartbeatRun.objects.filter(retry_of_run__isnull=False).count() == n
@@ -293,7 +292,7 @@ def main() -> None:
 
         for n in sizes[-2:]:
             database_clear()
-            seed_orphans(n, args.runs_per_agent)
+            seed_orphans(n, args.runs_per_agent, reap_agents)
             reap_peak = peak_memory(reap)
             database_clear()
             seed_stranded(n, args.runs_per_agent, retry_reason=None)
@@ -309,7 +308,7 @@ def main() -> None:
         elapsed, statements, result = measure(reap, 0)
         assert result.reaped == 0, result
         print(line(f"reap, 0 of {args.finished} finished", 0, max(elapsed, 1e-9), statements))
-        seed_orphans(1, 1)
+        seed_orphans(1, 1, reap_agents)
         elapsed, statements, result = measure(reap, 1)
         assert result.reaped == 1, result
         print(line(f"reap, 1 among {args.finished}", 1, elapsed, statements))
