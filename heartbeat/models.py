@@ -114,7 +114,9 @@ class Agent(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["company", "name"]
+        # company_id, not company: through the relation, a locking `.first()` on an agent joined
+        # and locked its company's row too (see Issue.Meta.ordering).
+        ordering = ["company_id", "name"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=AgentStatus.values), name="agent_status_valid"

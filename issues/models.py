@@ -80,7 +80,10 @@ class Issue(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["company", "issue_number"]
+        # company_id, not company: ordering through the relation joins paperclip_company, and a
+        # `select_for_update().first()` on an issue then also locked its company's row, which
+        # serialised every issue write of a company (and issue creation's counter update).
+        ordering = ["company_id", "issue_number"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=IssueStatus.values), name="issue_status_valid"

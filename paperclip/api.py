@@ -142,7 +142,9 @@ def query_params(serializer_class: type[serializers.Serializer], request) -> dic
 def get_scoped_or_404(queryset, request, **lookup):
     """The row if it exists in a company the caller may see; 404 alike for missing and foreign."""
     scope_field = "id" if queryset.model is Company else "company_id"
-    row = scoped(queryset, request_actor(request), field=scope_field).filter(**lookup).first()
+    # A lookup by a unique key needs no ORDER BY (first() would add the model's default one).
+    rows = scoped(queryset, request_actor(request), field=scope_field).filter(**lookup)
+    row = next(iter(rows.order_by()[:1]), None)
     if row is None:
         raise exceptions.NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found")
     return row
