@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from heartbeat import selectors
 from heartbeat.conf import heartbeat_conf
@@ -236,15 +237,13 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     list_display = [
         "run",
         "status_badge",
-        "error_code",
         "agent_link",
         "issue_link",
         "age",
         "process",
         "owner",
         "lease",
-        "retry_of",
-        "retried_by",
+        "retries",
     ]
     list_display_links = None
     list_filter = [
@@ -612,9 +611,11 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     def run(self, obj: HeartbeatRun) -> str:
         return admin_link(obj, short_id(obj.pk))
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description="status · error code", ordering="status")
     def status_badge(self, obj: HeartbeatRun) -> str:
-        return _status_badge(obj.status)
+        if not obj.error_code:
+            return _status_badge(obj.status)
+        return format_html("{} {}", _status_badge(obj.status), obj.error_code)
 
     @admin.display(description="agent", ordering="agent__name")
     def agent_link(self, obj: HeartbeatRun) -> str:
@@ -656,21 +657,22 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
             '<span class="pc-warn">expired {} ago</span>', humanize_seconds(remaining)
         )
 
-    @admin.display(description="retry of")
-    def retry_of(self, obj: HeartbeatRun) -> str:
-        if not obj.retry_of_run_id:
-            return "-"
-        return admin_link(
-            None, short_id(obj.retry_of_run_id), pk=obj.retry_of_run_id, model=HeartbeatRun
-        )
-
-    @admin.display(description="retried by")
-    def retried_by(self, obj: HeartbeatRun) -> str:
+    @admin.display(description="retry of / retried by")
+    def retries(self, obj: HeartbeatRun) -> str:
+        parts = []
+        if obj.retry_of_run_id:
+            parent = admin_link(
+                None, short_id(obj.retry_of_run_id), pk=obj.retry_of_run_id, model=HeartbeatRun
+            )
+            parts.append(format_html("of {}", parent))
         retry_id = getattr(obj, "retried_by_id", None)
-        if not retry_id:
+        if retry_id:
+            label = f"{short_id(retry_id)} ({obj.retried_by_status})"
+            child = admin_link(None, label, pk=retry_id, model=HeartbeatRun)
+            parts.append(format_html("by {}", child))
+        if not parts:
             return "-"
-        label = f"{short_id(retry_id)} ({obj.retried_by_status})"
-        return admin_link(None, label, pk=retry_id, model=HeartbeatRun)
+        return format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts))
 
     @admin.display(description="what happens next")
     def diagnosis(self, obj: HeartbeatRun) -> str:

@@ -78,7 +78,7 @@ def test_operator_finds_lost_run_follows_retry_and_cancels_a_run(live_server, co
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(STEP_TIMEOUT_MS)
 
             page.goto(f"{live_server.url}{reverse('admin:login')}?next={reverse('admin:index')}")
@@ -113,6 +113,8 @@ def test_operator_finds_lost_run_follows_retry_and_cancels_a_run(live_server, co
             page.select_option("select[name=action]", "cancel_runs")
             page.click("button[name=index]")
             expect(page.locator("ul.messagelist")).to_contain_text("Cancelled 1 run(s)")
+            page.goto(f"{live_server.url}{reverse('admin:heartbeat_heartbeatrun_changelist')}")
+            page.screenshot(path=str(ARTIFACTS / "run-list.png"), full_page=True)
 
             page.goto(
                 live_server.url + reverse("admin:heartbeat_heartbeatrun_change", args=[running.pk])
