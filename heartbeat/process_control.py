@@ -141,9 +141,19 @@ def self_identity() -> ProcessIdentity:
 
 def probe(identity: ProcessIdentity) -> Liveness:
     """Judge whether the recorded process is still the one running at its pid."""
-    if identity.host != current_host():
+    return _probe(identity, current_host(), current_boot_id())
+
+
+def probe_all(identities: Iterable[ProcessIdentity]) -> list[Liveness]:
+    """probe() for many identities (a sweep batch), reading this host's name and boot id once."""
+    host, boot_id = current_host(), current_boot_id()
+    return [_probe(identity, host, boot_id) for identity in identities]
+
+
+def _probe(identity: ProcessIdentity, host: str, boot_id: str) -> Liveness:
+    if identity.host != host:
         return Liveness.OTHER_HOST
-    if identity.boot_id != current_boot_id():
+    if identity.boot_id != boot_id:
         return Liveness.REBOOTED
     try:
         proc = psutil.Process(identity.pid)

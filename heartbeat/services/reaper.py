@@ -524,8 +524,7 @@ class _Sweep:
         closed_issues = _closed_issue_ids(runs)
         markers: frozenset[str] | None = None
         planned: list[_Planned] = []
-        for run in runs:
-            liveness = self._probe(run)
+        for run, liveness in zip(runs, self._probe_all(runs), strict=True):
             leftovers = False
             if liveness is not Liveness.ALIVE and self._is_local(run):
                 if markers is None:
@@ -562,13 +561,20 @@ class _Sweep:
     def _is_local(self, run: HeartbeatRun) -> bool:
         return (run.process_host or run.owner_host or self.host) == self.host
 
-    def _probe(self, run: HeartbeatRun) -> Liveness | None:
-        process_host = run.process_host or run.owner_host or self.host
-        if run.process_pid is None or run.process_pid <= 0:
-            return Liveness.OTHER_HOST if process_host != self.host else None
-        # A row without host or boot recorded (seeded by hand or an old version) is taken as
-        # local; without a start time only the run marker lets terminate_tree signal it.
-        return process_control.probe(self._identity(run))
+    def _probe_all(self, runs: list[HeartbeatRun]) -> list[Liveness | None]:
+        """Each run's process by identity; None when no process was recorded on this host.
+
+        A row without host or boot recorded (seeded by hand or an old version) is taken as
+        local; without a start time only the run marker lets terminate_tree signal it.
+        """
+        identities = [self._identity(run) for run in runs]
+        probed = iter(process_control.probe_all([i for i in identities if i is not None]))
+        return [
+            next(probed)
+            if identity is not None
+            else (None if self._is_local(run) else Liveness.OTHER_HOST)
+            for run, identity in zip(runs, identities, strict=True)
+        ]
 
     def _identity(self, run: HeartbeatRun) -> ProcessIdentity | None:
         if run.process_pid is None or run.process_pid <= 0:

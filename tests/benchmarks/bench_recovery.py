@@ -222,11 +222,16 @@ def seed_finished(n: int) -> None:
 
 
 def measure(sweep, n: int) -> tuple[float, int, object]:
+    global LAST_CPU
     with CaptureQueriesContext(connection) as queries:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = sweep()
         elapsed = time.perf_counter() - started
+        LAST_CPU = time.process_time() - cpu
     return elapsed, len(queries), result
+
+
+LAST_CPU = 0.0
 
 
 def peak_memory(sweep) -> float:
@@ -243,9 +248,11 @@ def reap() -> object:
 
 def line(label: str, n: int, elapsed: float, statements: int) -> str:
     per_item = statements / n if n else float(statements)
+    # The machine is shared: the load average says how much of the wall time was waiting.
     return (
         f"{label:<26} N={n:>6}  {elapsed * 1000:>9.1f} ms  {n / elapsed:>8.0f}/s  "
-        f"{statements:>5} statements ({per_item:.2f}/item)"
+        f"{statements:>5} statements ({per_item:.2f}/item)  "
+        f"python cpu {LAST_CPU * 1000:>7.1f} ms  load {os.getloadavg()[0]:.1f}"
     )
 
 

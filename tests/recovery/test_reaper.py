@@ -321,14 +321,15 @@ def test_refused_retry_fails_the_run_without_one_and_the_batch_goes_on(agent):
 def test_failure_on_one_run_is_logged_on_it_and_the_sweep_goes_on(agent, monkeypatch):
     broken = make_running_run(agent, pid=424_242)
     healthy = make_running_run(agent, pid=DEAD_PID)
-    probe = process_control.probe
+    probe_all = process_control.probe_all
 
-    def failing_probe(identity):
-        if identity.pid == 424_242:
+    def failing_probe_all(identities):
+        identities = list(identities)
+        if any(identity.pid == 424_242 for identity in identities):
             raise OSError("probe failed")
-        return probe(identity)
+        return probe_all(identities)
 
-    monkeypatch.setattr(process_control, "probe", failing_probe)
+    monkeypatch.setattr(process_control, "probe_all", failing_probe_all)
 
     result = reap_orphaned_runs()
 
