@@ -8,6 +8,7 @@ The prompt is rendered from the template and given on stdin.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,12 +34,13 @@ _CLI_TIMEOUT_SEC = 0.0
 _CLI_GRACE_SEC = 20.0
 
 
-class _CliAdapter:
+class _CliAdapter(ABC):
     adapter_type: str
     default_command: str
 
+    @abstractmethod
     def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
-        raise NotImplementedError
+        """The CLI's arguments after the command, ending with where the prompt comes from."""
 
     def invocation(self, ctx: RunInvocationContext) -> ProcessInvocation:
         config = config_object(ctx.adapter_config)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from enum import StrEnum
 from functools import partial
 from typing import IO, Any
 
@@ -78,7 +79,7 @@ class ExecuteResult:
     status: str
 
 
-class _Stop:
+class _Stop(StrEnum):
     """Why the worker stopped waiting before the process exited."""
 
     TIMEOUT = "timeout"
