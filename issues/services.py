@@ -97,7 +97,9 @@ def issue_comment_create(
     created_by_run_id: uuid.UUID | str | None = None,
 ) -> IssueComment:
     """Add a comment; bumps the issue's updated_at as the reference does."""
-    with transaction.atomic():
+    # Inside a caller's transaction a savepoint would only add two round trips: a failure here
+    # must roll the caller's whole change back anyway.
+    with transaction.atomic(savepoint=False):
         comment = IssueComment.objects.create(
             company_id=issue.company_id,
             issue=issue,
