@@ -179,6 +179,22 @@ class BoardSessionScheme(OpenApiAuthenticationExtension):
         return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}
 
 
+class ApiRootView(APIView):
+    """Where to start: the interactive docs, the schema, health."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(responses={200: core_serializers.ApiRootSerializer})
+    def get(self, request):
+        body = {
+            "docs": request.build_absolute_uri("/api/docs/"),
+            "schema": request.build_absolute_uri("/api/schema/"),
+            "health": request.build_absolute_uri("/api/health"),
+        }
+        return Response(core_serializers.ApiRootSerializer(body).data)
+
+
 # Companies
 
 

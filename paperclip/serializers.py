@@ -150,3 +150,9 @@ class BoardTokenCreatedSerializer(BoardTokenSerializer):
     class Meta(BoardTokenSerializer.Meta):
         fields = [*BoardTokenSerializer.Meta.fields, "token"]
         read_only_fields = fields
+
+
+class ApiRootSerializer(serializers.Serializer):
+    docs = serializers.URLField()
+    schema = serializers.URLField()
+    health = serializers.URLField()

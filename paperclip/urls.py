@@ -10,6 +10,7 @@ handler404 = "paperclip.api.json_not_found"
 handler500 = "paperclip.api.json_server_error"
 
 api_patterns = [
+    path("api/", core_api.ApiRootView.as_view(), name="api-root"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/health", heartbeat_api.HealthView.as_view(), name="api-health"),

@@ -92,3 +92,10 @@ def test_validation_error_names_the_first_bad_field(side_a):
     assert response.status_code == 400
     assert response.json()["error"].startswith("Validation error: priority:")
     assert "priority" in response.json()["details"]
+
+
+def test_api_root_points_to_docs_schema_and_health(anonymous):
+    response = anonymous.get("/api/")
+    assert response.status_code == 200
+    assert response.json()["docs"].endswith("/api/docs/")
+    assert response.json()["schema"].endswith("/api/schema/")
