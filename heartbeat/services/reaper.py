@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -47,6 +47,7 @@ from heartbeat.services.lifecycle import (
     issue_release_and_promote,
 )
 from heartbeat.services.sweeps import (
+    SWEEP_RECORD_MAX_IDS,
     ActivityRow,
     EventRow,
     SweepLock,
@@ -55,6 +56,7 @@ from heartbeat.services.sweeps import (
     run_events_insert,
     runs_dispatch_within_slots,
     sql_execute,
+    sweep_ids_shown,
     sweep_lock_scope,
     sweep_record_save_quietly,
     sweep_single_flight,
@@ -241,12 +243,10 @@ class ReapResult:
     sweep_skipped: bool = False
     dry_run: bool = False
 
-    def as_dict(self) -> dict:
-        """The JSON shape (commands' --json, sweep records)."""
-        data = asdict(self)
-        data["run_ids"] = [str(run_id) for run_id in self.run_ids]
-        data["detached_run_ids"] = [str(run_id) for run_id in self.detached_run_ids]
-        return data
+    def as_dict(self, *, max_ids: int | None = None) -> dict:
+        """The JSON shape (commands' --json; sweep records and logs keep max_ids ids per list)."""
+        data = {item.name: getattr(self, item.name) for item in fields(self)}
+        return sweep_ids_shown(data, ("run_ids", "detached_run_ids"), max_ids)
 
 
 # --- Selectors ----------------------------------------------------------------------------------
@@ -375,13 +375,15 @@ def _reap(conf, stale_threshold_sec, now, host, dry_run, batch_size) -> ReapResu
     finally:
         result = sweep.result()
         if result.reaped or result.detached or result.errors:
-            logger.warning("reaped orphaned heartbeat runs: %s", result.as_dict())
+            logger.warning(
+                "reaped orphaned heartbeat runs: %s", result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS)
+            )
         if not dry_run:
             sweep_record_save_quietly(
                 kind=SweepKind.REAP,
                 host=host,
                 started_at=started_at,
-                result=result.as_dict(),
+                result=result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS),
                 error=error,
             )
     return result

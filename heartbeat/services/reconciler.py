@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -40,6 +40,7 @@ from heartbeat.models import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
+    SWEEP_RECORD_MAX_IDS,
     ActivityRow,
     EventRow,
     SweepLock,
@@ -48,6 +49,7 @@ from heartbeat.services.sweeps import (
     run_events_insert,
     runs_dispatch_within_slots,
     sql_execute,
+    sweep_ids_shown,
     sweep_record_save_quietly,
     sweep_single_flight,
 )
@@ -199,11 +201,10 @@ class ReconcileResult:
     sweep_skipped: bool = False
     dry_run: bool = False
 
-    def as_dict(self) -> dict:
-        """The JSON shape (commands' --json, sweep records)."""
-        data = asdict(self)
-        data["issue_ids"] = [str(issue_id) for issue_id in self.issue_ids]
-        return data
+    def as_dict(self, *, max_ids: int | None = None) -> dict:
+        """The JSON shape (commands' --json; sweep records and logs keep max_ids ids)."""
+        data = {item.name: getattr(self, item.name) for item in fields(self)}
+        return sweep_ids_shown(data, ("issue_ids",), max_ids)
 
 
 # --- Selector -----------------------------------------------------------------------------------
@@ -401,13 +402,15 @@ def _reconcile(now, dry_run, batch_size) -> ReconcileResult:
     finally:
         result = sweep.result()
         if result.issue_ids or result.errors:
-            logger.warning("reconciled stranded issues: %s", result.as_dict())
+            logger.warning(
+                "reconciled stranded issues: %s", result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS)
+            )
         if not dry_run:
             sweep_record_save_quietly(
                 kind=SweepKind.RECONCILE,
                 host=process_control.current_host(),
                 started_at=started_at,
-                result=result.as_dict(),
+                result=result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS),
                 error=error,
             )
     return result

@@ -67,6 +67,21 @@ def sweep_single_flight(lock: SweepLock, *, scope: int = 0) -> Iterator[bool]:
                 logger.warning("could not release the %s sweep lock", lock.name.lower())
 
 
+# A sweep record or log line lists at most this many ids (a mass recovery of 10,000 runs would
+# otherwise write every id into every record); the counts stay exact.
+SWEEP_RECORD_MAX_IDS = 100
+
+
+def sweep_ids_shown(data: dict, keys: Sequence[str], max_ids: int | None) -> dict:
+    """Id lists of a sweep result as strings, cut to max_ids with a `<key>_truncated` flag."""
+    for key in keys:
+        ids = data[key] if max_ids is None else data[key][:max_ids]
+        if max_ids is not None:
+            data[f"{key}_truncated"] = len(data[key]) > max_ids
+        data[key] = [str(item) for item in ids]
+    return data
+
+
 def sweep_record_save(
     *,
     kind: str,

@@ -388,3 +388,15 @@ def test_other_host_run_with_expired_lease_is_lost(agent):
     assert result.run_ids == [run.id]
     run.refresh_from_db()
     assert "host elsewhere stopped renewing its lease" in run.error
+
+
+def test_sweep_record_lists_at_most_a_hundred_ids_but_counts_all(agent):
+    for _ in range(101):
+        make_running_run(agent, pid=DEAD_PID)
+
+    result = reap_orphaned_runs()
+
+    record = SweepRecord.objects.get()
+    assert (result.reaped, len(result.run_ids)) == (101, 101)
+    assert (record.result["reaped"], len(record.result["run_ids"])) == (101, 100)
+    assert record.result["run_ids_truncated"] is True
