@@ -75,7 +75,7 @@ def stop_embedded_database() -> None:
         say("embedded PostgreSQL stopped")
 
 
-def wait_for_http(url: str, processes: list[subprocess.Popen], timeout: float = 60.0) -> bool:
+def wait_for_http(url: str, processes: list[subprocess.Popen], timeout: float = 180.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in processes):
@@ -129,19 +129,12 @@ def command_start(args: list[str]) -> int:
         return 1
     # Interrupts are handled here: the children get TERM and shut down in order, not a raw
     # Ctrl-C that could cut a run's finalization short.
+    web = ["-m", "gunicorn", "paperclip.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    web += ["--worker-class", "gthread", "--workers", "2", "--threads", "8"]
+    # No control socket: its default path is per user, so two products on one host would collide.
+    web += ["--access-logfile", "-", "--graceful-timeout", "10", "--no-control-socket"]
     processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "runserver",
-                f"127.0.0.1:{port}",
-                "--noreload",
-                "--insecure",
-            ],
-            cwd=ROOT,
-            start_new_session=True,
-        ),
+        subprocess.Popen([sys.executable, *web], cwd=ROOT, start_new_session=True),
         subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True
         ),
