@@ -1,5 +1,5 @@
-"""The REST API's shared machinery (error format, pagination) and the core app's routes:
-companies, their activity feed, board tokens and health.
+"""The REST API's shared machinery (error format, views, input parsing) and the core app's
+routes: the API root, companies, their activity feed, board members' personal tokens.
 
 Errors are always JSON `{"error": "...", "details": ...}`. Services raise domain exceptions; each
 app's api module registers which HTTP status a domain exception means, so services stay free of
