@@ -15,8 +15,9 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import IntegrityError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, serializers, status
@@ -87,12 +88,17 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def json_not_found(request, exception=None) -> JsonResponse:
-    return JsonResponse(_error_body("Not found"), status=404)
+def json_not_found(request, exception=None) -> HttpResponse:
+    """JSON for API clients; the admin and the dashboard keep Django's HTML page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(_error_body("Not found"), status=404)
+    return defaults.page_not_found(request, exception)
 
 
-def json_server_error(request) -> JsonResponse:
-    return JsonResponse(_error_body("Internal server error"), status=500)
+def json_server_error(request) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse(_error_body("Internal server error"), status=500)
+    return defaults.server_error(request)
 
 
 def cursor_pagination(ordering: str) -> type[ArrayCursorPagination]:

@@ -99,3 +99,26 @@ def test_api_root_points_to_docs_schema_and_health(anonymous):
     assert response.status_code == 200
     assert response.json()["docs"].endswith("/api/docs/")
     assert response.json()["schema"].endswith("/api/schema/")
+
+
+@pytest.mark.django_db
+def test_unknown_api_path_answers_json_404(client):
+    response = client.get("/api/no-such-route")
+    assert response.status_code == 404
+    assert response.json()["error"] == "Not found"
+
+
+@pytest.mark.django_db
+def test_unknown_page_outside_the_api_answers_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_api_docs_page_loads_swagger_ui_from_this_server(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "cdn.jsdelivr.net" not in page
