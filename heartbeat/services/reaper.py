@@ -44,6 +44,7 @@ from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
     agent_name_key,
+    agent_start_next_queued,
     issue_release_and_promote,
 )
 from heartbeat.services.sweeps import (
@@ -524,9 +525,12 @@ class _Sweep:
         """Judge the locked runs and write the batch; returns the runs newly detached and the
         runs failed as lost (in a dry run: those that would be)."""
         closed_issues = _closed_issue_ids(runs)
+        busy_issues = set() if self.dry_run else _issues_held_elsewhere(runs)
         markers: frozenset[str] | None = None
         planned: list[_Planned] = []
         for run, liveness in zip(runs, self._probe_all(runs), strict=True):
+            if _normalised_issue_id(run) in busy_issues:
+                continue
             leftovers = False
             if liveness is not Liveness.ALIVE and self._is_local(run):
                 if markers is None:
@@ -820,6 +824,10 @@ class _Sweep:
         except Exception:
             # The runs are failed and retried already; the agents settle on their next run.
             logger.exception("could not settle agents %s after reaping", list(last_of_agent))
+        # Each lost run freed one of its agent's slots: a run parked at the cap may start now
+        # instead of waiting for resume_queued_runs.
+        for agent_id in sorted(last_of_agent):
+            agent_start_next_queued(agent_id=agent_id)
 
     def _terminate_after_commit(self, planned: list[_Planned]) -> None:
         targets = [(self._identity(p.run), str(p.run.id)) for p in planned]
@@ -919,6 +927,22 @@ def _closed_issue_ids(runs: list[HeartbeatRun]) -> set[str]:
         return set()
     closed = Issue.objects.filter(id__in=issue_ids, status__in=_CLOSED_ISSUE_STATUSES)
     return {str(issue_id) for issue_id in closed.values_list("id", flat=True)}
+
+
+def _issues_held_elsewhere(runs: list[HeartbeatRun]) -> set[str]:
+    """Lock the batch's issues without waiting; return those another transaction holds.
+
+    The engine locks issue before run (a wake joining a run holds the issue, then updates the
+    run); the reaper already holds the runs, so waiting here for an issue would deadlock. A run
+    whose issue is busy is left for the next sweep.
+    """
+    issue_ids = {_normalised_issue_id(run) for run in runs} - {None}
+    if not issue_ids:
+        return set()
+    issues = Issue.objects.filter(id__in=issue_ids)
+    locked = issues.select_for_update(skip_locked=True).values_list("id", flat=True)
+    free = {str(issue_id) for issue_id in locked}
+    return {str(issue_id) for issue_id in issues.values_list("id", flat=True)} - free
 
 
 def _detached_since(run: HeartbeatRun) -> datetime | None:
