@@ -16,6 +16,11 @@ class AgentStatus(models.TextChoices):
     TERMINATED = "terminated"
 
 
+NOT_INVOKABLE_AGENT_STATUSES = frozenset(
+    {AgentStatus.PAUSED, AgentStatus.TERMINATED, AgentStatus.PENDING_APPROVAL}
+)
+
+
 class AgentRole(models.TextChoices):
     CEO = "ceo"
     CTO = "cto"
@@ -134,11 +139,7 @@ class Agent(models.Model):
     @property
     def is_invokable(self) -> bool:
         """Whether wakes may create runs for this agent (reference 2.2 step 5)."""
-        return self.status not in {
-            AgentStatus.PAUSED,
-            AgentStatus.TERMINATED,
-            AgentStatus.PENDING_APPROVAL,
-        }
+        return self.status not in NOT_INVOKABLE_AGENT_STATUSES
 
 
 class AgentApiKey(models.Model):

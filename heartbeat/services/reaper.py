@@ -28,6 +28,7 @@ from django.utils import timezone
 from heartbeat import process_control
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
 from heartbeat.models import (
+    NOT_INVOKABLE_AGENT_STATUSES,
     Agent,
     AgentRuntimeState,
     AgentWakeupRequest,
@@ -46,6 +47,7 @@ from heartbeat.services.lifecycle import (
     agent_name_key,
     agent_start_next_queued,
     issue_release_and_promote,
+    queued_parked_filter,
 )
 from heartbeat.services.sweeps import (
     SWEEP_RECORD_MAX_IDS,
@@ -825,8 +827,17 @@ class _Sweep:
             # The runs are failed and retried already; the agents settle on their next run.
             logger.exception("could not settle agents %s after reaping", list(last_of_agent))
         # Each lost run freed one of its agent's slots: a run parked at the cap may start now
-        # instead of waiting for resume_queued_runs.
-        for agent_id in sorted(last_of_agent):
+        # instead of waiting for resume_queued_runs. One query finds the few agents that have
+        # such a run (paused agents' retries stay parked, reference 3.2).
+        waiting = (
+            HeartbeatRun.objects.filter(
+                queued_parked_filter(timezone.now()), agent_id__in=list(last_of_agent)
+            )
+            .exclude(agent__status__in=NOT_INVOKABLE_AGENT_STATUSES)
+            .values_list("agent_id", flat=True)
+            .distinct()
+        )
+        for agent_id in sorted(waiting):
             agent_start_next_queued(agent_id=agent_id)
 
     def _terminate_after_commit(self, planned: list[_Planned]) -> None:
