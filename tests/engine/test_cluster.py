@@ -8,20 +8,17 @@ under PAPERCLIP_RUN_LOG_DIR.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psutil
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
+from tests.cluster import running_qcluster
 from tests.factories import make_agent
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
@@ -39,31 +36,8 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[subprocess.Popen]:
-    env = {
-        **os.environ,
-        "PAPERCLIP_DB_NAME": connection.settings_dict["NAME"],
-        "PAPERCLIP_RUN_LOG_DIR": str(tmp_path / "run-logs"),
-        "PAPERCLIP_Q_WORKERS": "2",
-    }
-    log = (tmp_path / "qcluster.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with running_qcluster(tmp_path) as proc:
         yield proc
-    finally:
-        # Stop the cluster this test started (its own session), gracefully first.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.timeout(180)

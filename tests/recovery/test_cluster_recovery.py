@@ -13,15 +13,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
+from tests.cluster import running_qcluster
 from tests.factories import make_agent
 from tests.recovery.processes import is_gone, is_running, wait_for
 
@@ -45,30 +43,8 @@ def dispatched() -> None:
 
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[subprocess.Popen]:
-    env = {
-        **os.environ,
-        "PAPERCLIP_DB_NAME": connection.settings_dict["NAME"],
-        "PAPERCLIP_RUN_LOG_DIR": str(tmp_path / "run-logs"),
-        "PAPERCLIP_Q_WORKERS": "2",
-    }
-    log = (tmp_path / "qcluster.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with running_qcluster(tmp_path) as proc:
         yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
