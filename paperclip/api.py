@@ -16,7 +16,6 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import IntegrityError
 from django.http import Http404, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
@@ -27,11 +26,15 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from paperclip import serializers as core_serializers
 from paperclip.authentication import Actor
-from paperclip.credentials import secret_generate
 from paperclip.models import ActivityLog, BoardApiToken, Company
 from paperclip.permissions import IsActor, IsBoard, request_actor, scoped
 from paperclip.rest import ArrayCursorPagination
-from paperclip.services import company_create, company_update
+from paperclip.services import (
+    board_token_create,
+    board_token_revoke,
+    company_create,
+    company_update,
+)
 from paperclip.signals import agent_run_write
 
 _domain_error_statuses: dict[type[Exception], int] = {}
@@ -301,13 +304,8 @@ class BoardTokenListCreateView(ApiGenericView):
     )
     def post(self, request):
         data = json_body(core_serializers.BoardTokenCreateSerializer, request)
-        secret, prefix, digest = secret_generate("pcbt_")
-        token = BoardApiToken.objects.create(
-            user_id=request_actor(request).user.pk,
-            name=data["name"],
-            token_prefix=prefix,
-            token_hash=digest,
-        )
+        user_id = request_actor(request).user.pk
+        token, secret = board_token_create(user_id=user_id, name=data["name"])
         body = core_serializers.BoardTokenSerializer(token).data
         body["token"] = secret
         return Response(body, status=status.HTTP_201_CREATED)
@@ -323,7 +321,5 @@ class BoardTokenRevokeView(ApiView):
         ).first()
         if token is None:
             raise exceptions.NotFound("Token not found")
-        if token.revoked_at is None:
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
+        token = board_token_revoke(token=token)
         return Response(core_serializers.BoardTokenSerializer(token).data)

@@ -9,7 +9,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from paperclip.models import ActivityLog, Company, CompanyMembership
+from paperclip.credentials import secret_generate
+from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
 
@@ -106,3 +107,20 @@ def company_update(
             details={"changes": sorted(changes)},
         )
     return company
+
+
+def board_token_create(*, user_id: int, name: str) -> tuple[BoardApiToken, str]:
+    """A new personal API token and its secret (shown once; only its hash is stored)."""
+    secret, prefix, digest = secret_generate("pcbt_")
+    token = BoardApiToken.objects.create(
+        user_id=user_id, name=name, token_prefix=prefix, token_hash=digest
+    )
+    return token, secret
+
+
+def board_token_revoke(*, token: BoardApiToken) -> BoardApiToken:
+    """Revoke the token; revoking a revoked token keeps its first revocation time."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
