@@ -44,13 +44,28 @@ class HeartbeatConf:
     # Longest stdout/stderr chunk kept in one log line, and the excerpt kept on the run (32 KiB).
     log_chunk_max_bytes: int = 64 * 1024
     excerpt_max_bytes: int = 32 * 1024
-    # How often a worker re-reads its run's status while waiting, so a cancel written by another
-    # process or host stops the tree within about a second (the reference polls its kill at 100 ms,
-    # but only in-process).
-    run_status_poll_interval_sec: float = 1.0
     # After the run's process exits, how long its output may keep flowing (descendants holding
     # the pipes) before the rest of the tree is terminated so the run can finish.
     output_drain_sec: float = 2.0
+    # Runs executing at once on one host (every agent, every adapter). Each costs a run shim
+    # (about 6 MB) beside the agent itself; the reference has no such cap, django-q2 capped us
+    # at its worker count (4) before runs moved under shims.
+    host_max_concurrent_runs: int = 64
+    # The run supervisor's loop: how often it reads its host's runs from the database, so a
+    # cancel written on any host stops the run within this plus the agent's TERM grace (the
+    # reference polls its in-process kill at 100 ms; we need one cheap query per tick).
+    supervisor_poll_interval_sec: float = 0.5
+    # How often the supervisor records the size and excerpts of growing run logs.
+    log_follow_interval_sec: float = 2.0
+    # How often the supervisor scans the process table for run shims whose runs already ended
+    # in the database without it watching them (fencing); it also scans at start. A scan costs
+    # about 20 us of CPU per process on the host.
+    fence_scan_interval_sec: int = 5
+    # Longest wait of the database retry backoff of the supervisor (it never kills an agent
+    # because the database is away: it retries and the run waits to be finalized).
+    supervisor_db_retry_max_sec: float = 5.0
+    # How long a launch waits for the run shim to report the agent started.
+    shim_start_timeout_sec: float = 10.0
     # Where run logs are written; empty means PAPERCLIP_HOME/run-logs (the reference's
     # RUN_LOG_BASE_PATH override, so tests and operators can put logs elsewhere).
     run_log_dir: str = ""

@@ -289,13 +289,21 @@ class HeartbeatRun(models.Model):
     process_started_at = models.DateTimeField(null=True, blank=True)
     process_host = models.CharField(max_length=255, null=True, blank=True)
     process_boot_id = models.CharField(max_length=64, null=True, blank=True)
-    # The worker executing the run and its lease. A run whose owner is gone (lease expired, or the
-    # owner process no longer exists on this host and boot) is orphaned; no owner counts as gone.
+    # The run's monitor (heartbeat/run_shim.py, on the process host and boot): it owns the
+    # agent's output and writes how the agent ended; alive while the run executes.
+    shim_pid = models.IntegerField(null=True, blank=True)
+    shim_started_at = models.DateTimeField(null=True, blank=True)
+    # Who watches the run and its lease: the worker that launched it, then its host's run
+    # supervisor from owner_since on. A run whose owner is gone (lease expired, or the owner
+    # process no longer exists on this host and boot) is orphaned; no owner counts as gone.
     owner_host = models.CharField(max_length=255, null=True, blank=True)
     owner_boot_id = models.CharField(max_length=64, null=True, blank=True)
     owner_pid = models.IntegerField(null=True, blank=True)
     owner_started_at = models.DateTimeField(null=True, blank=True)
+    owner_since = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The last renewal of the lease: "stale" is measured from it (updated_at when never renewed).
+    lease_renewed_at = models.DateTimeField(null=True, blank=True)
     # When the reaper found the process alive without its owner (error_code process_detached).
     detached_at = models.DateTimeField(null=True, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)
@@ -436,6 +444,33 @@ class HeartbeatRunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.event_type}"
+
+
+class RunSupervisor(models.Model):
+    """The run supervisor of one host (`manage.py supervise_runs`), as it last reported itself.
+
+    One row per host, rewritten when a supervisor starts there: the dashboard shows who watches
+    each host's runs and whether it still renews their leases.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.CharField(max_length=255, unique=True)
+    boot_id = models.CharField(max_length=64)
+    pid = models.IntegerField()
+    process_started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    renewed_at = models.DateTimeField()
+    # Since when it has renewed its leases without a gap (a database outage or a stop resets it).
+    renewing_since = models.DateTimeField()
+    # Set when the supervisor stopped cleanly (its runs keep running and wait to be adopted).
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    runs_watched = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return f"run supervisor {self.pid}@{self.host}"
 
 
 class SweepKind(models.TextChoices):

@@ -1,27 +1,34 @@
-"""Spawn, probe and terminate run processes.
+"""Start run shims, probe, watch and terminate run processes.
 
 This is the only module in the product that touches psutil, signals, process groups and /proc;
-everything else asks it questions in terms of a recorded ``ProcessIdentity``.
+everything else asks it questions in terms of a recorded ``ProcessIdentity``. (The run shim,
+heartbeat/run_shim.py, is the one other program that handles an agent's processes: it runs
+without the product.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import resource
+import select
 import signal
 import socket
 import subprocess
-import threading
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import IO
+from typing import Any
 
 import psutil
 
-MARKER_ENV = "PAPERCLIP_RUN_MARKER"
+from heartbeat.run_shim import MARKER_ENV, SHIM_ENV
+
+SHIM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_shim.py")
 HOST_NAME_ENV = "PAPERCLIP_HOST_NAME"
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # The wall-clock start time is the boot time (whole seconds in /proc/stat, recomputed from the
@@ -86,29 +93,34 @@ class KillReport:
         return bool(self.terminated or self.killed)
 
 
-class SpawnError(Exception):
-    """The command could not be started (not found, not executable, bad working directory)."""
+@dataclass(frozen=True)
+class ShimStarted:
+    """A run shim that reported back: its own identity and its agent's.
+
+    agent is None for a run without a process (http), and when the agent could not be
+    started (spawn_error says why).
+    """
+
+    shim: ProcessIdentity
+    agent: ProcessIdentity | None
+    spawn_error: str | None = None
 
 
-@dataclass
-class SpawnedProcess:
-    """A child started by spawn(); its owner reads the pipes and reaps it with wait()."""
+class ShimStartError(Exception):
+    """The run shim did not report back (it could not start, failed, or hung)."""
 
-    identity: ProcessIdentity
-    popen: subprocess.Popen[bytes]
-    stdout: IO[bytes]
-    stderr: IO[bytes]
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Reap the child and return its returncode, or None if it is still running at timeout."""
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+class ProcessWatch:
+    """A pidfd of a watched process: readable once the process has exited (for a selector)."""
 
-    def returncode(self) -> int | None:
-        """The returncode if the child has exited (reaping it), else None."""
-        return self.popen.poll()
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def current_host() -> str:
@@ -231,70 +243,136 @@ def terminate_tree(
     )
 
 
-def spawn(
-    *,
-    argv: Sequence[str],
-    cwd: str | None,
-    env: Mapping[str, str],
-    marker: str,
-    stdin_data: bytes | None = None,
-) -> SpawnedProcess:
-    """Start argv in its own session with piped output and the run marker in its environment."""
-    if not argv:
-        raise SpawnError("cannot start an empty command")
-    command = argv[0]
+def spawn_run_shim(
+    *, spec: Mapping[str, Any], marker: str, shim_log_path: str, timeout: float
+) -> ShimStarted:
+    """Start a run shim for spec (see heartbeat/run_shim.py) and wait for it to report.
+
+    The shim starts in a session of its own and is re-parented away from this process at once,
+    so the caller can return (or die) while the run goes on. Raises ShimStartError when no
+    report arrives in time; whatever the shim started is then terminated.
+    """
+    read_end, write_end = os.pipe()
     try:
-        popen = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env={**env, MARKER_ENV: marker},
-            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            close_fds=True,
-            # Its own session and group, so the whole tree can be found and signalled together.
-            start_new_session=True,
-        )
+        with open(shim_log_path, "ab") as shim_log:
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", SHIM_SCRIPT, str(write_end)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=shim_log,
+                env={"PATH": os.environ.get("PATH", os.defpath), MARKER_ENV: marker, SHIM_ENV: "1"},
+                pass_fds=(write_end,),
+                close_fds=True,
+                start_new_session=True,
+            )
+        os.close(write_end)
+        write_end = -1
+        try:
+            # The first process reads the spec, forks the monitor and exits.
+            popen.communicate(json.dumps(spec).encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+        report = _read_line(read_end, deadline=time.monotonic() + timeout)
     except OSError as exc:
-        if cwd is not None and exc.filename == cwd:
-            reason = f"working directory {cwd!r}: {exc.strerror}"
-        elif isinstance(exc, FileNotFoundError):
-            reason = "command not found"
-        else:
-            reason = exc.strerror or str(exc)
-        raise SpawnError(f"cannot start {command!r}: {reason}") from exc
-    # The child stays unreaped until its owner waits, so its start time is readable even if it
-    # has already exited; its pgid is its pid because it leads its new session.
-    identity = ProcessIdentity(
-        pid=popen.pid,
-        pgid=popen.pid,
-        started_at=_started_at(psutil.Process(popen.pid)),
-        host=current_host(),
-        boot_id=current_boot_id(),
+        raise ShimStartError(f"cannot start the run monitor: {exc}") from exc
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if report is None or "shimPid" not in report or "shimError" in report:
+        terminate_tree(None, marker=marker, grace=0)
+        why = (report or {}).get("shimError") or "it did not report in time"
+        raise ShimStartError(f"the run monitor did not start the run: {why}")
+    host, boot_id = current_host(), current_boot_id()
+    shim = ProcessIdentity(
+        pid=report["shimPid"],
+        pgid=None,
+        started_at=_epoch(report.get("shimStartedAt")),
+        host=host,
+        boot_id=boot_id,
     )
-    if popen.stdin is not None:
-        # Fed from a thread so a prompt larger than the pipe buffer cannot block the caller.
-        threading.Thread(
-            target=_feed, args=(popen.stdin, stdin_data), name=f"stdin-{popen.pid}", daemon=True
-        ).start()
-    assert popen.stdout is not None and popen.stderr is not None  # both were requested as PIPE
-    return SpawnedProcess(identity=identity, popen=popen, stdout=popen.stdout, stderr=popen.stderr)
+    agent = None
+    if report.get("agentPid"):
+        # The agent leads its own session, so its group is its pid.
+        agent = ProcessIdentity(
+            pid=report["agentPid"],
+            pgid=report["agentPid"],
+            started_at=_epoch(report.get("agentStartedAt")),
+            host=host,
+            boot_id=boot_id,
+        )
+    return ShimStarted(shim=shim, agent=agent, spawn_error=report.get("spawnError"))
 
 
-def exit_signal_name(returncode: int) -> str | None:
-    """The name of the signal that ended a process (Popen reports it as -signum), else None."""
-    if returncode >= 0:
-        return None
+def shim_stop(identity: ProcessIdentity) -> bool:
+    """Ask a run shim to stop its run (SIGTERM: it terminates the agent's tree and reports).
+
+    Only a process that still has the recorded identity is signalled; False if none was.
+    """
+    if probe(identity) is not Liveness.ALIVE:
+        return False
     try:
-        return signal.Signals(-returncode).name
+        return _send(psutil.Process(identity.pid), signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def watch(identity: ProcessIdentity) -> ProcessWatch | None:
+    """A pidfd that becomes readable when the process exits; None if it is not alive now."""
+    try:
+        fd = os.pidfd_open(identity.pid)
+    except ProcessLookupError:
+        return None
+    # Opened before the probe: if the pid still has the recorded start time after, the pidfd
+    # refers to that very process and not to a later one that reused the pid.
+    if probe(identity) is not Liveness.ALIVE:
+        os.close(fd)
+        return None
+    return ProcessWatch(fd)
+
+
+def live_shim_markers() -> frozenset[str]:
+    """The run markers of every live run shim on this host (fencing scans)."""
+    markers = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            environ = proc.environ()
+            marker = environ.get(MARKER_ENV)
+            if marker and environ.get(SHIM_ENV) and _is_live(proc):
+                markers.add(marker)
+    return frozenset(markers)
+
+
+def open_files_limit_raise() -> int:
+    """Raise this process's open-file limit to its hard limit (a supervisor holds one pidfd
+    per run); returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def _read_line(fd: int, *, deadline: float) -> dict | None:
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return json.loads(data.split(b"\n", 1)[0])
     except ValueError:
-        return f"SIG{-returncode}"
+        return None
 
 
-def _feed(pipe: IO[bytes], data: bytes) -> None:
-    # A child may exit without reading its input; that is its outcome to report, not ours.
-    with contextlib.suppress(BrokenPipeError), pipe:
-        pipe.write(data)
+def _epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 def _identity(proc: psutil.Process) -> ProcessIdentity:

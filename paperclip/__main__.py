@@ -138,6 +138,10 @@ def command_start(args: list[str]) -> int:
         subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True
         ),
+        # Watches this host's runs; they live under their own shims and outlive all of this.
+        subprocess.Popen(
+            [sys.executable, "manage.py", "supervise_runs"], cwd=ROOT, start_new_session=True
+        ),
     ]
     stopping = False
 
@@ -159,7 +163,7 @@ def command_start(args: list[str]) -> int:
             return 1
         return 0
     finally:
-        say("stopping the web server and the django-q2 cluster")
+        say("stopping the web server, the django-q2 cluster and the run supervisor")
         stop_processes(processes)
         if uses_embedded_database():
             stop_embedded_database()

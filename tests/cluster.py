@@ -1,4 +1,9 @@
-"""A real django-q2 cluster (`manage.py qcluster`) on the test database, for end-to-end tests."""
+"""The product's long-running processes on the test database, for end-to-end tests: a real
+django-q2 cluster (`manage.py qcluster`) and a real run supervisor (`manage.py supervise_runs`).
+
+Each reaches the test database through PAPERCLIP_DB_NAME (same server as the test process, the
+test database's name) and writes run logs under PAPERCLIP_RUN_LOG_DIR.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,19 +19,26 @@ from django.conf import settings
 from django.db import connection
 
 
-@contextmanager
-def running_qcluster(tmp_path: Path, *, workers: int = 2) -> Iterator[subprocess.Popen]:
-    """Start a cluster in a session of its own; stop it, gracefully first, whatever the test did."""
-    env = {
+def product_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a product process on the test database."""
+    return {
         **os.environ,
         "PAPERCLIP_DB_NAME": connection.settings_dict["NAME"],
         "PAPERCLIP_RUN_LOG_DIR": str(tmp_path / "run-logs"),
-        "PAPERCLIP_Q_WORKERS": str(workers),
+        **extra,
     }
-    with (tmp_path / "qcluster.log").open("wb") as log:
+
+
+@contextmanager
+def running_command(
+    tmp_path: Path, *args: str, log_name: str, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Start `manage.py <args>` in a session of its own; stop it, gracefully first, whatever
+    the test did."""
+    with (tmp_path / log_name).open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
-            env=env,
+            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args],
+            env=dict(env or product_env(tmp_path)),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -34,9 +46,33 @@ def running_qcluster(tmp_path: Path, *, workers: int = 2) -> Iterator[subprocess
         try:
             yield proc
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_gracefully(proc)
+
+
+def stop_gracefully(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def running_qcluster(tmp_path: Path, *, workers: int = 2, **env: str) -> Iterator[subprocess.Popen]:
+    """A django-q2 cluster on the test database."""
+    environment = product_env(tmp_path, PAPERCLIP_Q_WORKERS=str(workers), **env)
+    with running_command(tmp_path, "qcluster", log_name="qcluster.log", env=environment) as proc:
+        yield proc
+
+
+@contextmanager
+def running_supervisor(tmp_path: Path, **env: str) -> Iterator[subprocess.Popen]:
+    """This host's run supervisor on the test database."""
+    environment = product_env(tmp_path, **env)
+    with running_command(
+        tmp_path, "supervise_runs", log_name="supervisor.log", env=environment
+    ) as proc:
+        yield proc

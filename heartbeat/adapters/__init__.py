@@ -11,7 +11,7 @@ from heartbeat.adapters.base import (
     RunInvocationContext,
 )
 from heartbeat.adapters.cli import ClaudeLocalAdapter, CodexLocalAdapter
-from heartbeat.adapters.http import HttpAdapter, HttpOutcome, http_invoke
+from heartbeat.adapters.http import HttpAdapter
 from heartbeat.adapters.process import ProcessAdapter
 
 ADAPTERS = {
@@ -35,9 +35,7 @@ __all__ = [
     "AdapterError",
     "AdapterUnknown",
     "HttpInvocation",
-    "HttpOutcome",
     "ProcessInvocation",
     "RunInvocationContext",
     "adapter_invocation",
-    "http_invoke",
 ]

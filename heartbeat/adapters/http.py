@@ -1,12 +1,10 @@
-"""`http`: POST the run's context to a URL; no process (adapter_config: url, method, headers,
-timeoutSec). A 2xx answer succeeds the run, anything else fails it with the status."""
+"""`http`: POST the run's context to a URL; no agent process (adapter_config: url, method,
+headers, timeoutSec). The run shim sends the request (so a long request outlives the control
+plane too); a 2xx answer succeeds the run, anything else fails it with the status."""
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from heartbeat.adapters.base import (
@@ -21,15 +19,6 @@ from heartbeat.adapters.base import (
     named_secret_values,
 )
 from heartbeat.conf import heartbeat_conf
-
-_BODY_EXCERPT_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class HttpOutcome:
-    status: int | None
-    body_excerpt: str
-    error: str | None
 
 
 class HttpAdapter:
@@ -59,22 +48,3 @@ class HttpAdapter:
             secret_values=named_secret_values(headers),
             meta={"adapterType": self.adapter_type, "url": url, "method": method},
         )
-
-
-def http_invoke(invocation: HttpInvocation) -> HttpOutcome:
-    request = urllib.request.Request(
-        invocation.url,
-        data=invocation.body,
-        headers=dict(invocation.headers),
-        method=invocation.method,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=invocation.timeout_sec or None) as response:
-            body = response.read(_BODY_EXCERPT_CHARS).decode("utf-8", errors="replace")
-            return HttpOutcome(status=response.status, body_excerpt=body, error=None)
-    except urllib.error.HTTPError as exc:
-        body = exc.read(_BODY_EXCERPT_CHARS).decode("utf-8", errors="replace")
-        return HttpOutcome(status=exc.code, body_excerpt=body, error=f"HTTP {exc.code}")
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return HttpOutcome(status=None, body_excerpt="", error=f"request failed: {reason}")

@@ -19,7 +19,14 @@ from heartbeat.services.agents import (
 )
 from heartbeat.services.claim import ClaimRefusal, ClaimResult, run_claim
 from heartbeat.services.events import run_event_append
-from heartbeat.services.execution import ExecuteResult, RunOutcome, run_execute, run_finalize
+from heartbeat.services.execution import (
+    ExecuteResult,
+    RunOutcome,
+    run_execute,
+    run_finalize,
+    run_finalize_from_report,
+    run_outcome_from_report,
+)
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
     agent_name_key,
@@ -42,9 +49,11 @@ from heartbeat.services.runs import (
     RunNotFound,
     cancel_run,
     get_run,
+    host_start_parked_runs,
     report_run_activity,
     resume_queued_runs,
     run_process_identity,
+    run_shim_identity,
 )
 from heartbeat.services.sweeps import LatestSweep, sweeps_latest
 from heartbeat.services.timers import TimerTickResult, tick_timer_heartbeats
@@ -93,6 +102,7 @@ __all__ = [
     "get_run",
     "heartbeat_policy",
     "heartbeat_policy_max_concurrent_runs",
+    "host_start_parked_runs",
     "issue_release_and_promote",
     "reap_orphaned_runs",
     "reconcile_stranded_assigned_issues",
@@ -104,8 +114,11 @@ __all__ = [
     "run_event_append",
     "run_execute",
     "run_finalize",
+    "run_finalize_from_report",
+    "run_outcome_from_report",
     "run_process_identity",
     "run_scope_lock",
+    "run_shim_identity",
     "runs_of_issue",
     "runtime_state_record",
     "sweeps_latest",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -28,6 +28,7 @@ from heartbeat.run_log import LOG_STORE, run_log_ref
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import agent_name_key, run_scope_lock
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from heartbeat.services.sweeps import AdvisoryLock, advisory_lock_key, sweep_lock_scope
 from issues.models import Issue
 
 # Issues the run checks out for its agent when it starts (reference 2.4 "harness checkout").
@@ -44,6 +45,7 @@ class ClaimRefusal(StrEnum):
     NOT_QUEUED = "not_queued"
     AGENT_NOT_INVOKABLE = "agent_not_invokable"
     AT_CAPACITY = "at_capacity"
+    HOST_AT_CAPACITY = "host_at_capacity"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
         running = HeartbeatRun.objects.filter(agent_id=agent.id, status=RunStatus.RUNNING).count()
         if running >= cap:
             return _park(run, ClaimRefusal.AT_CAPACITY)
+        if _host_full(owner.host, conf.host_max_concurrent_runs):
+            return _park(run, ClaimRefusal.HOST_AT_CAPACITY)
         # The issue before the run (lock order agent, issue, run): a wake joining this run
         # holds the issue and then updates the run.
         run_scope_lock(run=run)
@@ -93,7 +97,9 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
             "owner_boot_id": owner.boot_id,
             "owner_pid": owner.pid,
             "owner_started_at": owner.started_at,
+            "owner_since": None,
             "lease_expires_at": now + timedelta(seconds=conf.lease_expiry_sec),
+            "lease_renewed_at": now,
             "last_activity_at": now,
             "log_store": LOG_STORE,
             "log_ref": run_log_ref(company_id=agent.company_id, agent_id=agent.id, run_id=run.id),
@@ -126,6 +132,18 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
             payload={"ownerHost": owner.host, "ownerPid": owner.pid},
         )
     return ClaimResult(run=run, agent=agent)
+
+
+def _host_full(host: str, cap: int) -> bool:
+    """Whether this host already executes `cap` runs, counted under a per-host lock held to
+    commit, so claims racing on one host never start more than the cap together."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            [advisory_lock_key(AdvisoryLock.HOST_RUNS), sweep_lock_scope(host)],
+        )
+    running = HeartbeatRun.objects.filter(status=RunStatus.RUNNING, owner_host=host).count()
+    return running >= cap
 
 
 def _park(run: HeartbeatRun, refusal: ClaimRefusal) -> ClaimResult:

@@ -1,24 +1,22 @@
-"""Execution: the worker side of a run, from claim to finalize (reference 2.4).
+"""Execution: launching a run, and finalizing it from how its agent ended (reference 2.4).
 
 `run_execute` is what the django-q2 task calls. It claims the run (a run that is not queued is
-left alone, so a twice-delivered task is harmless), invokes the adapter, supervises the process
-(identity recorded before anything else, lease renewed, status polled so a cancel written
-anywhere stops the tree, timeout enforced), streams the output to the run log, and finalizes.
+left alone, so a twice-delivered task is harmless), builds the adapter's invocation, starts the
+run shim for it (heartbeat/run_shim.py), records the shim's and the agent's identity and returns
+within milliseconds: no worker ever waits for an agent. The run goes on under its shim, watched
+by its host's run supervisor, which finalizes it from the shim's exit report
+(`run_finalize_from_report`); a run that cannot start is finalized here at once.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
-import os
-import threading
-import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import timedelta
-from enum import StrEnum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import IO, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -31,7 +29,6 @@ from heartbeat.adapters import (
     ProcessInvocation,
     RunInvocationContext,
     adapter_invocation,
-    http_invoke,
 )
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
 from heartbeat.models import (
@@ -43,7 +40,12 @@ from heartbeat.models import (
     RunStatus,
     WakeupStatus,
 )
-from heartbeat.run_log import RunLogSummary, RunLogWriter, run_log_path
+from heartbeat.run_log import (
+    RunLogSummary,
+    run_exit_report_path,
+    run_log_path,
+    run_shim_log_path,
+)
 from heartbeat.services.claim import ClaimRefusal, run_claim
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import (
@@ -53,14 +55,17 @@ from heartbeat.services.lifecycle import (
     run_scope_lock,
     runtime_state_record,
 )
+from heartbeat.services.runs import host_start_parked_runs
 from paperclip.credentials import run_credential_issue
 
 logger = logging.getLogger(__name__)
 
+STOPPED_BY_SIGNAL_MESSAGE = "Stopped by a signal to its run monitor on {host} (shim pid {pid})"
+
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How the run ended, as the worker saw it."""
+    """How the run ended, as its shim reported it (or why it never started)."""
 
     status: str
     error: str | None = None
@@ -69,44 +74,42 @@ class RunOutcome:
     signal: str | None = None
     result_json: dict | None = None
     log: RunLogSummary | None = None
+    # What the shim did on its own (timeout, leftovers terminated), written as run events.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ExecuteResult:
     run_id: str
     executed: bool
-    # The run's final status when executed, else why the run was left alone.
+    # When executed, the run's status after the launch (running, or the failure that kept it
+    # from starting); else why the run was left alone.
     status: str
 
 
-class _Stop(StrEnum):
-    """Why the worker stopped waiting before the process exited."""
-
-    TIMEOUT = "timeout"
-    ENDED_ELSEWHERE = "ended_elsewhere"
-
-
 def run_execute(*, run_id: uuid.UUID | str) -> ExecuteResult:
-    """Claim and execute one run to its end; a run that cannot be claimed is left as it is."""
+    """Claim and launch one run; a run that cannot be claimed is left as it is."""
     claim = run_claim(run_id=run_id)
     if not claim.claimed:
         assert claim.refusal is not None  # not claimed always carries a refusal
-        if claim.refusal is ClaimRefusal.AT_CAPACITY:
-            logger.debug("run %s stays queued: agent at its concurrency cap", run_id)
+        if claim.refusal in (ClaimRefusal.AT_CAPACITY, ClaimRefusal.HOST_AT_CAPACITY):
+            logger.debug("run %s stays queued: %s", run_id, claim.refusal.value)
         return ExecuteResult(run_id=str(run_id), executed=False, status=claim.refusal.value)
     run, agent = claim.run, claim.agent
     assert run is not None and agent is not None  # a successful claim returns both
     try:
-        outcome = _run_invoke(run, agent)
+        failure = _run_launch(run, agent)
     except Exception as exc:
-        # A bug or an outage mid-run must still end the run, never leave it running forever.
-        logger.exception("run %s failed inside the engine", run.id)
-        outcome = RunOutcome(
+        # A bug or an outage while launching must still end the run, never leave it running.
+        logger.exception("run %s could not be launched", run.id)
+        failure = RunOutcome(
             status=RunStatus.FAILED,
             error=f"{type(exc).__name__}: {exc}",
             error_code=RunErrorCode.ADAPTER_FAILED,
         )
-    status = run_finalize(run=run, outcome=outcome)
+    if failure is None:
+        return ExecuteResult(run_id=str(run.id), executed=True, status=RunStatus.RUNNING)
+    status = run_finalize(run=run, outcome=failure)
     return ExecuteResult(run_id=str(run.id), executed=True, status=status)
 
 
@@ -154,224 +157,180 @@ def _event(run: HeartbeatRun, event_type: str, message: str, **fields) -> None:
     )
 
 
-def _run_invoke(run: HeartbeatRun, agent: Agent) -> RunOutcome:
-    ctx = _invocation_context(run, agent)
-    try:
-        invocation = adapter_invocation(ctx)
-    except AdapterError as exc:
-        return RunOutcome(status=RunStatus.FAILED, error=str(exc), error_code=exc.error_code)
-    conf = heartbeat_conf()
-    assert run.log_ref is not None  # set by the claim
-    writer = RunLogWriter(
-        path=run_log_path(run.log_ref),
-        secrets=invocation.secret_values,
-        chunk_max_chars=conf.log_chunk_max_bytes,
-        excerpt_max_chars=conf.excerpt_max_bytes,
-    )
-    try:
-        if isinstance(invocation, HttpInvocation):
-            _adapter_invoked(run, invocation.meta)
-            outcome = _http_run(invocation, writer)
-        else:
-            outcome = _process_run(run, invocation, writer, conf)
-    finally:
-        summary = writer.close()
-    return replace(outcome, log=summary)
-
-
 def _adapter_invoked(run: HeartbeatRun, meta: Mapping[str, Any], **facts: Any) -> None:
     payload = {**meta, **facts}
     _event(run, HeartbeatRunEvent.EventType.ADAPTER_INVOKE, "adapter invoked", payload=payload)
 
 
-def _http_run(invocation: HttpInvocation, writer: RunLogWriter) -> RunOutcome:
-    answer = http_invoke(invocation)
-    if answer.body_excerpt:
-        writer.write("stdout", answer.body_excerpt.encode())
-    if answer.error is None:
-        return RunOutcome(status=RunStatus.SUCCEEDED, result_json={"httpStatus": answer.status})
-    return RunOutcome(
-        status=RunStatus.FAILED,
-        error=answer.error,
-        error_code=RunErrorCode.ADAPTER_FAILED,
-        result_json={"httpStatus": answer.status},
-    )
-
-
-def _pump(pipe: IO[bytes], stream: str, writer: RunLogWriter, chunk: int) -> None:
-    fd = pipe.fileno()
+def _run_launch(run: HeartbeatRun, agent: Agent) -> RunOutcome | None:
+    """Start the run under its shim and record who runs it; the outcome if it cannot start."""
     try:
-        while data := os.read(fd, chunk):
-            writer.write(stream, data)
-    finally:
-        pipe.close()
-
-
-def _process_run(
-    run: HeartbeatRun, invocation: ProcessInvocation, writer: RunLogWriter, conf: HeartbeatConf
-) -> RunOutcome:
-    marker = str(run.id)
+        invocation = adapter_invocation(_invocation_context(run, agent))
+    except AdapterError as exc:
+        return RunOutcome(status=RunStatus.FAILED, error=str(exc), error_code=exc.error_code)
+    conf = heartbeat_conf()
+    assert run.log_ref is not None  # set by the claim
+    shim_log = run_shim_log_path(run.log_ref)
+    shim_log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        spawned = process_control.spawn(
-            argv=invocation.argv,
-            cwd=invocation.cwd,
-            env=invocation.env,
-            marker=marker,
-            stdin_data=invocation.stdin,
+        started = process_control.spawn_run_shim(
+            spec=run_shim_spec(run=run, invocation=invocation, conf=conf),
+            marker=str(run.id),
+            shim_log_path=str(shim_log),
+            timeout=conf.shim_start_timeout_sec,
         )
-    except process_control.SpawnError as exc:
+    except process_control.ShimStartError as exc:
         _adapter_invoked(run, invocation.meta, spawnError=str(exc))
         return RunOutcome(
             status=RunStatus.FAILED, error=str(exc), error_code=RunErrorCode.SPAWN_FAILED
         )
-    try:
-        stop, returncode = _process_watch(run, spawned, invocation, writer, conf)
-    except BaseException:
-        # The engine failed mid-run (a database outage, a bug): the run ends failed, so its
-        # process tree must not outlive it.
-        process_control.terminate_tree(
-            spawned.identity, marker=marker, grace=conf.terminate_grace_sec
-        )
-        spawned.wait()
-        raise
-    exit_code = returncode if returncode >= 0 else None
-    signal_name = process_control.exit_signal_name(returncode)
-    if stop == _Stop.TIMEOUT:
+    if started.spawn_error:
+        _adapter_invoked(run, invocation.meta, spawnError=started.spawn_error)
         return RunOutcome(
-            status=RunStatus.TIMED_OUT,
-            error=f"Timed out after {invocation.timeout_sec:g}s",
-            error_code=RunErrorCode.TIMEOUT,
-            exit_code=exit_code,
-            signal=signal_name,
+            status=RunStatus.FAILED,
+            error=started.spawn_error,
+            error_code=RunErrorCode.SPAWN_FAILED,
         )
-    if returncode == 0:
-        return RunOutcome(status=RunStatus.SUCCEEDED, exit_code=0)
-    error = (
-        f"Process terminated by {signal_name}"
-        if signal_name
-        else f"Process exited with code {returncode}"
-    )
-    return RunOutcome(
-        status=RunStatus.FAILED,
-        error=error,
-        error_code=RunErrorCode.ADAPTER_FAILED,
-        exit_code=exit_code,
-        signal=signal_name,
-    )
+    if not _run_launch_record(run, started, invocation.meta):
+        # Cancelled while it was being launched: the cancel found nothing to stop yet.
+        process_control.shim_stop(started.shim)
+    return None
 
 
-def _process_watch(
-    run: HeartbeatRun,
-    spawned: process_control.SpawnedProcess,
-    invocation: ProcessInvocation,
-    writer: RunLogWriter,
-    conf: HeartbeatConf,
-) -> tuple[str | None, int]:
-    """Record, stream, supervise and reap the spawned process: (why it was stopped, code)."""
-    marker = str(run.id)
-    identity = spawned.identity
-    # Recorded before any output is read: from here on a reaper can judge this process by
-    # identity even if this worker dies on the next line.
+def _run_launch_record(
+    run: HeartbeatRun, started: process_control.ShimStarted, meta: Mapping[str, Any]
+) -> bool:
+    """Record the shim and the agent on the run; False if the run ended meanwhile.
+
+    From here on a supervisor (or a reaper) can judge and adopt the run by identity, even if
+    this worker dies on the next line.
+    """
+    shim, agent = started.shim, started.agent
     with transaction.atomic():
         recorded = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
-            process_pid=identity.pid,
-            process_group_id=identity.pgid,
-            process_started_at=identity.started_at,
-            process_host=identity.host,
-            process_boot_id=identity.boot_id,
+            shim_pid=shim.pid,
+            shim_started_at=shim.started_at,
+            process_pid=agent.pid if agent else None,
+            process_group_id=agent.pgid if agent else None,
+            process_started_at=agent.started_at if agent else None,
+            process_host=shim.host,
+            process_boot_id=shim.boot_id,
             updated_at=timezone.now(),
         )
-        _adapter_invoked(run, invocation.meta, pid=identity.pid)
-    readers = [
-        threading.Thread(
-            target=_pump,
-            args=(pipe, stream, writer, conf.log_chunk_max_bytes),
-            name=f"run-{stream}-{identity.pid}",
-            daemon=True,
-        )
-        for pipe, stream in ((spawned.stdout, "stdout"), (spawned.stderr, "stderr"))
-    ]
-    for reader in readers:
-        reader.start()
-    stop = None if recorded else _Stop.ENDED_ELSEWHERE
-    if stop is None:
-        stop = _supervise(run, spawned, invocation, conf)
-    if stop is not None:
-        process_control.terminate_tree(identity, marker=marker, grace=invocation.grace_sec)
-    returncode = spawned.wait()
-    assert returncode is not None  # wait() without a timeout returns only once reaped
-    _drain(readers, identity, marker, conf)
-    return stop, returncode
+        facts = {"shimPid": shim.pid, **({"pid": agent.pid} if agent else {})}
+        _adapter_invoked(run, meta, **facts)
+    return bool(recorded)
 
 
-def _supervise(
-    run: HeartbeatRun,
-    spawned: process_control.SpawnedProcess,
-    invocation: ProcessInvocation,
-    conf: HeartbeatConf,
-) -> str | None:
-    """Wait for the process; return why waiting stopped early, or None when it exited."""
-    started = time.monotonic()
-    deadline = started + invocation.timeout_sec if invocation.timeout_sec > 0 else None
-    next_renewal = started + conf.lease_renew_interval_sec
-    while True:
-        wait = conf.run_status_poll_interval_sec
-        if deadline is not None:
-            wait = max(min(wait, deadline - time.monotonic()), 0.0)
-        if spawned.wait(timeout=wait) is not None:
-            return None
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            return _Stop.TIMEOUT
-        if now >= next_renewal:
-            next_renewal = now + conf.lease_renew_interval_sec
-            still_running = _lease_renew(run, conf)
-        else:
-            still_running = HeartbeatRun.objects.filter(
-                pk=run.id, status=RunStatus.RUNNING
-            ).exists()
-        # Cancelled by another process or host, or ended by a reaper while we stalled.
-        if not still_running:
-            return _Stop.ENDED_ELSEWHERE
-
-
-def _lease_renew(run: HeartbeatRun, conf: HeartbeatConf) -> bool:
-    expires = timezone.now() + timedelta(seconds=conf.lease_expiry_sec)
-    return bool(
-        HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
-            lease_expires_at=expires
-        )
+def run_shim_spec(
+    *, run: HeartbeatRun, invocation: ProcessInvocation | HttpInvocation, conf: HeartbeatConf
+) -> dict[str, Any]:
+    """What the run shim needs to run the invocation (given on its stdin, never on disk)."""
+    assert run.log_ref is not None  # set by the claim
+    spec: dict[str, Any] = {
+        "runId": str(run.id),
+        "marker": str(run.id),
+        "logPath": str(run_log_path(run.log_ref)),
+        "exitReportPath": str(run_exit_report_path(run.log_ref)),
+        "shimLogPath": str(run_shim_log_path(run.log_ref)),
+        "chunkMaxChars": conf.log_chunk_max_bytes,
+        "excerptMaxChars": conf.excerpt_max_bytes,
+        "secrets": list(invocation.secret_values),
+        "drainSec": conf.output_drain_sec,
+        "leftoverGraceSec": conf.terminate_grace_sec,
+    }
+    if isinstance(invocation, HttpInvocation):
+        spec["http"] = {
+            "url": invocation.url,
+            "method": invocation.method,
+            "headers": dict(invocation.headers),
+            "body": base64.b64encode(invocation.body).decode(),
+            "timeoutSec": invocation.timeout_sec,
+        }
+        return spec
+    stdin = None if invocation.stdin is None else base64.b64encode(invocation.stdin).decode()
+    spec.update(
+        timeoutSec=invocation.timeout_sec,
+        graceSec=invocation.grace_sec,
+        process={
+            "argv": list(invocation.argv),
+            "cwd": invocation.cwd,
+            "env": dict(invocation.env),
+            "stdin": stdin,
+        },
     )
+    return spec
 
 
-def _drain(
-    readers: list[threading.Thread],
-    identity: process_control.ProcessIdentity,
-    marker: str,
-    conf: HeartbeatConf,
-) -> None:
-    """Read the output to its end; descendants still holding the pipes are the run's leftovers."""
-    deadline = time.monotonic() + conf.output_drain_sec
-    for reader in readers:
-        reader.join(timeout=max(deadline - time.monotonic(), 0.0))
-    if any(reader.is_alive() for reader in readers):
-        process_control.terminate_tree(identity, marker=marker, grace=conf.terminate_grace_sec)
-        for reader in readers:
-            reader.join(timeout=conf.output_drain_sec)
-    if any(reader.is_alive() for reader in readers):
-        # Only an unkillable process (or one out of our reach) can still hold a pipe; the run
-        # ends anyway and the log is closed under the reader, which then stops writing.
-        logger.warning("output of process %s still open after terminating its tree", identity.pid)
+def run_outcome_from_report(report: Mapping[str, Any], *, host: str | None = None) -> RunOutcome:
+    """How a run ended, from its shim's exit report (pure: no database, no processes)."""
+    log = report.get("log") if isinstance(report.get("log"), dict) else {}
+    exit_code, signal_name = report.get("exitCode"), report.get("signal")
+    common: dict[str, Any] = {
+        "exit_code": exit_code,
+        "signal": signal_name,
+        "log": RunLogSummary(
+            log_bytes=log.get("bytes"),
+            log_sha256=log.get("sha256"),
+            stdout_excerpt=log.get("stdoutExcerpt"),
+            stderr_excerpt=log.get("stderrExcerpt"),
+        ),
+        "notes": tuple(str(note) for note in report.get("notes") or ()),
+    }
+    failed = {"status": RunStatus.FAILED, "error_code": RunErrorCode.ADAPTER_FAILED}
+    if report.get("spawnError"):
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            error=str(report["spawnError"]),
+            error_code=RunErrorCode.SPAWN_FAILED,
+            **common,
+        )
+    if report.get("stop") == "cancel":
+        # Ended by a SIGTERM to the shim that no cancel in the database asked for.
+        error = STOPPED_BY_SIGNAL_MESSAGE.format(host=host or "its host", pid=report.get("shimPid"))
+        return RunOutcome(
+            status=RunStatus.CANCELLED, error=error, error_code=RunErrorCode.CANCELLED, **common
+        )
+    if report.get("stop") == "timeout":
+        return RunOutcome(
+            status=RunStatus.TIMED_OUT,
+            error=f"Timed out after {float(report.get('timeoutSec') or 0):g}s",
+            error_code=RunErrorCode.TIMEOUT,
+            **common,
+        )
+    http = report.get("http")
+    if isinstance(http, dict):
+        result = {"httpStatus": http.get("status")}
+        if http.get("error"):
+            return RunOutcome(error=str(http["error"]), result_json=result, **failed, **common)
+        return RunOutcome(status=RunStatus.SUCCEEDED, result_json=result, **common)
+    if exit_code == 0:
+        return RunOutcome(status=RunStatus.SUCCEEDED, **common)
+    if signal_name:
+        return RunOutcome(error=f"Process terminated by {signal_name}", **failed, **common)
+    return RunOutcome(error=f"Process exited with code {exit_code}", **failed, **common)
+
+
+def run_finalize_from_report(*, run_id: uuid.UUID | str, report: Mapping[str, Any]) -> str | None:
+    """Finalize a run from its shim's exit report; returns its final status (None: no run).
+
+    A run that already ended elsewhere (cancelled, failed by a reaper) keeps that ending and
+    gets the output, once.
+    """
+    run = HeartbeatRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    return run_finalize(run=run, outcome=run_outcome_from_report(report, host=run.process_host))
 
 
 def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
     """Record the outcome and settle everything that depends on it; return the final status.
 
-    One transaction: the run (compare-and-set from running), its wake, the closing event, the
+    One transaction: the run (compare-and-set from running), its wake, the closing events, the
     issue lock and promotion of a deferred wake, the runtime state and the agent. If the run was
-    already ended elsewhere (cancelled, or failed by a reaper), only what the worker alone knows
-    (exit code, output) is added and that ending stands. After commit, the agent's next queued
-    run is dispatched.
+    already ended elsewhere (cancelled, or failed by a reaper), only what the shim alone knows
+    (exit code, output) is added, once, and that ending stands. After commit, the agent's next
+    queued run, and runs parked while this host was full, are dispatched.
     """
     now = timezone.now()
     log = outcome.log
@@ -395,8 +354,13 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
             **output,
         )
         if not ended:
-            HeartbeatRun.objects.filter(pk=run.id).update(**output)
             final = HeartbeatRun.objects.values_list("status", flat=True).get(pk=run.id)
+            # A supervisor and a reaper may both finalize one report: the output goes on once.
+            if log is not None and not (
+                HeartbeatRun.objects.filter(pk=run.id, log_sha256__isnull=True).update(**output)
+            ):
+                return final
+            _notes_record(run, outcome.notes)
             _event(
                 run,
                 HeartbeatRunEvent.EventType.LIFECYCLE,
@@ -405,6 +369,7 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
             )
             transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
             return final
+        _notes_record(run, outcome.notes)
         run.status, run.finished_at, run.error, run.error_code = (
             outcome.status,
             now,
@@ -442,4 +407,17 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
         runtime_state_record(run=run, error=outcome.error)
         agent_finalize_status(agent_id=run.agent_id, outcome=outcome.status, now=now)
         transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
+        if run.owner_host:
+            transaction.on_commit(partial(host_start_parked_runs, host=run.owner_host))
     return outcome.status
+
+
+def _notes_record(run: HeartbeatRun, notes: Sequence[str]) -> None:
+    for note in notes:
+        _event(
+            run,
+            HeartbeatRunEvent.EventType.LIFECYCLE,
+            note,
+            level=HeartbeatRunEvent.Level.WARN,
+            payload={"source": "run_shim"},
+        )

@@ -1,10 +1,13 @@
 """reap_orphaned_runs: fail runs whose owner is gone, watch detached processes, retry once.
 
-A running run is orphaned when its owner (the django-q2 worker executing it) is gone: its lease
-expired, or on this host and boot the owner process no longer exists with its recorded start
-time, or no owner was ever recorded. For an orphan on this host the run's own process decides:
-alive with its recorded identity means detached (watched, never killed on first sight), anything
-else means lost. Orphans of other hosts are judged by their lease alone and never signalled.
+A running run is orphaned when its owner (its host's run supervisor, or the worker that launched
+it) is gone: its lease expired, or on this host and boot the owner process no longer exists with
+its recorded start time, or no owner was ever recorded. For an orphan on this host its run shim
+decides first: alive means the run goes on (its host's supervisor adopts it; with none running,
+it is detached: watched, never killed on first sight); dead with an exit report means the agent
+ended while nobody watched, and the run is finalized from the report; dead without one means the
+agent's own process decides: alive is detached, anything else lost. Orphans of other hosts are
+judged by their lease alone and never signalled.
 
 The work is batched: candidates are locked FOR UPDATE SKIP LOCKED a batch at a time, and each
 batch is written with a fixed number of statements, whatever its size.
@@ -36,12 +39,15 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunErrorCode,
     RunStatus,
+    RunSupervisor,
     SweepKind,
     WakeSource,
     WakeupStatus,
 )
 from heartbeat.process_control import Liveness, ProcessIdentity
+from heartbeat.run_log import run_exit_report_read
 from heartbeat.services.events import run_event_append
+from heartbeat.services.execution import run_finalize_from_report
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
     agent_name_key,
@@ -49,6 +55,8 @@ from heartbeat.services.lifecycle import (
     issue_release_and_promote,
     queued_parked_filter,
 )
+from heartbeat.services.runs import run_shim_identity
+from heartbeat.services.supervision import supervisor_renewing_since
 from heartbeat.services.sweeps import (
     SWEEP_RECORD_MAX_IDS,
     ActivityRow,
@@ -89,6 +97,7 @@ class LossCause(StrEnum):
     HOST_REBOOTED = "host_rebooted"
     LEASE_EXPIRED = "lease_expired"  # another host's run: judged by its lease alone
     NO_PROCESS = "no_process"  # no pid or group was ever recorded
+    MONITOR_DIED = "monitor_died"  # the run shim died without reporting how the agent ended
     DETACHED_EXITED = "detached_exited"
     DETACHED_SILENT = "detached_silent"
 
@@ -122,11 +131,13 @@ def reap_decide(
     issue_closed: bool,
     now: datetime,
     detached_grace_sec: float,
+    monitor_died: bool = False,
 ) -> ReapDecision:
     """Judge one orphaned running run.
 
-    liveness is the probe of the run's recorded process (None when none was recorded);
-    leftovers says whether live processes still carry the run's marker on this host.
+    liveness is the probe of the run's recorded process (None when none was recorded), or
+    ALIVE when its run shim lives; leftovers says whether live processes still carry the run's
+    marker on this host; monitor_died that its shim died without an exit report.
     """
     if liveness is Liveness.ALIVE:
         if detached_at is None:
@@ -139,6 +150,8 @@ def reap_decide(
         cause = LossCause.NO_PROCESS if liveness is None else _CAUSE_OF_LIVENESS[liveness]
         if detached_at is not None and liveness in (Liveness.DEAD, Liveness.ZOMBIE):
             cause = LossCause.DETACHED_EXITED
+        elif monitor_died and liveness in (Liveness.DEAD, Liveness.ZOMBIE):
+            cause = LossCause.MONITOR_DIED
         # After a reboot or on another host a matching pid or group is not the run's: hands off.
         terminate = leftovers and liveness not in (Liveness.REBOOTED, Liveness.OTHER_HOST)
     retry = has_process_record and retries_used < retry_limit and not issue_closed
@@ -152,13 +165,30 @@ def reap_message(
     pgid: int | None,
     owner_host: str | None,
     detached_grace_sec: float,
+    shim_pid: int | None = None,
+    monitor_alive: bool = False,
+    lease_renewed_at: datetime | None = None,
 ) -> str:
     """The run's error text for a decision (the reference's wording where it had one)."""
+    grace = _duration(detached_grace_sec)
     if decision.verdict is not ReapVerdict.LOST:
+        if monitor_alive:
+            return (
+                f"No run supervisor watches this run on host {owner_host or 'unknown'} (its "
+                f"last owner is gone); the agent keeps running under its monitor (shim pid "
+                f"{shim_pid}) and the next supervisor there adopts it; without one it is "
+                f"terminated after {grace} without reported activity"
+            )
+        if shim_pid is not None:
+            return (
+                f"The run's monitor (shim pid {shim_pid}) died, but child pid {pid} is still "
+                f"alive and its output is no longer recorded; watching it until it exits, "
+                f"terminating it after {grace} without reported activity"
+            )
         return (
             f"Lost in-memory process handle, but child pid {pid} is still alive "
             f"(its worker is gone); watching it until it exits, terminating it after "
-            f"{_duration(detached_grace_sec)} without reported activity"
+            f"{grace} without reported activity"
         )
     cause = decision.cause
     shown_pid = pid if pid is not None else "unknown"
@@ -179,10 +209,19 @@ def reap_message(
         )
     elif cause is LossCause.DETACHED_EXITED:
         base = f"Process lost -- detached child pid {pid} exited; its exit status cannot be known"
-    elif cause is LossCause.LEASE_EXPIRED:
+    elif cause is LossCause.MONITOR_DIED:
         base = (
-            f"Process lost -- the worker on host {owner_host or 'unknown'} stopped renewing its "
-            "lease; its processes were not signalled from this host"
+            f"Process lost -- the run's monitor (shim pid {shim_pid}) died without recording "
+            f"how the agent ended, and child pid {shown_pid} is no longer running"
+        )
+    elif cause is LossCause.LEASE_EXPIRED:
+        renewed = (
+            f" (last renewed {lease_renewed_at:%Y-%m-%d %H:%M:%S} UTC)" if lease_renewed_at else ""
+        )
+        base = (
+            f"Process lost -- the run supervisor on host {owner_host or 'unknown'} stopped "
+            f"renewing the run's lease{renewed}; its processes were not signalled from this "
+            "host, and its host's supervisor terminates them when it is back"
         )
     elif pid is not None:
         base = f"Process lost -- child pid {pid} is no longer running"
@@ -242,6 +281,9 @@ class ReapResult:
     run_ids: list[uuid.UUID] = field(default_factory=list)
     detached: int = 0
     detached_run_ids: list[uuid.UUID] = field(default_factory=list)
+    # Runs whose agent ended while nobody watched: finalized from their shim's exit report.
+    finalized: int = 0
+    finalized_run_ids: list[uuid.UUID] = field(default_factory=list)
     errors: int = 0
     sweep_skipped: bool = False
     dry_run: bool = False
@@ -249,7 +291,7 @@ class ReapResult:
     def as_dict(self, *, max_ids: int | None = None) -> dict:
         """The JSON shape (commands' --json; sweep records and logs keep max_ids ids per list)."""
         data = {item.name: getattr(self, item.name) for item in fields(self)}
-        return sweep_ids_shown(data, ("run_ids", "detached_run_ids"), max_ids)
+        return sweep_ids_shown(data, ("run_ids", "detached_run_ids", "finalized_run_ids"), max_ids)
 
 
 # --- Selectors ----------------------------------------------------------------------------------
@@ -278,6 +320,11 @@ _CANDIDATE_FIELDS = (
     "session_id_before",
     "session_id_after",
     "usage_json",
+    "shim_pid",
+    "shim_started_at",
+    "log_ref",
+    "owner_pid",
+    "lease_renewed_at",
 )
 
 
@@ -325,9 +372,12 @@ def runs_reap_candidates(
         owner_gone |= Q(id__in=list(dead_owner_run_ids))
     runs = HeartbeatRun.objects.filter(owner_gone, status=RunStatus.RUNNING)
     if stale_threshold_sec > 0:
-        # A detached run is already known orphaned; its watch must not wait for staleness.
+        # Stale counts from the last lease renewal (a long run is not stale for being long);
+        # a detached run is already known orphaned, its watch must not wait for staleness.
+        cutoff = now - timedelta(seconds=stale_threshold_sec)
         runs = runs.filter(
-            Q(updated_at__lte=now - timedelta(seconds=stale_threshold_sec))
+            Q(lease_renewed_at__lte=cutoff)
+            | Q(lease_renewed_at__isnull=True, updated_at__lte=cutoff)
             | Q(error_code=RunErrorCode.PROCESS_DETACHED)
         )
     return runs.select_related("agent").only(*_CANDIDATE_FIELDS).order_by("created_at", "id")
@@ -411,7 +461,13 @@ class _Sweep:
     run_batch: int | None
     lost: list[uuid.UUID] = field(default_factory=list)
     detached: list[uuid.UUID] = field(default_factory=list)
+    finalized: list[uuid.UUID] = field(default_factory=list)
     errors: int = 0
+    # This host's run supervisor is alive: live shims without an owner are its to adopt.
+    supervisor_alive: bool = False
+    # Other hosts' expired leases are trusted only once this host has renewed its own for a
+    # lease period (after a database outage every lease looks expired; see supervision).
+    trust_other_leases: bool = True
 
     def result(self) -> ReapResult:
         return ReapResult(
@@ -419,11 +475,18 @@ class _Sweep:
             run_ids=list(self.lost),
             detached=len(self.detached),
             detached_run_ids=list(self.detached),
+            finalized=len(self.finalized),
+            finalized_run_ids=list(self.finalized),
             errors=self.errors,
             dry_run=self.dry_run,
         )
 
     def run(self, stale_threshold_sec: float) -> None:
+        self.supervisor_alive = _local_supervisor_alive(self.host, self.boot_id)
+        renewing_since = supervisor_renewing_since(host=self.host)
+        self.trust_other_leases = renewing_since is None or (
+            self.now - renewing_since >= timedelta(seconds=self.conf.lease_expiry_sec)
+        )
         dead_owners = runs_with_dead_local_owner(now=self.now, host=self.host, boot_id=self.boot_id)
         candidates = runs_reap_candidates(
             now=self.now,
@@ -451,13 +514,15 @@ class _Sweep:
         """Judge and write one batch; returns its (created_at, id) keys, None when empty."""
         keys: list[tuple[datetime, uuid.UUID]] = []
         try:
+            ended: list[tuple[uuid.UUID, dict]] = []
             with transaction.atomic():
                 runs = list(self._lock(page)[:batch_size])
                 if not runs:
                     return None
                 keys = [(run.created_at, run.id) for run in runs]
-                detached, lost = self._judge_and_write(runs)
+                detached, lost = self._judge_and_write(runs, ended=ended)
             self._committed(detached, lost)
+            self._finalize_ended(ended)
             return keys
         except Exception:
             if not keys:
@@ -471,10 +536,14 @@ class _Sweep:
     def _run_one(self, page: QuerySet[HeartbeatRun], run_id: uuid.UUID) -> None:
         for allow_retry in (True, False):
             try:
+                ended: list[tuple[uuid.UUID, dict]] = []
                 with transaction.atomic():
                     runs = list(self._lock(page.filter(id=run_id)))
-                    detached, lost = self._judge_and_write(runs, allow_retry=allow_retry)
+                    detached, lost = self._judge_and_write(
+                        runs, allow_retry=allow_retry, ended=ended
+                    )
                 self._committed(detached, lost)
+                self._finalize_ended(ended)
                 return
             except IntegrityError as exc:
                 # The database refused the retry (another active run holds the issue, or a
@@ -486,6 +555,20 @@ class _Sweep:
             except Exception as exc:
                 self._record_failure(run_id, exc)
             return
+
+    def _finalize_ended(self, ended: list[tuple[uuid.UUID, dict]]) -> None:
+        """Runs whose agent ended while nobody watched: the exit report says how (each in a
+        transaction of its own, after the batch committed)."""
+        for run_id, report in ended:
+            if self.dry_run:
+                self.finalized.append(run_id)
+                continue
+            try:
+                run_finalize_from_report(run_id=run_id, report=report)
+            except Exception as exc:
+                self._record_failure(run_id, exc)
+                continue
+            self.finalized.append(run_id)
 
     def _committed(self, detached: list[uuid.UUID], lost: list[_Planned]) -> None:
         """Count a batch once its transaction committed (a rolled-back one is redone)."""
@@ -522,17 +605,42 @@ class _Sweep:
     # -- one batch -------------------------------------------------------------------------------
 
     def _judge_and_write(
-        self, runs: list[HeartbeatRun], *, allow_retry: bool = True
+        self,
+        runs: list[HeartbeatRun],
+        *,
+        allow_retry: bool = True,
+        ended: list[tuple[uuid.UUID, dict]],
     ) -> tuple[list[uuid.UUID], list[_Planned]]:
         """Judge the locked runs and write the batch; returns the runs newly detached and the
-        runs failed as lost (in a dry run: those that would be)."""
+        runs failed as lost (in a dry run: those that would be). Runs whose agent ended while
+        nobody watched go to `ended` with their exit report, to be finalized after commit."""
         closed_issues = _closed_issue_ids(runs)
         busy_issues = set() if self.dry_run else _issues_held_elsewhere(runs)
         markers: frozenset[str] | None = None
         planned: list[_Planned] = []
-        for run, liveness in zip(runs, self._probe_all(runs), strict=True):
+        for run, liveness, shim in zip(
+            runs, self._probe_all(runs), self._probe_shims(runs), strict=True
+        ):
             if _normalised_issue_id(run) in busy_issues:
                 continue
+            if shim is Liveness.ALIVE:
+                if self.supervisor_alive:
+                    # Its host's supervisor adopts it on its next pass.
+                    continue
+                liveness = Liveness.ALIVE
+            elif shim is not None:
+                report = run_exit_report_read(run.log_ref) if run.log_ref else None
+                if report is not None:
+                    ended.append((run.id, report))
+                    continue
+            if liveness is Liveness.OTHER_HOST and not self.trust_other_leases:
+                logger.info(
+                    "run %s of host %s left for later: this host's own renewals just resumed",
+                    run.id,
+                    run.owner_host or run.process_host,
+                )
+                continue
+            monitor_died = shim is not None and shim is not Liveness.ALIVE
             leftovers = False
             if liveness is not Liveness.ALIVE and self._is_local(run):
                 if markers is None:
@@ -548,6 +656,7 @@ class _Sweep:
                 issue_closed=_normalised_issue_id(run) in closed_issues,
                 now=self.now,
                 detached_grace_sec=self.conf.detached_grace_sec,
+                monitor_died=monitor_died,
             )
             if decision.verdict is ReapVerdict.WATCHED:
                 continue
@@ -557,6 +666,9 @@ class _Sweep:
                 pgid=run.process_group_id,
                 owner_host=run.owner_host or run.process_host,
                 detached_grace_sec=self.conf.detached_grace_sec,
+                shim_pid=run.shim_pid,
+                monitor_alive=shim is Liveness.ALIVE,
+                lease_renewed_at=run.lease_renewed_at,
             )
             planned.append(_Planned(run=run, decision=decision, message=message))
         detach = [p for p in planned if p.decision.verdict is ReapVerdict.DETACHED]
@@ -583,6 +695,12 @@ class _Sweep:
             else (None if self._is_local(run) else Liveness.OTHER_HOST)
             for run, identity in zip(runs, identities, strict=True)
         ]
+
+    def _probe_shims(self, runs: list[HeartbeatRun]) -> list[Liveness | None]:
+        """Each local run's shim by identity; None when the run has no shim recorded here."""
+        identities = [run_shim_identity(run) if self._is_local(run) else None for run in runs]
+        probed = iter(process_control.probe_all([i for i in identities if i is not None]))
+        return [next(probed) if identity is not None else None for identity in identities]
 
     def _identity(self, run: HeartbeatRun) -> ProcessIdentity | None:
         if run.process_pid is None or run.process_pid <= 0:
@@ -847,6 +965,22 @@ class _Sweep:
             transaction.on_commit(
                 partial(_terminate_leftovers, targets, self.conf.terminate_grace_sec)
             )
+
+
+def _local_supervisor_alive(host: str, boot_id: str) -> bool:
+    """Whether the run supervisor registered for this host is running now."""
+    supervisor = (
+        RunSupervisor.objects.filter(host=host, boot_id=boot_id, stopped_at__isnull=True)
+        .values_list("pid", "process_started_at")
+        .first()
+    )
+    if supervisor is None:
+        return False
+    pid, started_at = supervisor
+    identity = ProcessIdentity(
+        pid=pid, pgid=None, started_at=started_at, host=host, boot_id=boot_id
+    )
+    return process_control.probe(identity) is Liveness.ALIVE
 
 
 def _agents_mark_failed(agent_ids: list[uuid.UUID], *, now: datetime) -> set[uuid.UUID]:

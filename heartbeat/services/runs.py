@@ -66,9 +66,10 @@ def cancel_run(
 ) -> HeartbeatRun:
     """Cancel a queued or running run; a finished run is returned unchanged.
 
-    The cancel is written first (compare-and-set), so the worker that owns the run, on any
-    host, sees it within a poll interval and stops its tree. This process also terminates the
-    tree when it runs here, after commit and only for processes whose identity still matches.
+    The cancel is written first (compare-and-set): the run supervisor of the run's host, on any
+    host, sees it within a poll interval and stops the run through its shim. When the run
+    executes on this host, its shim is asked to stop at once, after commit and only if its
+    identity still matches.
     """
     run = _run_or_none(run_id)
     if run is None:
@@ -103,12 +104,30 @@ def cancel_run(
         issue_release_and_promote(run=run, now=now)
         agent_finalize_status(agent_id=run.agent_id, outcome=RunStatus.CANCELLED, now=now)
         transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
+    shim = run_shim_identity(run)
+    if shim is not None:
+        process_control.shim_stop(shim)
+        return run
+    # A run started before runs had shims: its worker's tree is terminated directly.
     identity = run_process_identity(run)
     if identity is not None:
         process_control.terminate_tree(
             identity, marker=str(run.id), grace=heartbeat_conf().terminate_grace_sec
         )
     return run
+
+
+def run_shim_identity(run: HeartbeatRun) -> process_control.ProcessIdentity | None:
+    """The recorded identity of the run's shim, or None when the run has none."""
+    if not run.shim_pid or not run.process_host or not run.process_boot_id:
+        return None
+    return process_control.ProcessIdentity(
+        pid=run.shim_pid,
+        pgid=None,
+        started_at=run.shim_started_at,
+        host=run.process_host,
+        boot_id=run.process_boot_id,
+    )
 
 
 def run_process_identity(run: HeartbeatRun) -> process_control.ProcessIdentity | None:
@@ -191,18 +210,24 @@ class ResumeResult:
     run_ids: list[str]
 
 
-def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
+def resume_queued_runs(
+    *, now: datetime | None = None, limit: int | None = None, min_age_sec: float | None = None
+) -> ResumeResult:
     """Hand out again queued runs that have no dispatch out for them.
 
     Covers a dispatch lost between commit and broker or in a dead cluster (its dispatch lease
-    ran out), and runs parked while their agent was paused or full. Runs younger than
-    resume_queued_after_sec are left to their first dispatch. Rows are taken with SKIP LOCKED
-    and their dispatch lease stamped, so concurrent sweeps on several hosts hand each run out
-    once; each agent gets at most its free slots.
+    ran out), and runs parked while their agent was paused or full or their host was full.
+    Runs younger than min_age_sec (default resume_queued_after_sec) are left to their first
+    dispatch. Rows are taken
+    with SKIP LOCKED and their dispatch lease stamped, so concurrent sweeps on several hosts
+    hand each run out once; each agent gets at most its free slots, and at most `limit` runs
+    go out in all (default: a sweep batch).
     """
     now = now or timezone.now()
     conf = heartbeat_conf()
-    created_before = now - timedelta(seconds=conf.resume_queued_after_sec)
+    if min_age_sec is None:
+        min_age_sec = conf.resume_queued_after_sec
+    created_before = now - timedelta(seconds=min_age_sec)
     chosen: list[str] = []
     with transaction.atomic():
         parked = list(
@@ -211,8 +236,11 @@ def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
             .filter(queued_parked_filter(now), created_at__lt=created_before)
             .order_by("created_at", "id")[: conf.sweep_batch_size]
         )
+        limit = conf.sweep_batch_size if limit is None else limit
         free_slots: dict[uuid.UUID, int] = {}
         for run in parked:
+            if len(chosen) >= limit:
+                break
             agent = run.agent
             if agent.id not in free_slots:
                 # Running runs and queued runs with a dispatch out hold a slot each.
@@ -234,3 +262,17 @@ def resume_queued_runs(*, now: datetime | None = None) -> ResumeResult:
             for run_id in chosen:
                 run_dispatch_on_commit(run_id)
     return ResumeResult(dispatched=len(chosen), run_ids=chosen)
+
+
+def host_start_parked_runs(*, host: str, now: datetime | None = None) -> ResumeResult:
+    """After a run of this host ended: if the host was full, hand out runs parked meanwhile.
+
+    Only when the host is one run below its cap (it was full until now), so the usual finish
+    costs one count; other parked runs wait for resume_queued_runs.
+    """
+    cap = heartbeat_conf().host_max_concurrent_runs
+    running = HeartbeatRun.objects.filter(status=RunStatus.RUNNING, owner_host=host).count()
+    if running != cap - 1:
+        return ResumeResult(dispatched=0, run_ids=[])
+    # Parked runs of any age: a refusal parked them, so no first dispatch is still out.
+    return resume_queued_runs(now=now, limit=1, min_age_sec=0)

@@ -37,6 +37,20 @@ class SweepLock(IntEnum):
     STARTUP = 3
 
 
+class AdvisoryLock(IntEnum):
+    """The product's other advisory locks (after the sweep locks, in the same namespace)."""
+
+    # Held by claims while they count a host's running runs against its cap.
+    HOST_RUNS = 16
+    # Held by a host's run supervisor for its whole life: one supervisor per host.
+    HOST_SUPERVISOR = 17
+
+
+def advisory_lock_key(lock: IntEnum) -> int:
+    """First key of one of the product's advisory locks."""
+    return _LOCK_NAMESPACE + lock
+
+
 def sweep_lock_scope(host: str | None) -> int:
     """Second key of a sweep lock: 0 for a global sweep, a hash of the host for a per-host one."""
     return 0 if host is None else zlib.crc32(host.encode()) & 0x7FFF_FFFF
@@ -51,7 +65,7 @@ def sweep_single_flight(lock: SweepLock, *, scope: int = 0) -> Iterator[bool]:
     PostgreSQL if this process dies mid-sweep.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE + lock, scope])
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [advisory_lock_key(lock), scope])
         acquired = bool(cursor.fetchone()[0])
     try:
         yield acquired
@@ -60,7 +74,7 @@ def sweep_single_flight(lock: SweepLock, *, scope: int = 0) -> Iterator[bool]:
             try:
                 with connection.cursor() as cursor:
                     cursor.execute(
-                        "SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE + lock, scope]
+                        "SELECT pg_advisory_unlock(%s, %s)", [advisory_lock_key(lock), scope]
                     )
             except DatabaseError:
                 # A broken connection took the lock with it.

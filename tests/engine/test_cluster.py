@@ -1,8 +1,6 @@
-"""End to end through a real django-q2 cluster (`manage.py qcluster`) on the test database.
-
-The cluster is a separate process tree: it reaches the test database through
-PAPERCLIP_DB_NAME (same server as this process, the test database's name), and writes run logs
-under PAPERCLIP_RUN_LOG_DIR.
+"""End to end through a real django-q2 cluster (`manage.py qcluster`) and a real run
+supervisor (`manage.py supervise_runs`) on the test database: the cluster's workers launch runs,
+the supervisor watches and finalizes them. Both are separate process trees (tests/cluster.py).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import pytest
 
 from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
-from tests.cluster import running_qcluster
+from tests.cluster import running_qcluster, running_supervisor
 from tests.factories import make_agent
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
@@ -36,7 +34,7 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[subprocess.Popen]:
-    with running_qcluster(tmp_path) as proc:
+    with running_supervisor(tmp_path), running_qcluster(tmp_path) as proc:
         yield proc
 
 
@@ -63,7 +61,8 @@ def test_cluster_executes_woken_runs_end_to_end_one_at_a_time_per_agent(cluster)
     first, second = (HeartbeatRun.objects.get(pk=run.pk) for run in runs)
     cluster_pids = {cluster.pid} | {p.pid for p in psutil.Process(cluster.pid).children(True)}
     for run in (first, second):
-        assert run.owner_pid in cluster_pids and run.owner_pid != os.getpid()
+        launched_by = run.events.get(message="run started").payload["ownerPid"]
+        assert launched_by in cluster_pids and launched_by != os.getpid()
         assert run.stdout_excerpt == "done in worker\n"
         assert run.events.filter(message="run succeeded").exists()
     # The agent's cap of one held: the second run was claimed after the first finished.

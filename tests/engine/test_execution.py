@@ -1,6 +1,6 @@
-"""Executing runs as real processes: outcomes, the whole tree on timeout and cancel, the
-environment an agent gets, finalize side effects. Every assertion reads the DB or the
-process table."""
+"""Executing runs as real processes under real run shims, watched by a real run supervisor:
+outcomes, the whole tree on timeout and cancel, the environment an agent gets, finalize side
+effects. Every assertion reads the DB or the process table."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from django.utils import timezone
 
 from heartbeat.models import Agent, AgentRuntimeState, AgentWakeupRequest, HeartbeatRun
 from heartbeat.run_log import REDACTED, run_log_path, run_log_read
-from heartbeat.services import cancel_run, execution, run_execute, wake_agent
+from heartbeat.services import cancel_run, run_execute, wake_agent
 from issues.models import Issue
 from paperclip.credentials import run_credential_parse
 from tests.factories import make_agent, make_company, make_issue
+from tests.supervision import SupervisorDriver
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
@@ -104,28 +105,39 @@ def _execute_in_thread(run_id) -> tuple[threading.Thread, list]:
     return thread, results
 
 
+def _run_to_end(supervisor: SupervisorDriver, run: HeartbeatRun) -> str:
+    """Launch the run as its django-q2 task would, then let the supervisor finalize it."""
+    launched = run_execute(run_id=run.id)
+    supervisor.settle(run.id)
+    run.refresh_from_db()
+    assert launched.executed
+    return run.status
+
+
 @pytest.mark.timeout(60)
-def test_script_that_prints_and_exits_zero_succeeds_with_its_output_logged(run_logs, dispatched):
+def test_script_that_prints_and_exits_zero_succeeds_with_its_output_logged(
+    run_logs, dispatched, supervisor
+):
     agent = _process_agent("import sys; print('hello from run'); print('warn', file=sys.stderr)")
     run = _queued(agent)
 
-    result = run_execute(run_id=run.id)
+    launched = run_execute(run_id=run.id)
+    supervisor.settle(run.id)
 
     run.refresh_from_db()
-    assert result.executed and result.status == "succeeded"
+    assert (launched.executed, launched.status) == (True, "running")
     assert (run.status, run.exit_code, run.error, run.error_code) == ("succeeded", 0, None, None)
     assert run.stdout_excerpt == "hello from run\n"
     assert run.stderr_excerpt == "warn\n"
     lines = run_log_read(run.log_ref)
-    assert {"stream": "stdout", "chunk": "hello from run\n"}.items() <= lines[0].items() or any(
-        line["chunk"] == "hello from run\n" for line in lines
-    )
+    assert any(line["chunk"] == "hello from run\n" for line in lines)
     assert run.log_bytes == run_log_path(run.log_ref).stat().st_size
     assert run.log_ref == f"{agent.company_id}/{agent.id}/{run.id}.ndjson"
     assert str(run_logs) in str(run_log_path(run.log_ref))
-    # The process identity was recorded at spawn.
+    # The agent's and its shim's identities were recorded at launch.
     assert run.process_pid and run.process_group_id == run.process_pid
     assert run.process_started_at is not None and run.process_boot_id
+    assert run.shim_pid and run.shim_pid != run.process_pid and run.shim_started_at
     assert AgentWakeupRequest.objects.get(pk=run.wakeup_request_id).status == "completed"
     agent.refresh_from_db()
     assert agent.status == "idle" and agent.last_heartbeat_at is not None
@@ -141,11 +153,10 @@ def test_script_that_prints_and_exits_zero_succeeds_with_its_output_logged(run_l
 
 
 @pytest.mark.timeout(60)
-def test_script_that_exits_one_fails(run_logs, dispatched):
+def test_script_that_exits_one_fails(run_logs, dispatched, supervisor):
     agent = _process_agent("import sys; sys.exit(1)")
     run = _queued(agent)
-    run_execute(run_id=run.id)
-    run.refresh_from_db()
+    assert _run_to_end(supervisor, run) == "failed"
     assert (run.status, run.exit_code, run.error_code) == ("failed", 1, "adapter_failed")
     assert run.error == "Process exited with code 1"
     assert AgentWakeupRequest.objects.get(pk=run.wakeup_request_id).status == "failed"
@@ -153,41 +164,53 @@ def test_script_that_exits_one_fails(run_logs, dispatched):
     assert agent.status == "error"
 
 
+@pytest.mark.timeout(60)
+def test_agent_killed_by_a_signal_fails_naming_the_signal(run_logs, dispatched, supervisor):
+    agent = _process_agent("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    run = _queued(agent)
+    assert _run_to_end(supervisor, run) == "failed"
+    assert (run.exit_code, run.signal, run.error) == (
+        None,
+        "SIGKILL",
+        "Process terminated by SIGKILL",
+    )
+
+
 @pytest.mark.timeout(90)
 def test_run_past_its_timeout_ends_timed_out_with_its_whole_tree_gone(
-    run_logs, dispatched, tmp_path
+    run_logs, dispatched, supervisor, tmp_path
 ):
     pids_file = tmp_path / "pids.json"
     agent = _process_agent(TREE_SCRIPT, str(pids_file), timeoutSec=3, graceSec=1)
     run = _queued(agent)
 
-    thread, results = _execute_in_thread(run.id)
+    run_execute(run_id=run.id)
     tree = _tree_processes(pids_file)
-    thread.join(WAIT_SECONDS)
+    supervisor.settle(run.id)
 
-    assert not thread.is_alive()
     run.refresh_from_db()
-    assert results[0].status == "timed_out"
     assert (run.status, run.error_code, run.error) == ("timed_out", "timeout", "Timed out after 3s")
     assert run.signal in ("SIGTERM", "SIGKILL")
     assert all(_gone(proc) for proc in tree), [p.pid for p in tree if not _gone(p)]
     assert "tree up" in run.stdout_excerpt
+    # What the shim did is on the run, in its words.
+    assert run.events.filter(message__startswith="timed out after 3s").exists()
 
 
 @pytest.mark.timeout(90)
 def test_cancel_of_a_running_run_ends_cancelled_with_its_tree_gone(
-    run_logs, dispatched, tmp_path, telemetry
+    run_logs, dispatched, supervisor, tmp_path, telemetry
 ):
     pids_file = tmp_path / "pids.json"
     agent = _process_agent(TREE_SCRIPT, str(pids_file), graceSec=1)
     run = _queued(agent)
-    thread, results = _execute_in_thread(run.id)
+    run_execute(run_id=run.id)
     tree = _tree_processes(pids_file)
+    supervisor.tick()
 
     cancelled = cancel_run(run.id)
-    thread.join(WAIT_SECONDS)
+    supervisor.settle(run.id)
 
-    assert not thread.is_alive()
     assert cancelled.status == "cancelled"
     assert all(_gone(proc) for proc in tree), [p.pid for p in tree if not _gone(p)]
     run.refresh_from_db()
@@ -196,8 +219,9 @@ def test_cancel_of_a_running_run_ends_cancelled_with_its_tree_gone(
         "cancelled",
         "Cancelled by control plane",
     )
-    assert results[0].status == "cancelled"
+    # The output the shim recorded until the end is kept on the cancelled run.
     assert run.signal in ("SIGTERM", "SIGKILL")
+    assert "tree up" in run.stdout_excerpt
     assert AgentWakeupRequest.objects.get(pk=run.wakeup_request_id).status == "cancelled"
     agent.refresh_from_db()
     assert agent.status == "idle"
@@ -207,33 +231,40 @@ def test_cancel_of_a_running_run_ends_cancelled_with_its_tree_gone(
 
 
 @pytest.mark.timeout(90)
-def test_cancel_written_by_another_host_makes_the_owner_kill_the_tree(
-    run_logs, dispatched, tmp_path
+def test_cancel_written_by_another_host_is_carried_out_by_the_runs_supervisor(
+    run_logs, dispatched, supervisor, tmp_path
 ):
     pids_file = tmp_path / "pids.json"
     agent = _process_agent(TREE_SCRIPT, str(pids_file), graceSec=1)
     run = _queued(agent)
-    thread, _results = _execute_in_thread(run.id)
+    run_execute(run_id=run.id)
     tree = _tree_processes(pids_file)
+    supervisor.tick()
 
     # Another host can only write the database; it never signals our processes.
     HeartbeatRun.objects.filter(pk=run.id).update(
         status="cancelled", finished_at=timezone.now(), error_code="cancelled"
     )
-    thread.join(WAIT_SECONDS)
+    cancelled_at = time.monotonic()
+    while not all(_gone(proc) for proc in tree):
+        supervisor.tick()
+        assert time.monotonic() - cancelled_at < WAIT_SECONDS
+    stopped_after = time.monotonic() - cancelled_at
+    supervisor.settle(run.id)
 
-    assert not thread.is_alive()
-    assert all(_gone(proc) for proc in tree)
+    assert stopped_after < 2.0
     run.refresh_from_db()
     assert run.status == "cancelled"
     assert run.log_bytes and "tree up" in run.stdout_excerpt
     assert run.events.filter(
-        message__startswith="process finished after the run was ended"
+        message__startswith="process finished after the run was ended elsewhere"
     ).exists()
 
 
 @pytest.mark.timeout(90)
-def test_two_workers_executing_one_run_give_one_execution(run_logs, dispatched, tmp_path):
+def test_two_workers_executing_one_run_give_one_execution(
+    run_logs, dispatched, supervisor, tmp_path
+):
     marks = tmp_path / "executions.txt"
     agent = _process_agent(f"open({str(marks)!r}, 'a').write('ran\\n')")
     run = _queued(agent)
@@ -242,6 +273,7 @@ def test_two_workers_executing_one_run_give_one_execution(run_logs, dispatched, 
     second, second_results = _execute_in_thread(run.id)
     first.join(WAIT_SECONDS)
     second.join(WAIT_SECONDS)
+    supervisor.settle(run.id)
 
     executed = [r.executed for r in first_results + second_results]
     assert sorted(executed) == [False, True]
@@ -251,10 +283,10 @@ def test_two_workers_executing_one_run_give_one_execution(run_logs, dispatched, 
 
 
 @pytest.mark.timeout(60)
-def test_executing_a_run_that_is_not_queued_is_a_no_op(run_logs, dispatched):
+def test_executing_a_run_that_is_not_queued_is_a_no_op(run_logs, dispatched, supervisor):
     agent = _process_agent("print('x')")
     run = _queued(agent)
-    run_execute(run_id=run.id)
+    _run_to_end(supervisor, run)
     finished_at = HeartbeatRun.objects.get(pk=run.id).finished_at
 
     again = run_execute(run_id=run.id)
@@ -263,8 +295,24 @@ def test_executing_a_run_that_is_not_queued_is_a_no_op(run_logs, dispatched):
     assert HeartbeatRun.objects.get(pk=run.id).finished_at == finished_at
 
 
+@pytest.mark.timeout(60)
+def test_launch_returns_while_the_agent_still_runs(run_logs, dispatched, supervisor):
+    agent = _process_agent("import time; time.sleep(3)")
+    run = _queued(agent)
+
+    started = time.monotonic()
+    launched = run_execute(run_id=run.id)
+    took = time.monotonic() - started
+
+    run.refresh_from_db()
+    assert (launched.status, run.status) == ("running", "running")
+    assert took < 2.0
+    assert psutil.Process(run.process_pid).is_running()
+    supervisor.settle(run.id)
+
+
 @pytest.mark.timeout(120)
-def test_deferred_wake_is_promoted_when_the_first_run_finishes(run_logs, dispatched):
+def test_deferred_wake_is_promoted_when_the_first_run_finishes(run_logs, dispatched, supervisor):
     company = make_company()
     config = {"command": sys.executable, "args": ["-c", "print('ok')"]}
     first_agent = make_agent(company, name="Ada", adapter_type="process", adapter_config=config)
@@ -274,7 +322,7 @@ def test_deferred_wake_is_promoted_when_the_first_run_finishes(run_logs, dispatc
     deferred = wake_agent(agent_id=second_agent.id, payload={"issueId": str(issue.id)})
     assert deferred.outcome == "deferred"
 
-    run_execute(run_id=first.id)
+    _run_to_end(supervisor, first)
 
     deferred.wakeup.refresh_from_db()
     promoted = deferred.wakeup.run
@@ -287,7 +335,7 @@ def test_deferred_wake_is_promoted_when_the_first_run_finishes(run_logs, dispatc
     assert issue.execution_run_id == promoted.id
     assert str(promoted.id) in dispatched
 
-    run_execute(run_id=promoted.id)
+    _run_to_end(supervisor, promoted)
 
     issue.refresh_from_db()
     assert HeartbeatRun.objects.get(pk=promoted.id).status == "succeeded"
@@ -296,7 +344,7 @@ def test_deferred_wake_is_promoted_when_the_first_run_finishes(run_logs, dispatc
 
 @pytest.mark.timeout(60)
 def test_fake_codex_on_path_receives_the_cli_invocation_and_agent_environment(
-    run_logs, dispatched, tmp_path, monkeypatch
+    run_logs, dispatched, supervisor, tmp_path, monkeypatch
 ):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -331,7 +379,7 @@ def test_fake_codex_on_path_receives_the_cli_invocation_and_agent_environment(
         agent_id=agent.id, reason="issue_assigned", payload={"issueId": str(issue.id)}
     ).run
 
-    run_execute(run_id=run.id)
+    _run_to_end(supervisor, run)
 
     call = json.loads(dump.read_text())
     env = call["env"]
@@ -362,11 +410,11 @@ def test_fake_codex_on_path_receives_the_cli_invocation_and_agent_environment(
 
 @pytest.mark.timeout(60)
 def test_first_finished_run_sends_one_telemetry_event_with_the_role(
-    run_logs, dispatched, telemetry
+    run_logs, dispatched, supervisor, telemetry
 ):
     agent = _process_agent("print('ok')")
-    run_execute(run_id=_queued(agent).id)
-    run_execute(run_id=_queued(agent).id)
+    _run_to_end(supervisor, _queued(agent))
+    _run_to_end(supervisor, _queued(agent))
     assert telemetry == [
         ("agent.first_heartbeat", {"agent_role": "engineer", "agent_id": str(agent.id)})
     ]
@@ -379,6 +427,12 @@ def test_first_finished_run_sends_one_telemetry_event_with_the_role(
         ("gemini_local", {}, "adapter_unknown", "unknown adapter type 'gemini_local'"),
         ("process", {"args": ["x"]}, "adapter_invalid", "adapter_config.command is required"),
         ("process", {"command": "/no/such/binary"}, "spawn_failed", "command not found"),
+        (
+            "process",
+            {"command": "true", "cwd": "/no/such/workspace"},
+            "spawn_failed",
+            "working directory '/no/such/workspace'",
+        ),
     ],
 )
 def test_adapter_that_cannot_start_fails_the_run_with_a_clear_error(
@@ -395,13 +449,12 @@ def test_adapter_that_cannot_start_fails_the_run_with_a_clear_error(
 
 
 @pytest.mark.timeout(120)
-def test_large_output_is_logged_whole_with_bounded_excerpts(run_logs, dispatched):
+def test_large_output_is_logged_whole_with_bounded_excerpts(run_logs, dispatched, supervisor):
     agent = _process_agent(
         "import sys\nfor i in range(20000): sys.stdout.write(f'line {i:06d} ' + 'x' * 240 + '\\n')"
     )
     run = _queued(agent)
-    run_execute(run_id=run.id)
-    run.refresh_from_db()
+    _run_to_end(supervisor, run)
     lines = run_log_read(run.log_ref)
     stdout = "".join(line["chunk"] for line in lines if line["stream"] == "stdout")
     assert run.status == "succeeded"
@@ -411,39 +464,18 @@ def test_large_output_is_logged_whole_with_bounded_excerpts(run_logs, dispatched
 
 
 @pytest.mark.timeout(60)
-def test_issue_run_releases_the_execution_lock_but_keeps_the_checkout(run_logs, dispatched):
+def test_issue_run_releases_the_execution_lock_but_keeps_the_checkout(
+    run_logs, dispatched, supervisor
+):
     agent = _process_agent("print('ok')")
     issue = make_issue(agent.company, status="todo", assignee_agent_id=agent.id)
     run = wake_agent(
         agent_id=agent.id, reason="issue_assigned", payload={"issueId": str(issue.id)}
     ).run
-    run_execute(run_id=run.id)
+    _run_to_end(supervisor, run)
     issue = Issue.objects.get(pk=issue.pk)
     assert issue.execution_run_id is None
     assert (issue.checkout_run_id, issue.status) == (run.id, "in_progress")
-
-
-@pytest.mark.timeout(90)
-def test_engine_error_mid_run_fails_the_run_and_kills_its_tree(
-    run_logs, dispatched, tmp_path, monkeypatch
-):
-    pids_file = tmp_path / "pids.json"
-    agent = _process_agent(TREE_SCRIPT, str(pids_file), graceSec=1)
-    run = _queued(agent)
-    tree: list[psutil.Process] = []
-
-    def outage(*args, **kwargs):
-        tree.extend(_tree_processes(pids_file))
-        raise ConnectionError("database went away")
-
-    monkeypatch.setattr(execution, "_supervise", outage)
-    result = run_execute(run_id=run.id)
-
-    assert len(tree) == 4 and all(_gone(proc) for proc in tree)
-    run.refresh_from_db()
-    assert result.status == "failed"
-    assert (run.status, run.error_code) == ("failed", "adapter_failed")
-    assert "database went away" in run.error
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
@@ -475,7 +507,7 @@ def hook_url():
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("status", "outcome"), [(200, "succeeded"), (500, "failed")])
 def test_http_adapter_posts_the_run_context_and_ends_by_the_answer(
-    run_logs, dispatched, hook_url, status, outcome
+    run_logs, dispatched, supervisor, hook_url, status, outcome
 ):
     _Hook.status = status
     agent = make_agent(
@@ -484,9 +516,8 @@ def test_http_adapter_posts_the_run_context_and_ends_by_the_answer(
     )
     run = _queued(agent, taskKey="report")
 
-    run_execute(run_id=run.id)
+    _run_to_end(supervisor, run)
 
-    run.refresh_from_db()
     assert run.status == outcome
     assert run.result_json == {"httpStatus": status}
     assert _Hook.received[0]["body"]["runId"] == str(run.id)

@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psutil
 import pytest
 
 from heartbeat.process_control import (
-    MARKER_ENV,
     Liveness,
     ProcessIdentity,
-    SpawnedProcess,
-    SpawnError,
     current_boot_id,
     current_host,
-    exit_signal_name,
     find_marked,
     group_alive,
     identity_of,
     probe,
-    spawn,
     terminate_tree,
 )
+from tests.spawning import SpawnedProcess, spawn
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]
 
@@ -96,7 +93,6 @@ def start(marker: str) -> Iterator[Spawner]:
     def _start(code: str, *, stdin_data: bytes | None = None) -> SpawnedProcess:
         child = spawn(
             argv=[sys.executable, "-c", code],
-            cwd=None,
             env=dict(os.environ),
             marker=marker,
             stdin_data=stdin_data,
@@ -113,32 +109,6 @@ def start(marker: str) -> Iterator[Spawner]:
             child.wait()
             child.stdout.close()
             child.stderr.close()
-
-
-def test_spawn_records_identity_and_passes_marker(start: Spawner, marker: str) -> None:
-    child = start(
-        f"import os; print(os.environ[{MARKER_ENV!r}]); print(os.getpgid(0)); print(os.getsid(0))"
-    )
-    identity = child.identity
-    os_start = datetime.fromtimestamp(psutil.Process(identity.pid).create_time(), tz=UTC)
-
-    assert child.wait(WAIT_SECONDS) == 0
-    seen_marker, seen_pgid, seen_sid = child.stdout.read().decode().split()
-    assert identity.pid == child.popen.pid
-    assert identity.pgid == identity.pid == int(seen_pgid) == int(seen_sid)
-    assert identity.started_at is not None
-    assert abs((identity.started_at - os_start).total_seconds()) < 0.5
-    assert abs(datetime.now(UTC) - identity.started_at) < timedelta(seconds=WAIT_SECONDS * 2)
-    assert identity.host == current_host()
-    assert identity.boot_id == current_boot_id() != ""
-    assert seen_marker == marker
-
-
-def test_spawn_feeds_stdin_data_then_closes_it(start: Spawner) -> None:
-    child = start("import sys; print(sys.stdin.read().upper())", stdin_data=b"the prompt")
-
-    assert child.wait(WAIT_SECONDS) == 0
-    assert child.stdout.read().strip() == b"THE PROMPT"
 
 
 def test_probe_of_own_live_child_is_alive(start: Spawner) -> None:
@@ -307,7 +277,7 @@ def test_process_ignoring_sigterm_is_killed_after_grace(start: Spawner) -> None:
     assert report.survivors == ()
     assert report.group_terminated
     returncode = child.wait(WAIT_SECONDS)
-    assert returncode is not None and exit_signal_name(returncode) == "SIGKILL"
+    assert returncode == -signal.SIGKILL
 
 
 def test_group_of_only_zombies_is_not_alive(start: Spawner) -> None:
@@ -326,22 +296,6 @@ def test_group_with_a_live_member_is_alive(start: Spawner) -> None:
     child = start(SLEEPER)
 
     assert child.identity.pgid is not None and group_alive(child.identity.pgid)
-
-
-def test_spawn_of_missing_command_raises_spawn_error(marker: str) -> None:
-    with pytest.raises(SpawnError, match=r"/nonexistent/paperclip-agent.*command not found"):
-        spawn(argv=["/nonexistent/paperclip-agent"], cwd=None, env={}, marker=marker)
-
-
-def test_spawn_in_missing_working_directory_raises_spawn_error(marker: str) -> None:
-    with pytest.raises(SpawnError, match="working directory '/nonexistent/workspace'"):
-        spawn(argv=[sys.executable], cwd="/nonexistent/workspace", env={}, marker=marker)
-
-
-def test_exit_signal_name_is_none_for_normal_exit() -> None:
-    assert exit_signal_name(0) is None
-    assert exit_signal_name(3) is None
-    assert exit_signal_name(-15) == "SIGTERM"
 
 
 def test_identity_rejects_pids_that_mean_a_group_to_kill() -> None:

@@ -10,9 +10,8 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from heartbeat import process_control
 from heartbeat.models import HeartbeatRun
-from heartbeat.process_control import SpawnedProcess
+from tests.spawning import SpawnedProcess, spawn
 
 # Generous: these tests share two cores with other suites, and Python takes a while to start.
 WAIT_SECONDS = 20.0
@@ -50,9 +49,8 @@ class RunProcesses:
         self, run: HeartbeatRun, code: str = SLEEPER, *, marker: str | None = None
     ) -> SpawnedProcess:
         """Spawn `python -c code` with the run's marker and record its identity on the run."""
-        spawned = process_control.spawn(
+        spawned = spawn(
             argv=[sys.executable, "-c", code],
-            cwd=None,
             env={"PATH": "/usr/bin:/bin"},
             marker=marker or str(run.id),
         )

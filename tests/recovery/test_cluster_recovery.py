@@ -2,7 +2,7 @@
 
 The cluster reaches the test database through PAPERCLIP_DB_NAME. Its workers run the start-up
 recovery when they start, so a worker that replaces a killed one reaps at once, and the
-schedules it creates drive the periodic sweeps.
+schedules it creates drive the periodic sweeps. Runs live under real run shims.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
-from tests.cluster import running_qcluster
+from tests.cluster import running_qcluster, running_supervisor
 from tests.factories import make_agent
 from tests.recovery.processes import is_gone, is_running, wait_for
 
@@ -48,6 +48,12 @@ def cluster(tmp_path) -> Iterator[subprocess.Popen]:
 
 
 @pytest.fixture
+def supervised_cluster(tmp_path) -> Iterator[subprocess.Popen]:
+    with running_supervisor(tmp_path), running_qcluster(tmp_path) as proc:
+        yield proc
+
+
+@pytest.fixture
 def agent_pids() -> Iterator[list[int]]:
     """Agent processes a test saw; SIGKILLed at teardown whatever the test did."""
     pids: list[int] = []
@@ -59,7 +65,7 @@ def agent_pids() -> Iterator[list[int]]:
 
 def _running_with_process(run_id) -> HeartbeatRun | None:
     run = HeartbeatRun.objects.get(pk=run_id)
-    return run if run.status == "running" and run.process_pid and run.owner_pid else None
+    return run if run.status == "running" and run.process_pid and run.shim_pid else None
 
 
 def _start_run(agent_pids: list[int]) -> HeartbeatRun:
@@ -75,12 +81,14 @@ def _start_run(agent_pids: list[int]) -> HeartbeatRun:
 
 
 @pytest.mark.timeout(400)
-def test_killed_worker_leaves_a_detached_run_finalized_when_its_process_exits(cluster, agent_pids):
+def test_run_nobody_watches_is_detached_then_finalized_from_its_exit_report(cluster, agent_pids):
     run = _start_run(agent_pids)
+    # No run supervisor runs here: once the worker that launched it is gone, nobody watches.
+    launched_by = run.owner_pid
 
-    os.kill(run.owner_pid, signal.SIGKILL)
+    os.kill(launched_by, signal.SIGKILL)
 
-    # The worker that replaces the dead one reaps at start: the process lives, so detached.
+    # The worker that replaces the dead one reaps at start: the shim lives, so detached.
     wait_for(
         lambda: HeartbeatRun.objects.get(pk=run.id).error_code == "process_detached",
         "the run is marked detached",
@@ -88,28 +96,30 @@ def test_killed_worker_leaves_a_detached_run_finalized_when_its_process_exits(cl
     )
     run.refresh_from_db()
     assert run.status == "running"
-    assert is_running(run.process_pid)
+    assert "No run supervisor watches this run" in run.error
+    assert is_running(run.process_pid) and is_running(run.shim_pid)
 
     os.kill(run.process_pid, signal.SIGTERM)
-    wait_for(lambda: is_gone(run.process_pid), "the agent process exits")
+    wait_for(lambda: is_gone(run.shim_pid), "the shim reports and exits")
 
-    # The periodic reap (the schedules the cluster created) finalizes it.
+    # The periodic reap finds the exit report: the run ends as the agent did, not as lost.
     wait_for(
         lambda: HeartbeatRun.objects.get(pk=run.id).status == "failed",
         "the detached run is finalized",
         WAIT_SECONDS,
     )
     run.refresh_from_db()
-    assert run.error_code == "process_lost"
-    assert "exit status cannot be known" in run.error
+    assert (run.error_code, run.error) == ("adapter_failed", "Process terminated by SIGTERM")
+    assert not HeartbeatRun.objects.filter(retry_of_run_id=run.id).exists()
 
 
 @pytest.mark.timeout(400)
-def test_killed_agent_process_gives_a_lost_run_whose_retry_succeeds(cluster, agent_pids):
+def test_killed_shim_and_agent_give_a_lost_run_whose_retry_succeeds(supervised_cluster, agent_pids):
     run = _start_run(agent_pids)
 
-    # Worker and agent both die (a host-level kill): nobody is left to finalize the run.
-    os.kill(run.owner_pid, signal.SIGKILL)
+    # The run's monitor and its agent both die (an OOM kill, a host-level kill): nobody knows
+    # how the agent ended.
+    os.kill(run.shim_pid, signal.SIGKILL)
     os.kill(run.process_pid, signal.SIGKILL)
 
     def retry_succeeded() -> bool:
@@ -119,6 +129,7 @@ def test_killed_agent_process_gives_a_lost_run_whose_retry_succeeds(cluster, age
     wait_for(retry_succeeded, "the process-loss retry succeeds", WAIT_SECONDS)
     run.refresh_from_db()
     assert (run.status, run.error_code) == ("failed", "process_lost")
+    assert f"monitor (shim pid {run.shim_pid}) died" in run.error
     retry = HeartbeatRun.objects.get(retry_of_run_id=run.id)
     assert retry.process_loss_retry_count == 1
     assert retry.context_snapshot["retryReason"] == "process_lost"

@@ -34,6 +34,8 @@ def test_reap_json_prints_exactly_one_object():
         "run_ids": [str(run.id)],
         "detached": 0,
         "detached_run_ids": [],
+        "finalized": 0,
+        "finalized_run_ids": [],
         "errors": 0,
         "sweep_skipped": False,
         "dry_run": False,

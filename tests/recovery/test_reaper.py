@@ -387,7 +387,7 @@ def test_other_host_run_with_expired_lease_is_lost(agent):
 
     assert result.run_ids == [run.id]
     run.refresh_from_db()
-    assert "host elsewhere stopped renewing its lease" in run.error
+    assert "run supervisor on host elsewhere stopped renewing the run's lease" in run.error
 
 
 def test_sweep_record_lists_at_most_a_hundred_ids_but_counts_all(agent):
