@@ -15,3 +15,12 @@ def supervisor(db) -> Iterator[SupervisorDriver]:
         yield driver
     finally:
         driver.close()
+
+
+@pytest.fixture
+def run_logs(settings, tmp_path):
+    """Run logs go under tmp_path (where tests/cluster.py points product processes too), not the
+    developer's PAPERCLIP_HOME."""
+    root = tmp_path / "run-logs"
+    settings.PAPERCLIP_HEARTBEAT = {"run_log_dir": str(root)}
+    return root

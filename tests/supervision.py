@@ -41,5 +41,13 @@ class SupervisorDriver:
             if time.monotonic() >= deadline:
                 pytest.fail(f"runs {sorted(map(str, ids))} did not settle in {seconds:g}s")
 
+    def settle_until(self, condition, *, seconds: float = SETTLE_SECONDS) -> None:
+        """Tick until condition() holds."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() >= deadline:
+                pytest.fail(f"condition not reached in {seconds:g}s")
+            self.tick()
+
     def close(self) -> None:
         self.supervisor.close()

@@ -367,6 +367,8 @@ def runs_reap_candidates(
         | Q(lease_expires_at__lt=now)
         | Q(owner_host__isnull=True)
         | (Q(owner_host=host) & ~Q(owner_boot_id=boot_id))
+        # Detached is orphaned by definition: its watch goes on whoever still holds it.
+        | Q(error_code=RunErrorCode.PROCESS_DETACHED)
     )
     if dead_owner_run_ids:
         owner_gone |= Q(id__in=list(dead_owner_run_ids))

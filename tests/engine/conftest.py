@@ -19,11 +19,3 @@ def telemetry(settings) -> list[tuple[str, dict]]:
     settings.PAPERCLIP_TELEMETRY_CLIENT = "tests.engine.telemetry.RecordingTelemetryClient"
     RecordingTelemetryClient.events.clear()
     return RecordingTelemetryClient.events
-
-
-@pytest.fixture
-def run_logs(settings, tmp_path):
-    """Run logs go under tmp_path, not the developer's PAPERCLIP_HOME."""
-    root = tmp_path / "run-logs"
-    settings.PAPERCLIP_HEARTBEAT = {"run_log_dir": str(root)}
-    return root
