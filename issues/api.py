@@ -164,11 +164,13 @@ class IssueDetailView(ApiView):
         issue = issue_for_request(request, issue_ref)
         data = dict(json_body(issue_serializers.IssueUpdateSerializer, request))
         comment = data.pop("comment", None)
+        reopen = data.pop("reopen")
         result = issue_update(
             issue_id=issue.id,
             company_id=issue.company_id,
             changes=data,
             comment_body=comment,
+            reopen=reopen,
             **actor_fields(request),
         )
         return Response(issue_serializers.IssueSerializer(result.issue).data)

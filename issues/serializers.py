@@ -118,6 +118,11 @@ class IssueUpdateSerializer(serializers.Serializer):
         required=False,
         help_text="A comment posted in the same transaction as the update.",
     )
+    reopen = serializers.BooleanField(
+        default=False,
+        help_text="With a comment and no status: move a done, cancelled or blocked issue back "
+        "to todo.",
+    )
 
 
 class IssueListQuerySerializer(serializers.Serializer):
@@ -176,7 +181,7 @@ class CommentSerializer(CamelModelSerializer):
 class CommentCreateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=TEXT_MAX)
     reopen = serializers.BooleanField(
-        default=False, help_text="Move a done or cancelled issue back to todo."
+        default=False, help_text="Move a done, cancelled or blocked issue back to todo."
     )
 
 

@@ -10,7 +10,17 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from issues.models import Issue, IssueComment
-from issues.signals import assignee_wake_requested
+from issues.signals import issue_wake_requested
+from issues.wake_rules import (
+    CommentFacts,
+    IssueWake,
+    comment_reopens,
+    mentioned_agent_ids,
+    wake_for_checkout,
+    wakes_for_comment,
+    wakes_for_create,
+    wakes_for_update,
+)
 from paperclip.models import Company
 from paperclip.services import activity_log_record
 
@@ -50,7 +60,7 @@ def issue_create(
     actor_id: str = "system",
 ) -> Issue:
     """A new issue with the company's next number. With `wake_assignee` (the API, the admin), an
-    agent assignee is woken after commit unless the issue is in backlog (reference 2.2)."""
+    agent assignee is woken after commit unless the issue is in backlog (docs/wake-rules.md)."""
     with transaction.atomic():
         number, prefix = _next_issue_number(company_id)
         issue = Issue.objects.create(
@@ -77,11 +87,12 @@ def issue_create(
             agent_id=created_by_agent_id,
             details={"identifier": issue.identifier, "title": title},
         )
-        if wake_assignee and status not in (Issue.Status.BACKLOG, *_CLOSED_STATUSES):
-            _request_assignee_wake(
+        if wake_assignee:
+            _request_wakes(
                 issue=issue,
-                reason="issue_assigned",
-                payload={"mutation": "create"},
+                wakes=wakes_for_create(
+                    issue_id=issue.id, status=status, assignee_agent_id=issue.assignee_agent_id
+                ),
                 actor_type=actor_type,
                 actor_id=actor_id,
             )
@@ -118,7 +129,6 @@ def issue_comment_create(
 # run's lock once the run has ended), so two runs never interleave writes on one issue.
 
 _ACTIVE_RUN_STATUSES = ("queued", "running")
-_CLOSED_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
 _LOCK_FIELDS = ("checkout_run", "execution_run", "execution_agent_name_key", "execution_locked_at")
 UPDATABLE_FIELDS = frozenset(
     {
@@ -168,31 +178,36 @@ def _agent_model():
     return Issue._meta.get_field("assignee_agent").related_model
 
 
-def _request_assignee_wake(
-    *,
-    issue: Issue,
-    reason: str,
-    source: str = "assignment",
-    payload: dict | None = None,
-    actor_type: str,
-    actor_id: str,
-) -> None:
-    """Ask (after commit) for the issue's assignee agent to be woken; heartbeat does the waking."""
-    if issue.assignee_agent_id is None:
-        return
-    signal_kwargs = {
-        "issue_id": issue.id,
-        "company_id": issue.company_id,
-        "agent_id": issue.assignee_agent_id,
-        "source": source,
-        "reason": reason,
-        "payload": {"issueId": str(issue.id), **(payload or {})},
-        "requested_by_actor_type": actor_type,
-        "requested_by_actor_id": actor_id,
-    }
-    transaction.on_commit(
-        lambda: assignee_wake_requested.send_robust(sender=Issue, **signal_kwargs)
+def _request_wakes(*, issue: Issue, wakes: list[IssueWake], actor_type: str, actor_id: str) -> None:
+    """Ask (after commit) for each wake; heartbeat does the waking."""
+    for wake in wakes:
+        signal_kwargs = {
+            "issue_id": issue.id,
+            "company_id": issue.company_id,
+            "agent_id": wake.agent_id,
+            "source": wake.source,
+            "reason": wake.reason,
+            "payload": wake.payload,
+            "context": wake.context,
+            "requested_by_actor_type": actor_type,
+            "requested_by_actor_id": actor_id,
+        }
+        transaction.on_commit(
+            lambda kwargs=signal_kwargs: issue_wake_requested.send_robust(sender=Issue, **kwargs)
+        )
+
+
+def _mentioned_agents(issue: Issue, body: str) -> tuple[uuid.UUID, ...]:
+    """The agents of the issue's company that the body links to (others are ignored)."""
+    linked = mentioned_agent_ids(body)
+    if not linked:
+        return ()
+    known = set(
+        _agent_model()
+        .objects.filter(company_id=issue.company_id, pk__in=linked)
+        .values_list("pk", flat=True)
     )
+    return tuple(agent_id for agent_id in linked if agent_id in known)
 
 
 def _agent_name_key(agent_id) -> str | None:
@@ -318,6 +333,7 @@ def issue_update(
     company_id: uuid.UUID | str,
     changes: dict[str, Any],
     comment_body: str | None = None,
+    reopen: bool = False,
     actor_type: str = "system",
     actor_id: str = "system",
     actor_agent_id: uuid.UUID | str | None = None,
@@ -326,8 +342,9 @@ def issue_update(
     """Apply `changes` (keys from UPDATABLE_FIELDS) and optionally post a comment, atomically.
 
     Side effects (reference 1.7): leaving in_progress or changing the assignee releases the run
-    locks; started/completed/cancelled timestamps follow the status; a new agent assignee (or an
-    issue leaving backlog) wakes the assignee after commit.
+    locks; started/completed/cancelled timestamps follow the status. A comment that names no
+    status may reopen a finished or blocked issue (`reopen`, or a person writing on an agent's
+    issue). The agents the change concerns are woken after commit (docs/wake-rules.md).
     """
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
@@ -350,6 +367,15 @@ def issue_update(
             _check_parent(issue, changes["parent_id"])
         for field, value in changes.items():
             setattr(issue, field, value)
+        reopens = comment_body is not None and comment_reopens(
+            status=before["status"],
+            assignee_agent_id=issue.assignee_agent_id,
+            reopen_requested=reopen,
+            actor_type=actor_type,
+            actor_agent_id=actor_agent_id,
+        )
+        if reopens and "status" not in changes:
+            issue.status = Issue.Status.TODO
         _check_assignment(issue)
         changed += [f for f in UPDATABLE_FIELDS if getattr(issue, f) != before[f]]
         assignee_changed = (
@@ -390,20 +416,29 @@ def issue_update(
                 "commentId": str(comment.id) if comment else None,
             },
         )
-        left_backlog = before["status"] == Issue.Status.BACKLOG != issue.status
-        wakes_assignee = (
-            issue.assignee_agent_id is not None
-            and issue.status not in (Issue.Status.BACKLOG, *_CLOSED_STATUSES)
-            and (issue.assignee_agent_id != before["assignee_agent_id"] or left_backlog)
-        )
-        if wakes_assignee:
-            _request_assignee_wake(
-                issue=issue,
-                reason="issue_assigned",
-                payload={"mutation": "update"},
-                actor_type=actor_type,
-                actor_id=actor_id,
+        comment_facts = None
+        if comment is not None:
+            reopened = reopens and issue.status == Issue.Status.TODO != before["status"]
+            comment_facts = CommentFacts(
+                comment_id=comment.id,
+                reopened_from=before["status"] if reopened else None,
+                mentioned_agent_ids=_mentioned_agents(issue, comment.body),
             )
+        _request_wakes(
+            issue=issue,
+            wakes=wakes_for_update(
+                issue_id=issue.id,
+                status_before=before["status"],
+                status_after=issue.status,
+                assignee_before=(before["assignee_agent_id"], before["assignee_user_id"]),
+                assignee_after=(issue.assignee_agent_id, issue.assignee_user_id),
+                actor_type=actor_type,
+                actor_agent_id=actor_agent_id,
+                comment=comment_facts,
+            ),
+            actor_type=actor_type,
+            actor_id=actor_id,
+        )
     return IssueUpdateResult(
         issue=issue, comment=comment, changed_fields=tuple(sorted(set(changed)))
     )
@@ -514,9 +549,9 @@ def issue_checkout(
         )
         if run_id is None:
             # A board member handing the issue to an agent: the agent should start on it.
-            _request_assignee_wake(
+            _request_wakes(
                 issue=issue,
-                reason="issue_checked_out",
+                wakes=[wake_for_checkout(issue_id=issue.id, agent_id=agent_id)],
                 actor_type=actor_type,
                 actor_id=actor_id,
             )
@@ -604,9 +639,9 @@ def issue_comment_post(
 ) -> IssueComment:
     """A comment from a person or an agent (the API's POST comments).
 
-    An agent commenting on its own in_progress issue must hold it with its run. A comment from
-    anyone but the assignee wakes the assignee with the comment (reference comment wakes);
-    `reopen` moves a done or cancelled issue back to todo first.
+    An agent commenting on its own in_progress issue must hold it with its run. The comment may
+    reopen a finished or blocked issue (`reopen`, or a person writing on an agent's issue), and
+    wakes the assignee and the agents it mentions after commit (docs/wake-rules.md).
     """
     actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
     actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
@@ -617,12 +652,19 @@ def issue_comment_post(
         changed = _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
         )
-        reopened = reopen and issue.status in _CLOSED_STATUSES
-        if reopened:
+        reopened_from = None
+        if comment_reopens(
+            status=issue.status,
+            assignee_agent_id=issue.assignee_agent_id,
+            reopen_requested=reopen,
+            actor_type=actor_type,
+            actor_agent_id=actor_agent_id,
+        ):
+            reopened_from = issue.status
             issue.status = Issue.Status.TODO
             _clear_locks(issue)
             _apply_status_timestamps(issue, timezone.now())
-        if changed or reopened:
+        if changed or reopened_from:
             issue.save()
         comment = issue_comment_create(
             issue=issue,
@@ -643,20 +685,24 @@ def issue_comment_post(
             details={
                 "identifier": issue.identifier,
                 "commentId": str(comment.id),
-                "reopened": reopened,
+                "reopened": reopened_from is not None,
+                "reopenedFrom": reopened_from,
             },
         )
-        if (
-            issue.assignee_agent_id is not None
-            and issue.assignee_agent_id != actor_agent_id
-            and issue.status not in _CLOSED_STATUSES
-        ):
-            _request_assignee_wake(
-                issue=issue,
-                reason="issue_reopened_via_comment" if reopened else "issue_commented",
-                source="automation",
-                payload={"commentId": str(comment.id), "wakeCommentId": str(comment.id)},
-                actor_type=actor_type,
-                actor_id=actor_id,
-            )
+        _request_wakes(
+            issue=issue,
+            wakes=wakes_for_comment(
+                issue_id=issue.id,
+                status_after=issue.status,
+                assignee_agent_id=issue.assignee_agent_id,
+                actor_agent_id=actor_agent_id,
+                comment=CommentFacts(
+                    comment_id=comment.id,
+                    reopened_from=reopened_from,
+                    mentioned_agent_ids=_mentioned_agents(issue, body),
+                ),
+            ),
+            actor_type=actor_type,
+            actor_id=actor_id,
+        )
     return comment

@@ -6,7 +6,7 @@ import pytest
 
 from heartbeat.models import HeartbeatRun
 from issues.models import Issue, IssueComment
-from issues.signals import assignee_wake_requested
+from issues.signals import issue_wake_requested
 from tests.api.conftest import agent_client_for
 from tests.factories import make_agent, make_issue, make_run
 
@@ -23,9 +23,9 @@ def wakes():
     def record(sender, **kwargs):
         received.append(kwargs)
 
-    assignee_wake_requested.connect(record)
+    issue_wake_requested.connect(record)
     yield received
-    assignee_wake_requested.disconnect(record)
+    issue_wake_requested.disconnect(record)
 
 
 def test_board_creates_an_issue_with_the_next_identifier(side_a):
