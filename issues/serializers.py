@@ -161,6 +161,8 @@ class CommentSerializer(CamelModelSerializer):
     issueId = serializers.UUIDField(source="issue_id", read_only=True)
     authorAgentId = _uuid_out("author_agent_id")
     createdByRunId = _uuid_out("created_by_run_id")
+    deletedByAgentId = _uuid_out("deleted_by_agent_id")
+    deletedByRunId = _uuid_out("deleted_by_run_id")
 
     class Meta:
         model = IssueComment
@@ -174,6 +176,10 @@ class CommentSerializer(CamelModelSerializer):
             "body",
             "created_at",
             "updated_at",
+            "deleted_at",
+            "deletedByAgentId",
+            "deleted_by_user_id",
+            "deletedByRunId",
         ]
         read_only_fields = fields
 
@@ -189,8 +195,21 @@ class CommentListQuerySerializer(serializers.Serializer):
     after = serializers.UUIDField(
         required=False, help_text="Only comments after this comment (in the given order)."
     )
+    afterCommentId = serializers.UUIDField(
+        required=False, help_text="The same as `after` (the name Paperclip's CLI sends)."
+    )
     order = serializers.ChoiceField(choices=["asc", "desc"], default="asc")
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+    def validate(self, attrs: dict) -> dict:
+        after_comment_id = attrs.pop("afterCommentId", None)
+        if after_comment_id is not None:
+            if attrs.get("after", after_comment_id) != after_comment_id:
+                raise serializers.ValidationError(
+                    {"afterCommentId": ["Differs from `after`; send one of them."]}
+                )
+            attrs["after"] = after_comment_id
+        return attrs
 
 
 class CommentCursorSerializer(serializers.Serializer):

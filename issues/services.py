@@ -163,6 +163,10 @@ class IssueConflict(IssueError):
     """The issue is held by another agent or run."""
 
 
+class IssueActionForbidden(IssueError):
+    """The caller may see the issue but not do this to it (delete another's comment)."""
+
+
 @dataclass(frozen=True)
 class IssueUpdateResult:
     issue: Issue
@@ -704,5 +708,62 @@ def issue_comment_post(
             ),
             actor_type=actor_type,
             actor_id=actor_id,
+        )
+    return comment
+
+
+def issue_comment_delete(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    comment_id: uuid.UUID | str,
+    actor_type: str = "system",
+    actor_id: str = "system",
+    actor_agent_id: uuid.UUID | str | None = None,
+    actor_run_id: uuid.UUID | str | None = None,
+) -> IssueComment:
+    """Delete a comment as Paperclip does: only its author may, and it stays as a tombstone.
+
+    The body is emptied and who deleted it is recorded; deleting a deleted comment changes
+    nothing. An agent on its own in_progress issue must hold the issue with its run.
+    """
+    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
+    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+        if issue is None:
+            raise Issue.DoesNotExist("Issue not found")
+        comment = IssueComment.objects.filter(pk=comment_id, issue=issue).first()
+        if comment is None:
+            raise IssueComment.DoesNotExist("Comment not found")
+        if comment.deleted_at is not None:
+            return comment
+        if actor_type == "agent":
+            is_author = comment.author_agent_id == actor_agent_id
+        else:
+            is_author = comment.author_user_id == actor_id
+        if not is_author:
+            raise IssueActionForbidden("Only the comment author can delete comments")
+        if _assert_run_ownership(issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id):
+            issue.save(update_fields=["checkout_run"])
+        now = timezone.now()
+        comment.body = ""
+        comment.deleted_at = now
+        comment.deleted_by_agent_id = actor_agent_id
+        comment.deleted_by_user_id = actor_id if actor_type == "user" else None
+        comment.deleted_by_run_id = actor_run_id
+        comment.updated_at = now
+        comment.save()
+        Issue.objects.filter(pk=issue.pk).update(updated_at=now)
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.comment_deleted",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=actor_agent_id,
+            run_id=actor_run_id,
+            details={"identifier": issue.identifier, "commentId": str(comment.id)},
         )
     return comment

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularJSONAPIView, SpectacularSwaggerView
 
 from heartbeat import api as heartbeat_api
 from issues import api as issues_api
@@ -12,6 +12,8 @@ handler500 = "paperclip.api.json_server_error"
 api_patterns = [
     path("api/", core_api.ApiRootView.as_view(), name="api-root"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Where Paperclip serves its document (its CLI's `openapi` reads it): the same schema, JSON.
+    path("api/openapi.json", SpectacularJSONAPIView.as_view(), name="api-openapi-json"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/health", heartbeat_api.HealthView.as_view(), name="api-health"),
     # Companies
@@ -140,6 +142,11 @@ api_patterns = [
         "api/issues/<str:issue_ref>/comments/<uuid:comment_id>",
         issues_api.IssueCommentDetailView.as_view(),
         name="issue-comment",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/activity",
+        issues_api.IssueActivityView.as_view(),
+        name="issue-activity",
     ),
     path(
         "api/issues/<str:issue_ref>/heartbeat-context",
