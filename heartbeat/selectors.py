@@ -24,6 +24,8 @@ from django_q.status import Stat
 from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
+    Agent,
+    AgentStatus,
     HeartbeatRun,
     RunErrorCode,
     RunStatus,
@@ -33,6 +35,8 @@ from heartbeat.process_control import Liveness, ProcessIdentity, probe
 from heartbeat.services import sweeps_latest
 from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
+from issues.wake_rules import CLOSED_STATUSES as CLOSED_ISSUE_STATUSES
+from paperclip.models import Company
 
 # The log tail reads at most this much from the end of a log: enough for the last lines of any
 # sane run, and bounded so a multi-gigabyte log costs the same as a small one.
@@ -616,3 +620,119 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         queued_count=counts.get(RunStatus.QUEUED, 0),
         running_count=counts.get(RunStatus.RUNNING, 0),
     )
+
+
+# Days of run activity in the company summary (Paperclip's DASHBOARD_RUN_ACTIVITY_DAYS).
+SUMMARY_RUN_ACTIVITY_DAYS = 14
+# A retry chain longer than this is not followed further when finding recovered runs.
+_RECOVERY_CHAIN_MAX_HOPS = 10
+
+
+def company_summary(*, company: Company, now: datetime) -> dict:
+    """Paperclip's dashboard summary of one company: agents and issues by state, spend against
+    budget, and 14 days of runs (a failed run whose retry later succeeded counts as recovered).
+
+    This product has no approvals table or budget policies: pending approvals are the agents
+    waiting for board approval, and the budget incident counts are zero.
+    """
+    agents = dict(
+        Agent.objects.filter(company=company)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    issues = dict(
+        Issue.objects.filter(company=company, hidden_at__isnull=True)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    budget = company.budget_monthly_cents
+    spent = company.spent_monthly_cents
+    return {
+        "companyId": company.id,
+        "agents": {
+            "active": agents.get(AgentStatus.ACTIVE, 0) + agents.get(AgentStatus.IDLE, 0),
+            "running": agents.get(AgentStatus.RUNNING, 0),
+            "paused": agents.get(AgentStatus.PAUSED, 0),
+            "error": agents.get(AgentStatus.ERROR, 0),
+        },
+        "tasks": {
+            "open": sum(n for status, n in issues.items() if status not in CLOSED_ISSUE_STATUSES),
+            "inProgress": issues.get(Issue.Status.IN_PROGRESS, 0),
+            "blocked": issues.get(Issue.Status.BLOCKED, 0),
+            "done": issues.get(Issue.Status.DONE, 0),
+        },
+        "costs": {
+            "monthSpendCents": spent,
+            "monthBudgetCents": budget,
+            "monthUtilizationPercent": round(spent / budget * 100, 2) if budget > 0 else 0,
+        },
+        "pendingApprovals": agents.get(AgentStatus.PENDING_APPROVAL, 0),
+        "budgets": {
+            "activeIncidents": 0,
+            "pendingApprovals": 0,
+            "pausedAgents": 0,
+            "pausedProjects": 0,
+        },
+        "runActivity": _run_activity(company=company, now=now),
+    }
+
+
+def _run_activity(*, company: Company, now: datetime) -> list[dict]:
+    today = now.astimezone(UTC).date()
+    days = [today - timedelta(days=back) for back in range(SUMMARY_RUN_ACTIVITY_DAYS - 1, -1, -1)]
+    start = datetime.combine(days[0], datetime.min.time(), tzinfo=UTC)
+    runs = HeartbeatRun.objects.filter(company=company, created_at__gte=start)
+    recovered = _recovered_run_ids(runs)
+    activity = {
+        day: {
+            "date": day.isoformat(),
+            "succeeded": 0,
+            "failed": 0,
+            "recovered": 0,
+            "other": 0,
+            "total": 0,
+            "failedByErrorCode": {},
+        }
+        for day in days
+    }
+    for run_id, created_at, status, error_code in runs.values_list(
+        "id", "created_at", "status", "error_code"
+    ):
+        bucket = activity.get(created_at.astimezone(UTC).date())
+        if bucket is None:
+            continue
+        bucket["total"] += 1
+        if status == RunStatus.SUCCEEDED:
+            bucket["succeeded"] += 1
+        elif status not in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            bucket["other"] += 1
+        elif run_id in recovered:
+            bucket["recovered"] += 1
+        else:
+            bucket["failed"] += 1
+            code = error_code or "unknown"
+            bucket["failedByErrorCode"][code] = bucket["failedByErrorCode"].get(code, 0) + 1
+    return list(activity.values())
+
+
+def _recovered_run_ids(runs) -> set[uuid.UUID]:
+    """The runs of `runs` that a later retry in the same window made good."""
+    recovered: set[uuid.UUID] = set()
+    frontier = set(
+        runs.filter(status=RunStatus.SUCCEEDED, retry_of_run__isnull=False).values_list(
+            "retry_of_run_id", flat=True
+        )
+    )
+    for _ in range(_RECOVERY_CHAIN_MAX_HOPS):
+        frontier -= recovered
+        if not frontier:
+            break
+        recovered |= frontier
+        frontier = set(
+            runs.filter(pk__in=frontier, retry_of_run__isnull=False).values_list(
+                "retry_of_run_id", flat=True
+            )
+        )
+    return recovered

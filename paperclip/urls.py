@@ -44,6 +44,11 @@ api_patterns = [
         name="company-runs",
     ),
     path(
+        "api/companies/<uuid:company_id>/dashboard",
+        heartbeat_api.CompanyDashboardView.as_view(),
+        name="company-dashboard",
+    ),
+    path(
         "api/companies/<uuid:company_id>/live-runs",
         heartbeat_api.CompanyLiveRunsView.as_view(),
         name="company-live-runs",
@@ -66,6 +71,11 @@ api_patterns = [
     path("api/agents/me", heartbeat_api.AgentMeView.as_view(), name="agent-me"),
     path("api/agents/me/inbox-lite", heartbeat_api.AgentInboxView.as_view(), name="agent-inbox"),
     path("api/agents/<uuid:agent_id>", heartbeat_api.AgentDetailView.as_view(), name="agent"),
+    path(
+        "api/agents/<str:agent_ref>",
+        heartbeat_api.AgentByReferenceView.as_view(),
+        name="agent-by-reference",
+    ),
     path(
         "api/agents/<uuid:agent_id>/wakeup",
         heartbeat_api.AgentWakeView.as_view(),
