@@ -67,6 +67,18 @@ api_patterns = [
         core_api.BoardTokenRevokeView.as_view(),
         name="board-token-detail",
     ),
+    # Paperclip's routes for the same: its CLI's `whoami` and `token board ...`
+    path("api/cli-auth/me", core_api.CliAuthMeView.as_view(), name="cli-auth-me"),
+    path(
+        "api/board-api-keys",
+        core_api.BoardApiKeyListCreateView.as_view(),
+        name="board-api-keys",
+    ),
+    path(
+        "api/board-api-keys/<uuid:key_id>",
+        core_api.BoardApiKeyRevokeView.as_view(),
+        name="board-api-key",
+    ),
     # Agents
     path("api/agents/me", heartbeat_api.AgentMeView.as_view(), name="agent-me"),
     path("api/agents/me/inbox-lite", heartbeat_api.AgentInboxView.as_view(), name="agent-inbox"),
