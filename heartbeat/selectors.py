@@ -133,7 +133,8 @@ def run_log_tail(run: HeartbeatRun, *, max_lines: int = 80) -> LogTail:
         return LogTail((), False, 0, "log file not found on this host")
     except OSError as exc:
         return LogTail((), False, 0, f"log unreadable: {exc.strerror}")
-    return LogTail(tuple(_render_log_line(line) for line in lines), truncated, size)
+    rendered = _render_log_lines(lines)
+    return LogTail(tuple(rendered[-max_lines:]), truncated or len(rendered) > max_lines, size)
 
 
 def _tail_lines(path: Path, max_lines: int) -> tuple[list[str], bool, int]:
@@ -157,20 +158,49 @@ def _tail_lines(path: Path, max_lines: int) -> tuple[list[str], bool, int]:
     return [line.decode("utf-8", "replace") for line in lines[-max_lines:]], truncated, size
 
 
-def _render_log_line(line: str) -> str:
-    """One NDJSON record as `time stream text`; anything else is shown as it is."""
+def _render_log_lines(records: list[str]) -> list[str]:
+    """NDJSON records as output lines, `time stream text`.
+
+    A process writes a line in as many chunks as its pipe delivers, so the chunks of a stream
+    are joined and split at newlines: a line reads as one line, stamped with the time its first
+    chunk arrived. Anything that is not a record is shown as it is.
+    """
+    rendered: list[str] = []
+    # Per stream: the time of the unfinished line's first chunk, and its text so far.
+    unfinished: dict[str, tuple[str, str]] = {}
+    for raw in records:
+        record = _log_record(raw)
+        if record is None:
+            rendered.append(raw)
+            continue
+        stamp, stream, text = record
+        line_stamp, pending = unfinished.pop(stream, (stamp, ""))
+        *complete, rest = (pending + text).split("\n")
+        for line in complete:
+            rendered.append(_log_line(line_stamp, stream, line))
+            line_stamp = stamp
+        if rest:
+            unfinished[stream] = (line_stamp, rest)
+    rendered.extend(_log_line(stamp, stream, rest) for stream, (stamp, rest) in unfinished.items())
+    return rendered
+
+
+def _log_record(raw: str) -> tuple[str, str, str] | None:
     try:
-        record = json.loads(line)
+        record = json.loads(raw)
     except ValueError:
-        return line
+        return None
     if not isinstance(record, dict):
-        return line
+        return None
     text = record.get("chunk", record.get("text", record.get("message")))
     if text is None:
-        return line
+        return None
     stamp = str(record.get("ts", record.get("time", "")))
-    stream = str(record.get("stream", ""))
-    return " ".join(part for part in (stamp, stream, str(text).rstrip("\n")) if part)
+    return stamp, str(record.get("stream", "")), str(text)
+
+
+def _log_line(stamp: str, stream: str, text: str) -> str:
+    return " ".join(part for part in (stamp, stream, text.rstrip("\r")) if part)
 
 
 def stale_run_conditions(now: datetime) -> dict[str, Q]:
