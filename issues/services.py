@@ -214,6 +214,18 @@ def _mentioned_agents(issue: Issue, body: str) -> tuple[uuid.UUID, ...]:
     return tuple(agent_id for agent_id in linked if agent_id in known)
 
 
+def _uuid_or_none(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value else None
+
+
+def _issue_locked(issue_id: uuid.UUID | str, company_id: uuid.UUID | str) -> Issue:
+    """The issue, row-locked for the caller's transaction; DoesNotExist (404) when missing."""
+    issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+    if issue is None:
+        raise Issue.DoesNotExist("Issue not found")
+    return issue
+
+
 def _agent_name_key(agent_id) -> str | None:
     name = _agent_model().objects.filter(pk=agent_id).values_list("name", flat=True).first()
     return name.strip().lower() if name is not None else None
@@ -353,12 +365,10 @@ def issue_update(
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise IssueInvalidInput(f"Unknown issue fields: {sorted(unknown)}")
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         before = {field: getattr(issue, field) for field in UPDATABLE_FIELDS}
         changed = _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
@@ -493,11 +503,9 @@ def issue_checkout(
     Raises IssueConflict with who holds it otherwise.
     """
     agent_id = uuid.UUID(str(agent_id))
-    run_id = uuid.UUID(str(run_id)) if run_id else None
+    run_id = _uuid_or_none(run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         _check_agent_in_company(agent_id, issue.company_id, "agentId")
         if issue.execution_run_id is not None and not _run_is_active(issue.execution_run_id):
             issue.execution_run = None
@@ -576,12 +584,10 @@ def issue_release(
     The execution lock stays with its run (as in the reference): that run may still be working
     and releases it when it finishes, so a new run cannot start on the issue beside it.
     """
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id, adopt=False
         )
@@ -611,9 +617,7 @@ def issue_delete(
 ) -> None:
     """Delete an issue and its comments; refused while a run is executing it."""
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         if _run_is_active(issue.execution_run_id):
             raise IssueConflict(
                 "Issue has an active run; cancel the run first", _conflict_details(issue)
@@ -647,12 +651,10 @@ def issue_comment_post(
     reopen a finished or blocked issue (`reopen`, or a person writing on an agent's issue), and
     wakes the assignee and the agents it mentions after commit (docs/wake-rules.md).
     """
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         changed = _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
         )
@@ -727,12 +729,10 @@ def issue_comment_delete(
     The body is emptied and who deleted it is recorded; deleting a deleted comment changes
     nothing. An agent on its own in_progress issue must hold the issue with its run.
     """
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         comment = IssueComment.objects.filter(pk=comment_id, issue=issue).first()
         if comment is None:
             raise IssueComment.DoesNotExist("Comment not found")
