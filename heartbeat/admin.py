@@ -66,6 +66,12 @@ from paperclip.admin import (
 )
 from paperclip.services import activity_log_record
 
+
+def run_duration_text(seconds: float) -> str:
+    """A run's duration: tenths of a second under a minute (runs are often that short)."""
+    return f"{seconds:.1f}s" if seconds < 60 else humanize_seconds(seconds)
+
+
 # How many retry hops the run page follows each way (a lineage is short: one automatic retry,
 # one stranded-issue recovery), so a corrupt loop cannot hang the page.
 _RETRY_CHAIN_MAX_HOPS = 10
@@ -130,7 +136,9 @@ class AdapterTypeFilter(admin.SimpleListFilter):
     field = "agent__adapter_type"
 
     def lookups(self, request, model_admin):
-        types = Agent.objects.values_list("adapter_type", flat=True).distinct()
+        # order_by() first: the model's default ordering would add its columns to the DISTINCT
+        # and list a type once per agent name.
+        types = Agent.objects.order_by().values_list("adapter_type", flat=True).distinct()
         return [(t, t) for t in sorted(types)]
 
     def queryset(self, request, queryset):
@@ -240,6 +248,7 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
         "agent_link",
         "issue_link",
         "age",
+        "took",
         "process",
         "owner",
         "lease",
@@ -288,6 +297,7 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
                     "created_at",
                     "started_at",
                     "finished_at",
+                    "took",
                     "last_activity_at",
                     "detached_at",
                     "updated_at",
@@ -348,6 +358,7 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     ]
     readonly_fields = [
         "diagnosis",
+        "took",
         "agent_link",
         "issue_link",
         "wakeup_link",
@@ -455,6 +466,13 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
                 self.message_user(
                     request,
                     f"Run {short_id(run.pk)} is still {run.status}: cancel it first to retry.",
+                    messages.WARNING,
+                )
+                continue
+            if run.status == RunStatus.SUCCEEDED:
+                self.message_user(
+                    request,
+                    f"Run {short_id(run.pk)} succeeded: there is nothing to retry.",
                     messages.WARNING,
                 )
                 continue
@@ -631,6 +649,14 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     @admin.display(description="age", ordering="created_at")
     def age(self, obj: HeartbeatRun) -> str:
         return age_of(obj.created_at)
+
+    @admin.display(description="took")
+    def took(self, obj: HeartbeatRun) -> str:
+        """How long the run has been running, or ran: a 2-second run reads 2.0s, not 0."""
+        if obj.started_at is None:
+            return "-"
+        end = obj.finished_at or timezone.now()
+        return run_duration_text((end - obj.started_at).total_seconds())
 
     @admin.display(description="pid@host")
     def process(self, obj: HeartbeatRun) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.db import DatabaseError, connection
@@ -19,11 +20,13 @@ from heartbeat.models import (
     Agent,
     AgentApiKey,
     AgentRuntimeState,
+    AgentStatus,
     HeartbeatRun,
     HeartbeatRunEvent,
     RunStatus,
 )
 from heartbeat.run_log import run_log_path
+from heartbeat.selectors import company_summary
 from heartbeat.services import (
     AgentInvalidInput,
     AgentNotFound,
@@ -143,6 +146,45 @@ class AgentDetailView(ApiView):
         return Response(hb_serializers.AgentSerializer(agent).data)
 
 
+def agent_url_key(name: str) -> str:
+    """Paperclip's short name of an agent: its name lower-cased, other characters as dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
+
+
+class AgentByReferenceView(ApiView):
+    """An agent by its short name (`GET /api/agents/{ref}?companyId=`), as Paperclip's CLI looks
+    agents up for `agent wake` and `token agent ...` when given a name instead of an id."""
+
+    @documented(
+        responses={200: hb_serializers.AgentSerializer},
+        errors=(409,),
+        parameters=[hb_serializers.AgentReferenceQuerySerializer],
+        operation_id="agents_by_reference_retrieve",
+    )
+    def get(self, request, agent_ref):
+        if "companyId" not in request.query_params:
+            # A name means nothing without its company; like any unknown id, it is not found.
+            raise exceptions.NotFound("Agent not found")
+        params = query_params(hb_serializers.AgentReferenceQuerySerializer, request)
+        company = get_scoped_or_404(Company.objects.all(), request, id=params["companyId"])
+        key = agent_url_key(agent_ref)
+        matches = [
+            agent
+            for agent in Agent.objects.filter(company=company).exclude(
+                status=AgentStatus.TERMINATED
+            )
+            if key and agent_url_key(agent.name) == key
+        ]
+        if not matches:
+            raise exceptions.NotFound("Agent not found")
+        if len(matches) > 1:
+            raise AgentStateConflict(
+                "Agent reference is ambiguous; use the agent's id",
+                {"agentIds": [str(agent.id) for agent in matches]},
+            )
+        return Response(hb_serializers.AgentSerializer(matches[0]).data)
+
+
 class AgentMeView(ApiView):
     permission_classes = [IsAgent]
 
@@ -236,7 +278,9 @@ class AgentKeysView(ApiGenericView):
             actor_id=actor.actor_id,
         )
         body = hb_serializers.AgentKeySerializer(created.key).data
-        body["key"] = created.secret
+        # `token`, as Paperclip names it (its CLI's connect commands read it); `key` is this
+        # API's earlier name, kept for the clients written against it.
+        body["token"] = body["key"] = created.secret
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -334,13 +378,14 @@ class AgentInvokeView(AgentWakeView):
 
 
 class AgentStateView(ApiView):
-    """pause, resume, terminate (board only). Pause and terminate cancel the active runs."""
+    """pause, resume, terminate (board only), answering the agent as Paperclip does. Pause and
+    terminate cancel the agent's active runs (each cancel is in the run's events and activity)."""
 
     action_name = ""
 
     @documented(
         request=hb_serializers.AgentPauseSerializer,
-        responses={200: hb_serializers.AgentStateChangeSerializer},
+        responses={200: hb_serializers.AgentSerializer},
         errors=(409,),
     )
     def post(self, request, agent_id):
@@ -355,8 +400,7 @@ class AgentStateView(ApiView):
             change = agent_resume(agent_id=agent.id, **who)
         else:
             change = agent_terminate(agent_id=agent.id, **who)
-        body = {"agent": change.agent, "cancelledRunIds": list(change.cancelled_run_ids)}
-        return Response(hb_serializers.AgentStateChangeSerializer(body).data)
+        return Response(hb_serializers.AgentSerializer(change.agent).data)
 
 
 # Heartbeat runs
@@ -458,6 +502,16 @@ class CompanyRunsView(ApiGenericView):
             runs = runs.filter(status__in=filters["status"])
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class CompanyDashboardView(ApiView):
+    """Paperclip's dashboard summary of a company (its CLI's `dashboard get`)."""
+
+    @documented(responses={200: hb_serializers.CompanySummarySerializer})
+    def get(self, request, company_id):
+        company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        summary = company_summary(company=company, now=timezone.now())
+        return Response(hb_serializers.CompanySummarySerializer(summary).data)
 
 
 def _live_runs(runs, min_count: int) -> list[HeartbeatRun]:

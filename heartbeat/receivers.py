@@ -12,25 +12,26 @@ from heartbeat.services import (
     report_run_activity,
     wake_agent,
 )
-from issues.signals import assignee_wake_requested
+from issues.signals import issue_wake_requested
 from paperclip.signals import agent_run_write
 
 logger = logging.getLogger(__name__)
 
 
-@receiver(assignee_wake_requested, dispatch_uid="heartbeat.wake_issue_assignee")
-def wake_issue_assignee(
+@receiver(issue_wake_requested, dispatch_uid="heartbeat.wake_for_issue")
+def wake_for_issue(
     sender,
     *,
     agent_id,
     source,
     reason,
     payload,
+    context,
     requested_by_actor_type,
     requested_by_actor_id,
     **kwargs,
 ):
-    """An issue was assigned, handed over or commented on: wake its agent (reference 2.2)."""
+    """An issue change asks for an agent (docs/wake-rules.md): wake it (reference 2.2)."""
     try:
         wake_agent(
             agent_id=agent_id,
@@ -38,13 +39,14 @@ def wake_issue_assignee(
             trigger_detail="system",
             reason=reason,
             payload=payload,
+            context=context,
             requested_by_actor_type=requested_by_actor_type,
             requested_by_actor_id=requested_by_actor_id,
         )
     except (AgentNotFound, AgentNotInvokable) as exc:
-        # A paused or removed assignee is not an error of the issue change; the reconciler
-        # picks the issue up if the agent becomes invokable again.
-        logger.info("issue %s: assignee %s not woken: %s", payload.get("issueId"), agent_id, exc)
+        # A paused or removed agent is not an error of the issue change; the reconciler picks
+        # an assigned issue up if its agent becomes invokable again.
+        logger.info("issue %s: agent %s not woken: %s", payload.get("issueId"), agent_id, exc)
 
 
 @receiver(agent_run_write, dispatch_uid="heartbeat.run_write_is_activity")

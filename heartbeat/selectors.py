@@ -24,6 +24,8 @@ from django_q.status import Stat
 from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
+    Agent,
+    AgentStatus,
     HeartbeatRun,
     RunErrorCode,
     RunStatus,
@@ -33,6 +35,8 @@ from heartbeat.process_control import Liveness, ProcessIdentity, probe
 from heartbeat.services import sweeps_latest
 from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
+from issues.wake_rules import CLOSED_STATUSES as CLOSED_ISSUE_STATUSES
+from paperclip.models import Company
 
 # The log tail reads at most this much from the end of a log: enough for the last lines of any
 # sane run, and bounded so a multi-gigabyte log costs the same as a small one.
@@ -129,7 +133,8 @@ def run_log_tail(run: HeartbeatRun, *, max_lines: int = 80) -> LogTail:
         return LogTail((), False, 0, "log file not found on this host")
     except OSError as exc:
         return LogTail((), False, 0, f"log unreadable: {exc.strerror}")
-    return LogTail(tuple(_render_log_line(line) for line in lines), truncated, size)
+    rendered = _render_log_lines(lines)
+    return LogTail(tuple(rendered[-max_lines:]), truncated or len(rendered) > max_lines, size)
 
 
 def _tail_lines(path: Path, max_lines: int) -> tuple[list[str], bool, int]:
@@ -153,20 +158,49 @@ def _tail_lines(path: Path, max_lines: int) -> tuple[list[str], bool, int]:
     return [line.decode("utf-8", "replace") for line in lines[-max_lines:]], truncated, size
 
 
-def _render_log_line(line: str) -> str:
-    """One NDJSON record as `time stream text`; anything else is shown as it is."""
+def _render_log_lines(records: list[str]) -> list[str]:
+    """NDJSON records as output lines, `time stream text`.
+
+    A process writes a line in as many chunks as its pipe delivers, so the chunks of a stream
+    are joined and split at newlines: a line reads as one line, stamped with the time its first
+    chunk arrived. Anything that is not a record is shown as it is.
+    """
+    rendered: list[str] = []
+    # Per stream: the time of the unfinished line's first chunk, and its text so far.
+    unfinished: dict[str, tuple[str, str]] = {}
+    for raw in records:
+        record = _log_record(raw)
+        if record is None:
+            rendered.append(raw)
+            continue
+        stamp, stream, text = record
+        line_stamp, pending = unfinished.pop(stream, (stamp, ""))
+        *complete, rest = (pending + text).split("\n")
+        for line in complete:
+            rendered.append(_log_line(line_stamp, stream, line))
+            line_stamp = stamp
+        if rest:
+            unfinished[stream] = (line_stamp, rest)
+    rendered.extend(_log_line(stamp, stream, rest) for stream, (stamp, rest) in unfinished.items())
+    return rendered
+
+
+def _log_record(raw: str) -> tuple[str, str, str] | None:
     try:
-        record = json.loads(line)
+        record = json.loads(raw)
     except ValueError:
-        return line
+        return None
     if not isinstance(record, dict):
-        return line
+        return None
     text = record.get("chunk", record.get("text", record.get("message")))
     if text is None:
-        return line
+        return None
     stamp = str(record.get("ts", record.get("time", "")))
-    stream = str(record.get("stream", ""))
-    return " ".join(part for part in (stamp, stream, str(text).rstrip("\n")) if part)
+    return stamp, str(record.get("stream", "")), str(text)
+
+
+def _log_line(stamp: str, stream: str, text: str) -> str:
+    return " ".join(part for part in (stamp, stream, text.rstrip("\r")) if part)
 
 
 def stale_run_conditions(now: datetime) -> dict[str, Q]:
@@ -616,3 +650,119 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         queued_count=counts.get(RunStatus.QUEUED, 0),
         running_count=counts.get(RunStatus.RUNNING, 0),
     )
+
+
+# Days of run activity in the company summary (Paperclip's DASHBOARD_RUN_ACTIVITY_DAYS).
+SUMMARY_RUN_ACTIVITY_DAYS = 14
+# A retry chain longer than this is not followed further when finding recovered runs.
+_RECOVERY_CHAIN_MAX_HOPS = 10
+
+
+def company_summary(*, company: Company, now: datetime) -> dict:
+    """Paperclip's dashboard summary of one company: agents and issues by state, spend against
+    budget, and 14 days of runs (a failed run whose retry later succeeded counts as recovered).
+
+    This product has no approvals table or budget policies: pending approvals are the agents
+    waiting for board approval, and the budget incident counts are zero.
+    """
+    agents = dict(
+        Agent.objects.filter(company=company)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    issues = dict(
+        Issue.objects.filter(company=company, hidden_at__isnull=True)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    budget = company.budget_monthly_cents
+    spent = company.spent_monthly_cents
+    return {
+        "companyId": company.id,
+        "agents": {
+            "active": agents.get(AgentStatus.ACTIVE, 0) + agents.get(AgentStatus.IDLE, 0),
+            "running": agents.get(AgentStatus.RUNNING, 0),
+            "paused": agents.get(AgentStatus.PAUSED, 0),
+            "error": agents.get(AgentStatus.ERROR, 0),
+        },
+        "tasks": {
+            "open": sum(n for status, n in issues.items() if status not in CLOSED_ISSUE_STATUSES),
+            "inProgress": issues.get(Issue.Status.IN_PROGRESS, 0),
+            "blocked": issues.get(Issue.Status.BLOCKED, 0),
+            "done": issues.get(Issue.Status.DONE, 0),
+        },
+        "costs": {
+            "monthSpendCents": spent,
+            "monthBudgetCents": budget,
+            "monthUtilizationPercent": round(spent / budget * 100, 2) if budget > 0 else 0,
+        },
+        "pendingApprovals": agents.get(AgentStatus.PENDING_APPROVAL, 0),
+        "budgets": {
+            "activeIncidents": 0,
+            "pendingApprovals": 0,
+            "pausedAgents": 0,
+            "pausedProjects": 0,
+        },
+        "runActivity": _run_activity(company=company, now=now),
+    }
+
+
+def _run_activity(*, company: Company, now: datetime) -> list[dict]:
+    today = now.astimezone(UTC).date()
+    days = [today - timedelta(days=back) for back in range(SUMMARY_RUN_ACTIVITY_DAYS - 1, -1, -1)]
+    start = datetime.combine(days[0], datetime.min.time(), tzinfo=UTC)
+    runs = HeartbeatRun.objects.filter(company=company, created_at__gte=start)
+    recovered = _recovered_run_ids(runs)
+    activity = {
+        day: {
+            "date": day.isoformat(),
+            "succeeded": 0,
+            "failed": 0,
+            "recovered": 0,
+            "other": 0,
+            "total": 0,
+            "failedByErrorCode": {},
+        }
+        for day in days
+    }
+    for run_id, created_at, status, error_code in runs.values_list(
+        "id", "created_at", "status", "error_code"
+    ):
+        bucket = activity.get(created_at.astimezone(UTC).date())
+        if bucket is None:
+            continue
+        bucket["total"] += 1
+        if status == RunStatus.SUCCEEDED:
+            bucket["succeeded"] += 1
+        elif status not in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            bucket["other"] += 1
+        elif run_id in recovered:
+            bucket["recovered"] += 1
+        else:
+            bucket["failed"] += 1
+            code = error_code or "unknown"
+            bucket["failedByErrorCode"][code] = bucket["failedByErrorCode"].get(code, 0) + 1
+    return list(activity.values())
+
+
+def _recovered_run_ids(runs) -> set[uuid.UUID]:
+    """The runs of `runs` that a later retry in the same window made good."""
+    recovered: set[uuid.UUID] = set()
+    frontier = set(
+        runs.filter(status=RunStatus.SUCCEEDED, retry_of_run__isnull=False).values_list(
+            "retry_of_run_id", flat=True
+        )
+    )
+    for _ in range(_RECOVERY_CHAIN_MAX_HOPS):
+        frontier -= recovered
+        if not frontier:
+            break
+        recovered |= frontier
+        frontier = set(
+            runs.filter(pk__in=frontier, retry_of_run__isnull=False).values_list(
+                "retry_of_run_id", flat=True
+            )
+        )
+    return recovered

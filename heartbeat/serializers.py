@@ -117,10 +117,11 @@ class AgentKeySerializer(CamelModelSerializer):
 
 
 class AgentKeyCreatedSerializer(AgentKeySerializer):
-    key = serializers.CharField(read_only=True, help_text="The secret; shown only once.")
+    token = serializers.CharField(read_only=True, help_text="The secret; shown only once.")
+    key = serializers.CharField(read_only=True, help_text="The same secret (earlier name).")
 
     class Meta(AgentKeySerializer.Meta):
-        fields = [*AgentKeySerializer.Meta.fields, "key"]
+        fields = [*AgentKeySerializer.Meta.fields, "token", "key"]
         read_only_fields = fields
 
 
@@ -415,11 +416,6 @@ class WakeSkippedSerializer(serializers.Serializer):
     wakeupId = serializers.UUIDField()
 
 
-class AgentStateChangeSerializer(serializers.Serializer):
-    agent = AgentSerializer()
-    cancelledRunIds = serializers.ListField(child=serializers.UUIDField())
-
-
 class RecoveryRequestSerializer(serializers.Serializer):
     dryRun = serializers.BooleanField(default=False, help_text="Report, change nothing.")
 
@@ -443,3 +439,54 @@ class ReconcileResultSerializer(serializers.Serializer):
     errors = serializers.IntegerField()
     sweepSkipped = serializers.BooleanField(source="sweep_skipped")
     dryRun = serializers.BooleanField(source="dry_run")
+
+
+class _SummaryAgentsSerializer(serializers.Serializer):
+    active = serializers.IntegerField(help_text="Active or idle: able to run.")
+    running = serializers.IntegerField()
+    paused = serializers.IntegerField()
+    error = serializers.IntegerField()
+
+
+class _SummaryTasksSerializer(serializers.Serializer):
+    open = serializers.IntegerField(help_text="Issues not done or cancelled.")
+    inProgress = serializers.IntegerField()
+    blocked = serializers.IntegerField()
+    done = serializers.IntegerField()
+
+
+class _SummaryCostsSerializer(serializers.Serializer):
+    monthSpendCents = serializers.IntegerField()
+    monthBudgetCents = serializers.IntegerField()
+    monthUtilizationPercent = serializers.FloatField()
+
+
+class _SummaryBudgetsSerializer(serializers.Serializer):
+    activeIncidents = serializers.IntegerField()
+    pendingApprovals = serializers.IntegerField()
+    pausedAgents = serializers.IntegerField()
+    pausedProjects = serializers.IntegerField()
+
+
+class _SummaryDaySerializer(serializers.Serializer):
+    date = serializers.CharField(help_text="UTC day, YYYY-MM-DD.")
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField(help_text="Failed or timed out, not recovered.")
+    recovered = serializers.IntegerField(help_text="Failed, but a retry later succeeded.")
+    other = serializers.IntegerField(help_text="Queued, running or cancelled.")
+    total = serializers.IntegerField()
+    failedByErrorCode = serializers.DictField(child=serializers.IntegerField())
+
+
+class CompanySummarySerializer(serializers.Serializer):
+    companyId = serializers.UUIDField()
+    agents = _SummaryAgentsSerializer()
+    tasks = _SummaryTasksSerializer()
+    costs = _SummaryCostsSerializer()
+    pendingApprovals = serializers.IntegerField(help_text="Agents waiting for board approval.")
+    budgets = _SummaryBudgetsSerializer()
+    runActivity = _SummaryDaySerializer(many=True)
+
+
+class AgentReferenceQuerySerializer(serializers.Serializer):
+    companyId = serializers.UUIDField(help_text="The company whose agent the name refers to.")

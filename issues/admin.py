@@ -352,6 +352,8 @@ class IssueCommentAdmin(CompanyScopedAdmin):
 
     @admin.display(description="comment")
     def excerpt(self, obj: IssueComment) -> str:
+        if obj.deleted_at is not None:
+            return "(deleted by its author)"
         return obj.body if len(obj.body) <= 120 else obj.body[:117] + "..."
 
     @admin.display(description="run")

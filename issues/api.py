@@ -13,10 +13,12 @@ from rest_framework.response import Response
 from issues import serializers as issue_serializers
 from issues.models import Issue, IssueComment
 from issues.services import (
+    IssueActionForbidden,
     IssueConflict,
     IssueInvalidInput,
     IssueTransitionInvalid,
     issue_checkout,
+    issue_comment_delete,
     issue_comment_post,
     issue_create,
     issue_delete,
@@ -33,10 +35,18 @@ from paperclip.api import (
     query_params,
     register_domain_errors,
 )
-from paperclip.models import Company
+from paperclip.models import ActivityLog, Company
 from paperclip.permissions import request_actor
+from paperclip.serializers import ActivitySerializer
 
-register_domain_errors({IssueInvalidInput: 400, IssueConflict: 409, IssueTransitionInvalid: 422})
+register_domain_errors(
+    {
+        IssueInvalidInput: 400,
+        IssueActionForbidden: 403,
+        IssueConflict: 409,
+        IssueTransitionInvalid: 422,
+    }
+)
 
 RUN_ID_PARAMETER = OpenApiParameter(
     "X-Paperclip-Run-Id",
@@ -164,11 +174,13 @@ class IssueDetailView(ApiView):
         issue = issue_for_request(request, issue_ref)
         data = dict(json_body(issue_serializers.IssueUpdateSerializer, request))
         comment = data.pop("comment", None)
+        reopen = data.pop("reopen")
         result = issue_update(
             issue_id=issue.id,
             company_id=issue.company_id,
             changes=data,
             comment_body=comment,
+            reopen=reopen,
             **actor_fields(request),
         )
         return Response(issue_serializers.IssueSerializer(result.issue).data)
@@ -287,6 +299,39 @@ class IssueCommentDetailView(ApiView):
         if comment is None:
             raise exceptions.NotFound("Comment not found")
         return Response(issue_serializers.CommentSerializer(comment).data)
+
+    @documented(
+        responses={200: issue_serializers.CommentSerializer},
+        errors=(409,),
+        parameters=[RUN_ID_PARAMETER],
+    )
+    def delete(self, request, issue_ref, comment_id):
+        """Only the author deletes; the comment stays as a tombstone with an empty body."""
+        issue = issue_for_request(request, issue_ref)
+        comment = issue_comment_delete(
+            issue_id=issue.id,
+            company_id=issue.company_id,
+            comment_id=comment_id,
+            **actor_fields(request),
+        )
+        return Response(issue_serializers.CommentSerializer(comment).data)
+
+
+class IssueActivityView(ApiGenericView):
+    """The issue's activity log, newest first (Paperclip's `activity issue`)."""
+
+    queryset = ActivityLog.objects.none()
+    serializer_class = ActivitySerializer
+    pagination_class = cursor_pagination("-created_at")
+
+    @documented(responses={200: ActivitySerializer(many=True)})
+    def get(self, request, issue_ref):
+        issue = issue_for_request(request, issue_ref)
+        rows = ActivityLog.objects.filter(
+            company_id=issue.company_id, entity_type="issue", entity_id=str(issue.id)
+        )
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
 # Ancestors shown in a heartbeat context: enough for an agent to see why its task exists.

@@ -142,6 +142,16 @@ class IssueComment(models.Model):
     body = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A deleted comment stays in the thread as a tombstone (empty body), as in Paperclip, so
+    # cursors and wake references to it keep working; these say when and by whom.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by_agent = models.ForeignKey(
+        "heartbeat.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deleted_by_user_id = models.TextField(null=True, blank=True)
+    deleted_by_run = models.ForeignKey(
+        "heartbeat.HeartbeatRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["created_at"]

@@ -118,6 +118,11 @@ class IssueUpdateSerializer(serializers.Serializer):
         required=False,
         help_text="A comment posted in the same transaction as the update.",
     )
+    reopen = serializers.BooleanField(
+        default=False,
+        help_text="With a comment and no status: move a done, cancelled or blocked issue back "
+        "to todo.",
+    )
 
 
 class IssueListQuerySerializer(serializers.Serializer):
@@ -156,6 +161,8 @@ class CommentSerializer(CamelModelSerializer):
     issueId = serializers.UUIDField(source="issue_id", read_only=True)
     authorAgentId = _uuid_out("author_agent_id")
     createdByRunId = _uuid_out("created_by_run_id")
+    deletedByAgentId = _uuid_out("deleted_by_agent_id")
+    deletedByRunId = _uuid_out("deleted_by_run_id")
 
     class Meta:
         model = IssueComment
@@ -169,6 +176,10 @@ class CommentSerializer(CamelModelSerializer):
             "body",
             "created_at",
             "updated_at",
+            "deleted_at",
+            "deletedByAgentId",
+            "deleted_by_user_id",
+            "deletedByRunId",
         ]
         read_only_fields = fields
 
@@ -176,7 +187,7 @@ class CommentSerializer(CamelModelSerializer):
 class CommentCreateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=TEXT_MAX)
     reopen = serializers.BooleanField(
-        default=False, help_text="Move a done or cancelled issue back to todo."
+        default=False, help_text="Move a done, cancelled or blocked issue back to todo."
     )
 
 
@@ -184,8 +195,21 @@ class CommentListQuerySerializer(serializers.Serializer):
     after = serializers.UUIDField(
         required=False, help_text="Only comments after this comment (in the given order)."
     )
+    afterCommentId = serializers.UUIDField(
+        required=False, help_text="The same as `after` (the name Paperclip's CLI sends)."
+    )
     order = serializers.ChoiceField(choices=["asc", "desc"], default="asc")
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+    def validate(self, attrs: dict) -> dict:
+        after_comment_id = attrs.pop("afterCommentId", None)
+        if after_comment_id is not None:
+            if attrs.get("after", after_comment_id) != after_comment_id:
+                raise serializers.ValidationError(
+                    {"afterCommentId": ["Differs from `after`; send one of them."]}
+                )
+            attrs["after"] = after_comment_id
+        return attrs
 
 
 class CommentCursorSerializer(serializers.Serializer):

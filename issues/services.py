@@ -10,7 +10,17 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from issues.models import Issue, IssueComment
-from issues.signals import assignee_wake_requested
+from issues.signals import issue_wake_requested
+from issues.wake_rules import (
+    CommentFacts,
+    IssueWake,
+    comment_reopens,
+    mentioned_agent_ids,
+    wake_for_checkout,
+    wakes_for_comment,
+    wakes_for_create,
+    wakes_for_update,
+)
 from paperclip.models import Company
 from paperclip.services import activity_log_record
 
@@ -50,7 +60,7 @@ def issue_create(
     actor_id: str = "system",
 ) -> Issue:
     """A new issue with the company's next number. With `wake_assignee` (the API, the admin), an
-    agent assignee is woken after commit unless the issue is in backlog (reference 2.2)."""
+    agent assignee is woken after commit unless the issue is in backlog (docs/wake-rules.md)."""
     with transaction.atomic():
         number, prefix = _next_issue_number(company_id)
         issue = Issue.objects.create(
@@ -77,11 +87,12 @@ def issue_create(
             agent_id=created_by_agent_id,
             details={"identifier": issue.identifier, "title": title},
         )
-        if wake_assignee and status not in (Issue.Status.BACKLOG, *_CLOSED_STATUSES):
-            _request_assignee_wake(
+        if wake_assignee:
+            _request_wakes(
                 issue=issue,
-                reason="issue_assigned",
-                payload={"mutation": "create"},
+                wakes=wakes_for_create(
+                    issue_id=issue.id, status=status, assignee_agent_id=issue.assignee_agent_id
+                ),
                 actor_type=actor_type,
                 actor_id=actor_id,
             )
@@ -118,7 +129,6 @@ def issue_comment_create(
 # run's lock once the run has ended), so two runs never interleave writes on one issue.
 
 _ACTIVE_RUN_STATUSES = ("queued", "running")
-_CLOSED_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
 _LOCK_FIELDS = ("checkout_run", "execution_run", "execution_agent_name_key", "execution_locked_at")
 UPDATABLE_FIELDS = frozenset(
     {
@@ -153,6 +163,10 @@ class IssueConflict(IssueError):
     """The issue is held by another agent or run."""
 
 
+class IssueActionForbidden(IssueError):
+    """The caller may see the issue but not do this to it (delete another's comment)."""
+
+
 @dataclass(frozen=True)
 class IssueUpdateResult:
     issue: Issue
@@ -168,31 +182,48 @@ def _agent_model():
     return Issue._meta.get_field("assignee_agent").related_model
 
 
-def _request_assignee_wake(
-    *,
-    issue: Issue,
-    reason: str,
-    source: str = "assignment",
-    payload: dict | None = None,
-    actor_type: str,
-    actor_id: str,
-) -> None:
-    """Ask (after commit) for the issue's assignee agent to be woken; heartbeat does the waking."""
-    if issue.assignee_agent_id is None:
-        return
-    signal_kwargs = {
-        "issue_id": issue.id,
-        "company_id": issue.company_id,
-        "agent_id": issue.assignee_agent_id,
-        "source": source,
-        "reason": reason,
-        "payload": {"issueId": str(issue.id), **(payload or {})},
-        "requested_by_actor_type": actor_type,
-        "requested_by_actor_id": actor_id,
-    }
-    transaction.on_commit(
-        lambda: assignee_wake_requested.send_robust(sender=Issue, **signal_kwargs)
+def _request_wakes(*, issue: Issue, wakes: list[IssueWake], actor_type: str, actor_id: str) -> None:
+    """Ask (after commit) for each wake; heartbeat does the waking."""
+    for wake in wakes:
+        signal_kwargs = {
+            "issue_id": issue.id,
+            "company_id": issue.company_id,
+            "agent_id": wake.agent_id,
+            "source": wake.source,
+            "reason": wake.reason,
+            "payload": wake.payload,
+            "context": wake.context,
+            "requested_by_actor_type": actor_type,
+            "requested_by_actor_id": actor_id,
+        }
+        transaction.on_commit(
+            lambda kwargs=signal_kwargs: issue_wake_requested.send_robust(sender=Issue, **kwargs)
+        )
+
+
+def _mentioned_agents(issue: Issue, body: str) -> tuple[uuid.UUID, ...]:
+    """The agents of the issue's company that the body links to (others are ignored)."""
+    linked = mentioned_agent_ids(body)
+    if not linked:
+        return ()
+    known = set(
+        _agent_model()
+        .objects.filter(company_id=issue.company_id, pk__in=linked)
+        .values_list("pk", flat=True)
     )
+    return tuple(agent_id for agent_id in linked if agent_id in known)
+
+
+def _uuid_or_none(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value else None
+
+
+def _issue_locked(issue_id: uuid.UUID | str, company_id: uuid.UUID | str) -> Issue:
+    """The issue, row-locked for the caller's transaction; DoesNotExist (404) when missing."""
+    issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
+    if issue is None:
+        raise Issue.DoesNotExist("Issue not found")
+    return issue
 
 
 def _agent_name_key(agent_id) -> str | None:
@@ -318,6 +349,7 @@ def issue_update(
     company_id: uuid.UUID | str,
     changes: dict[str, Any],
     comment_body: str | None = None,
+    reopen: bool = False,
     actor_type: str = "system",
     actor_id: str = "system",
     actor_agent_id: uuid.UUID | str | None = None,
@@ -326,18 +358,17 @@ def issue_update(
     """Apply `changes` (keys from UPDATABLE_FIELDS) and optionally post a comment, atomically.
 
     Side effects (reference 1.7): leaving in_progress or changing the assignee releases the run
-    locks; started/completed/cancelled timestamps follow the status; a new agent assignee (or an
-    issue leaving backlog) wakes the assignee after commit.
+    locks; started/completed/cancelled timestamps follow the status. A comment that names no
+    status may reopen a finished or blocked issue (`reopen`, or a person writing on an agent's
+    issue). The agents the change concerns are woken after commit (docs/wake-rules.md).
     """
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise IssueInvalidInput(f"Unknown issue fields: {sorted(unknown)}")
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         before = {field: getattr(issue, field) for field in UPDATABLE_FIELDS}
         changed = _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
@@ -350,6 +381,15 @@ def issue_update(
             _check_parent(issue, changes["parent_id"])
         for field, value in changes.items():
             setattr(issue, field, value)
+        reopens = comment_body is not None and comment_reopens(
+            status=before["status"],
+            assignee_agent_id=issue.assignee_agent_id,
+            reopen_requested=reopen,
+            actor_type=actor_type,
+            actor_agent_id=actor_agent_id,
+        )
+        if reopens and "status" not in changes:
+            issue.status = Issue.Status.TODO
         _check_assignment(issue)
         changed += [f for f in UPDATABLE_FIELDS if getattr(issue, f) != before[f]]
         assignee_changed = (
@@ -390,20 +430,29 @@ def issue_update(
                 "commentId": str(comment.id) if comment else None,
             },
         )
-        left_backlog = before["status"] == Issue.Status.BACKLOG != issue.status
-        wakes_assignee = (
-            issue.assignee_agent_id is not None
-            and issue.status not in (Issue.Status.BACKLOG, *_CLOSED_STATUSES)
-            and (issue.assignee_agent_id != before["assignee_agent_id"] or left_backlog)
-        )
-        if wakes_assignee:
-            _request_assignee_wake(
-                issue=issue,
-                reason="issue_assigned",
-                payload={"mutation": "update"},
-                actor_type=actor_type,
-                actor_id=actor_id,
+        comment_facts = None
+        if comment is not None:
+            reopened = reopens and issue.status == Issue.Status.TODO != before["status"]
+            comment_facts = CommentFacts(
+                comment_id=comment.id,
+                reopened_from=before["status"] if reopened else None,
+                mentioned_agent_ids=_mentioned_agents(issue, comment.body),
             )
+        _request_wakes(
+            issue=issue,
+            wakes=wakes_for_update(
+                issue_id=issue.id,
+                status_before=before["status"],
+                status_after=issue.status,
+                assignee_before=(before["assignee_agent_id"], before["assignee_user_id"]),
+                assignee_after=(issue.assignee_agent_id, issue.assignee_user_id),
+                actor_type=actor_type,
+                actor_agent_id=actor_agent_id,
+                comment=comment_facts,
+            ),
+            actor_type=actor_type,
+            actor_id=actor_id,
+        )
     return IssueUpdateResult(
         issue=issue, comment=comment, changed_fields=tuple(sorted(set(changed)))
     )
@@ -454,11 +503,9 @@ def issue_checkout(
     Raises IssueConflict with who holds it otherwise.
     """
     agent_id = uuid.UUID(str(agent_id))
-    run_id = uuid.UUID(str(run_id)) if run_id else None
+    run_id = _uuid_or_none(run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         _check_agent_in_company(agent_id, issue.company_id, "agentId")
         if issue.execution_run_id is not None and not _run_is_active(issue.execution_run_id):
             issue.execution_run = None
@@ -514,9 +561,9 @@ def issue_checkout(
         )
         if run_id is None:
             # A board member handing the issue to an agent: the agent should start on it.
-            _request_assignee_wake(
+            _request_wakes(
                 issue=issue,
-                reason="issue_checked_out",
+                wakes=[wake_for_checkout(issue_id=issue.id, agent_id=agent_id)],
                 actor_type=actor_type,
                 actor_id=actor_id,
             )
@@ -537,12 +584,10 @@ def issue_release(
     The execution lock stays with its run (as in the reference): that run may still be working
     and releases it when it finishes, so a new run cannot start on the issue beside it.
     """
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id, adopt=False
         )
@@ -572,9 +617,7 @@ def issue_delete(
 ) -> None:
     """Delete an issue and its comments; refused while a run is executing it."""
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         if _run_is_active(issue.execution_run_id):
             raise IssueConflict(
                 "Issue has an active run; cancel the run first", _conflict_details(issue)
@@ -604,25 +647,30 @@ def issue_comment_post(
 ) -> IssueComment:
     """A comment from a person or an agent (the API's POST comments).
 
-    An agent commenting on its own in_progress issue must hold it with its run. A comment from
-    anyone but the assignee wakes the assignee with the comment (reference comment wakes);
-    `reopen` moves a done or cancelled issue back to todo first.
+    An agent commenting on its own in_progress issue must hold it with its run. The comment may
+    reopen a finished or blocked issue (`reopen`, or a person writing on an agent's issue), and
+    wakes the assignee and the agents it mentions after commit (docs/wake-rules.md).
     """
-    actor_agent_id = uuid.UUID(str(actor_agent_id)) if actor_agent_id else None
-    actor_run_id = uuid.UUID(str(actor_run_id)) if actor_run_id else None
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
     with transaction.atomic():
-        issue = Issue.objects.select_for_update().filter(pk=issue_id, company_id=company_id).first()
-        if issue is None:
-            raise Issue.DoesNotExist("Issue not found")
+        issue = _issue_locked(issue_id, company_id)
         changed = _assert_run_ownership(
             issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
         )
-        reopened = reopen and issue.status in _CLOSED_STATUSES
-        if reopened:
+        reopened_from = None
+        if comment_reopens(
+            status=issue.status,
+            assignee_agent_id=issue.assignee_agent_id,
+            reopen_requested=reopen,
+            actor_type=actor_type,
+            actor_agent_id=actor_agent_id,
+        ):
+            reopened_from = issue.status
             issue.status = Issue.Status.TODO
             _clear_locks(issue)
             _apply_status_timestamps(issue, timezone.now())
-        if changed or reopened:
+        if changed or reopened_from:
             issue.save()
         comment = issue_comment_create(
             issue=issue,
@@ -643,20 +691,79 @@ def issue_comment_post(
             details={
                 "identifier": issue.identifier,
                 "commentId": str(comment.id),
-                "reopened": reopened,
+                "reopened": reopened_from is not None,
+                "reopenedFrom": reopened_from,
             },
         )
-        if (
-            issue.assignee_agent_id is not None
-            and issue.assignee_agent_id != actor_agent_id
-            and issue.status not in _CLOSED_STATUSES
-        ):
-            _request_assignee_wake(
-                issue=issue,
-                reason="issue_reopened_via_comment" if reopened else "issue_commented",
-                source="automation",
-                payload={"commentId": str(comment.id), "wakeCommentId": str(comment.id)},
-                actor_type=actor_type,
-                actor_id=actor_id,
-            )
+        _request_wakes(
+            issue=issue,
+            wakes=wakes_for_comment(
+                issue_id=issue.id,
+                status_after=issue.status,
+                assignee_agent_id=issue.assignee_agent_id,
+                actor_agent_id=actor_agent_id,
+                comment=CommentFacts(
+                    comment_id=comment.id,
+                    reopened_from=reopened_from,
+                    mentioned_agent_ids=_mentioned_agents(issue, body),
+                ),
+            ),
+            actor_type=actor_type,
+            actor_id=actor_id,
+        )
+    return comment
+
+
+def issue_comment_delete(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    comment_id: uuid.UUID | str,
+    actor_type: str = "system",
+    actor_id: str = "system",
+    actor_agent_id: uuid.UUID | str | None = None,
+    actor_run_id: uuid.UUID | str | None = None,
+) -> IssueComment:
+    """Delete a comment as Paperclip does: only its author may, and it stays as a tombstone.
+
+    The body is emptied and who deleted it is recorded; deleting a deleted comment changes
+    nothing. An agent on its own in_progress issue must hold the issue with its run.
+    """
+    actor_agent_id = _uuid_or_none(actor_agent_id)
+    actor_run_id = _uuid_or_none(actor_run_id)
+    with transaction.atomic():
+        issue = _issue_locked(issue_id, company_id)
+        comment = IssueComment.objects.filter(pk=comment_id, issue=issue).first()
+        if comment is None:
+            raise IssueComment.DoesNotExist("Comment not found")
+        if comment.deleted_at is not None:
+            return comment
+        if actor_type == "agent":
+            is_author = comment.author_agent_id == actor_agent_id
+        else:
+            is_author = comment.author_user_id == actor_id
+        if not is_author:
+            raise IssueActionForbidden("Only the comment author can delete comments")
+        if _assert_run_ownership(issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id):
+            issue.save(update_fields=["checkout_run"])
+        now = timezone.now()
+        comment.body = ""
+        comment.deleted_at = now
+        comment.deleted_by_agent_id = actor_agent_id
+        comment.deleted_by_user_id = actor_id if actor_type == "user" else None
+        comment.deleted_by_run_id = actor_run_id
+        comment.updated_at = now
+        comment.save()
+        Issue.objects.filter(pk=issue.pk).update(updated_at=now)
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.comment_deleted",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            agent_id=actor_agent_id,
+            run_id=actor_run_id,
+            details={"identifier": issue.identifier, "commentId": str(comment.id)},
+        )
     return comment

@@ -2,7 +2,8 @@
 
 from django.dispatch import Signal
 
-# Sent after commit when an issue's agent assignee should be woken (assigned, checked out for it
-# by a person, commented on by someone else). Keyword arguments: issue_id, company_id, agent_id,
-# source, reason, payload (with issueId), requested_by_actor_type, requested_by_actor_id.
-assignee_wake_requested = Signal()
+# Sent after commit when an agent should be woken about an issue (see issues/wake_rules.py and
+# docs/wake-rules.md). Keyword arguments: issue_id, company_id, agent_id, source, reason,
+# payload (with issueId), context (the seed of the run's context snapshot),
+# requested_by_actor_type, requested_by_actor_id.
+issue_wake_requested = Signal()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from django import forms
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
@@ -28,6 +29,12 @@ from paperclip.services import company_create, company_update
 
 # Below this many rows an exact count is cheap enough; above it the planner's estimate is shown.
 _EXACT_COUNT_BELOW = 10_000
+
+
+# The console is the product's, not a generic Django site.
+admin.site.site_header = "Paperclip"
+admin.site.site_title = "Paperclip"
+admin.site.index_title = "Control plane"
 
 
 class EstimatedCountPaginator(Paginator):
@@ -267,6 +274,13 @@ class ServiceBackedAdmin(admin.ModelAdmin):
 
     # Domain errors of the services, shown as form errors.
     service_errors: tuple[type[Exception], ...] = ()
+    # Text columns that hold one line (names, titles): a text input, not a 10-row box.
+    single_line_fields: tuple[str, ...] = ("name", "title")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in self.single_line_fields:
+            kwargs["widget"] = forms.TextInput(attrs={"class": "vTextField"})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def save_through_service(self, request, form, obj: Model | None) -> Model:
         """Create (obj None) or change the object with the form's cleaned data; return it."""

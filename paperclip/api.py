@@ -15,10 +15,12 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import IntegrityError
+from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,10 +28,11 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from paperclip import serializers as core_serializers
 from paperclip.authentication import Actor
-from paperclip.models import ActivityLog, BoardApiToken, Company
+from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership
 from paperclip.permissions import IsActor, IsBoard, request_actor, scoped
 from paperclip.rest import ArrayCursorPagination
 from paperclip.services import (
+    BOARD_API_KEY_DEFAULT_TTL,
     board_token_create,
     board_token_revoke,
     company_create,
@@ -323,3 +326,84 @@ class BoardTokenRevokeView(ApiView):
             raise exceptions.NotFound("Token not found")
         token = board_token_revoke(token=token)
         return Response(core_serializers.BoardTokenSerializer(token).data)
+
+
+# Paperclip's names for the same board tokens (its CLI's `whoami` and `token board ...`)
+
+
+def _board_caller(request) -> Actor:
+    """The board actor, or 401 as Paperclip answers agents on these routes."""
+    actor = request_actor(request)
+    if not actor.is_board:
+        raise exceptions.NotAuthenticated("Board authentication required")
+    return actor
+
+
+class CliAuthMeView(ApiView):
+    """Who the board caller is: user, instance admin, memberships, and how it authenticated."""
+
+    @documented(responses={200: core_serializers.CliAuthMeSerializer})
+    def get(self, request):
+        actor = _board_caller(request)
+        user = actor.user
+        memberships = list(CompanyMembership.objects.filter(user=user).order_by("created_at"))
+        body = {
+            "user": {
+                "id": str(user.pk),
+                "name": user.get_full_name() or user.get_username(),
+                "email": user.email,
+            },
+            "userId": str(user.pk),
+            "isInstanceAdmin": actor.is_instance_admin,
+            "companyIds": [m.company_id for m in memberships],
+            "memberships": memberships,
+            "source": "board_key" if actor.source == "board_token" else "session",
+            "keyId": actor.key_id,
+        }
+        return Response(core_serializers.CliAuthMeSerializer(body).data)
+
+
+class BoardApiKeyListCreateView(ApiView):
+    @documented(
+        responses={200: core_serializers.BoardTokenSerializer(many=True)},
+        parameters=[
+            OpenApiParameter("includeInactive", bool, description="Also revoked and expired keys.")
+        ],
+    )
+    def get(self, request):
+        actor = _board_caller(request)
+        keys = BoardApiToken.objects.filter(user_id=actor.user.pk).order_by("-created_at")
+        if request.query_params.get("includeInactive") != "true":
+            keys = keys.filter(revoked_at__isnull=True).filter(
+                Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+            )
+        return Response(core_serializers.BoardTokenSerializer(keys, many=True).data)
+
+    @documented(
+        request=core_serializers.BoardApiKeyCreateSerializer,
+        responses={201: core_serializers.BoardTokenCreatedSerializer},
+    )
+    def post(self, request):
+        actor = _board_caller(request)
+        data = json_body(core_serializers.BoardApiKeyCreateSerializer, request)
+        company_id = data.get("requestedCompanyId")
+        if company_id is not None:
+            get_scoped_or_404(Company.objects.all(), request, id=company_id)
+        expires_at = data.get("expiresAt", timezone.now() + BOARD_API_KEY_DEFAULT_TTL)
+        token, secret = board_token_create(
+            user_id=actor.user.pk, name=data["name"].strip(), expires_at=expires_at
+        )
+        body = core_serializers.BoardTokenSerializer(token).data
+        body["token"] = secret
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class BoardApiKeyRevokeView(ApiView):
+    @documented(responses={200: core_serializers.BoardApiKeyRevokedSerializer})
+    def delete(self, request, key_id):
+        actor = _board_caller(request)
+        token = BoardApiToken.objects.filter(id=key_id, user_id=actor.user.pk).first()
+        if token is None:
+            raise exceptions.NotFound("Board API key not found")
+        board_token_revoke(token=token)
+        return Response({"ok": True, "keyId": str(token.id)})

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -129,10 +130,10 @@ def _agent_actor(request, agent: Any, source: str, key_id=None, run_id=None):
     return AgentPrincipal(agent), actor
 
 
-def _board_actor(request, user: Any, source: str):
+def _board_actor(request, user: Any, source: str, key_id: uuid.UUID | None = None):
     if request.META.get(RUN_ID_HEADER):
         raise exceptions.PermissionDenied("Only agents link writes to a run (X-Paperclip-Run-Id)")
-    return user, Actor(kind="board", source=source, user=user)
+    return user, Actor(kind="board", source=source, user=user, key_id=key_id)
 
 
 class BearerAuthentication(authentication.BaseAuthentication):
@@ -192,12 +193,13 @@ class BearerAuthentication(authentication.BaseAuthentication):
         token = (
             BoardApiToken.objects.select_related("user")
             .filter(token_hash=secret_hash(secret), revoked_at__isnull=True)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
             .first()
         )
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid board token")
         _touch_last_used(BoardApiToken, token.pk, token.last_used_at)
-        return _board_actor(request, token.user, "board_token")
+        return _board_actor(request, token.user, "board_token", key_id=token.pk)
 
 
 def _touch_last_used(model, pk, last_used_at) -> None:

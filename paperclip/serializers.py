@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from paperclip.models import ActivityLog, BoardApiToken, Company
@@ -136,7 +137,15 @@ class ActivityQuerySerializer(serializers.Serializer):
 class BoardTokenSerializer(CamelModelSerializer):
     class Meta:
         model = BoardApiToken
-        fields = ["id", "name", "token_prefix", "created_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "name",
+            "token_prefix",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+            "expires_at",
+        ]
         read_only_fields = fields
 
 
@@ -150,6 +159,54 @@ class BoardTokenCreatedSerializer(BoardTokenSerializer):
     class Meta(BoardTokenSerializer.Meta):
         fields = [*BoardTokenSerializer.Meta.fields, "token"]
         read_only_fields = fields
+
+
+class BoardApiKeyCreateSerializer(serializers.Serializer):
+    """Paperclip's `POST /api/board-api-keys` body."""
+
+    name = serializers.CharField(max_length=120, default="paperclipai cli")
+    expiresAt = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="When the key stops working; null: never; absent: in 30 days.",
+    )
+    requestedCompanyId = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A company the key is meant for (checked)."
+    )
+
+    def validate_expiresAt(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+
+class BoardApiKeyRevokedSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    keyId = serializers.UUIDField()
+
+
+class MembershipSerializer(serializers.Serializer):
+    companyId = serializers.UUIDField(source="company_id")
+    membershipRole = serializers.CharField(source="role")
+    status = serializers.CharField(default="active")
+
+
+class BoardUserSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    email = serializers.CharField(allow_blank=True)
+
+
+class CliAuthMeSerializer(serializers.Serializer):
+    """Who the board caller is (Paperclip's `GET /api/cli-auth/me`, the CLI's `whoami`)."""
+
+    user = BoardUserSerializer()
+    userId = serializers.CharField()
+    isInstanceAdmin = serializers.BooleanField()
+    companyIds = serializers.ListField(child=serializers.UUIDField())
+    memberships = MembershipSerializer(many=True)
+    source = serializers.ChoiceField(choices=["session", "board_key"])
+    keyId = serializers.UUIDField(allow_null=True)
 
 
 class ApiRootSerializer(serializers.Serializer):

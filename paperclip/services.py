@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -109,11 +110,21 @@ def company_update(
     return company
 
 
-def board_token_create(*, user_id: int, name: str) -> tuple[BoardApiToken, str]:
-    """A new personal API token and its secret (shown once; only its hash is stored)."""
+# How long a board key made through Paperclip's `POST /api/board-api-keys` lives when the request
+# names no expiry (Paperclip's BOARD_API_KEY_TTL_MS, 30 days).
+BOARD_API_KEY_DEFAULT_TTL = timedelta(days=30)
+
+
+def board_token_create(
+    *, user_id: int, name: str, expires_at: datetime | None = None
+) -> tuple[BoardApiToken, str]:
+    """A new personal API token and its secret (shown once; only its hash is stored).
+
+    `expires_at` None: the token works until revoked.
+    """
     secret, prefix, digest = secret_generate("pcbt_")
     token = BoardApiToken.objects.create(
-        user_id=user_id, name=name, token_prefix=prefix, token_hash=digest
+        user_id=user_id, name=name, token_prefix=prefix, token_hash=digest, expires_at=expires_at
     )
     return token, secret
 

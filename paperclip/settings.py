@@ -122,6 +122,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["paperclip.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

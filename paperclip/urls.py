@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularJSONAPIView, SpectacularSwaggerView
 
 from heartbeat import api as heartbeat_api
 from issues import api as issues_api
@@ -12,6 +12,8 @@ handler500 = "paperclip.api.json_server_error"
 api_patterns = [
     path("api/", core_api.ApiRootView.as_view(), name="api-root"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Where Paperclip serves its document (its CLI's `openapi` reads it): the same schema, JSON.
+    path("api/openapi.json", SpectacularJSONAPIView.as_view(), name="api-openapi-json"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/health", heartbeat_api.HealthView.as_view(), name="api-health"),
     # Companies
@@ -42,6 +44,11 @@ api_patterns = [
         name="company-runs",
     ),
     path(
+        "api/companies/<uuid:company_id>/dashboard",
+        heartbeat_api.CompanyDashboardView.as_view(),
+        name="company-dashboard",
+    ),
+    path(
         "api/companies/<uuid:company_id>/live-runs",
         heartbeat_api.CompanyLiveRunsView.as_view(),
         name="company-live-runs",
@@ -60,10 +67,27 @@ api_patterns = [
         core_api.BoardTokenRevokeView.as_view(),
         name="board-token-detail",
     ),
+    # Paperclip's routes for the same: its CLI's `whoami` and `token board ...`
+    path("api/cli-auth/me", core_api.CliAuthMeView.as_view(), name="cli-auth-me"),
+    path(
+        "api/board-api-keys",
+        core_api.BoardApiKeyListCreateView.as_view(),
+        name="board-api-keys",
+    ),
+    path(
+        "api/board-api-keys/<uuid:key_id>",
+        core_api.BoardApiKeyRevokeView.as_view(),
+        name="board-api-key",
+    ),
     # Agents
     path("api/agents/me", heartbeat_api.AgentMeView.as_view(), name="agent-me"),
     path("api/agents/me/inbox-lite", heartbeat_api.AgentInboxView.as_view(), name="agent-inbox"),
     path("api/agents/<uuid:agent_id>", heartbeat_api.AgentDetailView.as_view(), name="agent"),
+    path(
+        "api/agents/<str:agent_ref>",
+        heartbeat_api.AgentByReferenceView.as_view(),
+        name="agent-by-reference",
+    ),
     path(
         "api/agents/<uuid:agent_id>/wakeup",
         heartbeat_api.AgentWakeView.as_view(),
@@ -140,6 +164,11 @@ api_patterns = [
         "api/issues/<str:issue_ref>/comments/<uuid:comment_id>",
         issues_api.IssueCommentDetailView.as_view(),
         name="issue-comment",
+    ),
+    path(
+        "api/issues/<str:issue_ref>/activity",
+        issues_api.IssueActivityView.as_view(),
+        name="issue-activity",
     ),
     path(
         "api/issues/<str:issue_ref>/heartbeat-context",

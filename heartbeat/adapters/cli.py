@@ -64,7 +64,7 @@ class _CliAdapter(ABC):
             meta={
                 "adapterType": self.adapter_type,
                 "command": command,
-                "args": list(argv[1:]),
+                "commandArgs": list(argv[1:]),
                 "cwd": cwd,
                 "env": env_for_display(extra_env, secrets),
                 "prompt": prompt,

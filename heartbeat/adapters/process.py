@@ -39,7 +39,7 @@ class ProcessAdapter:
             meta={
                 "adapterType": self.adapter_type,
                 "command": command,
-                "args": list(args),
+                "commandArgs": list(args),
                 "cwd": cwd,
                 "env": env_for_display(extra_env, secrets),
             },

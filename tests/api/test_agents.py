@@ -111,11 +111,12 @@ def test_board_creates_lists_and_revokes_agent_keys(side_a):
     url = f"/api/agents/{side_a.agent.id}/keys"
     created = side_a.board.post(url, {"name": "laptop"}, format="json")
     assert created.status_code == 201
-    secret = created.json()["key"]
+    secret = created.json()["token"]
     assert secret.startswith("pcak_")
+    assert created.json()["key"] == secret
     assert not AgentApiKey.objects.filter(key_hash=secret).exists()
     assert created.json()["id"] in {k["id"] for k in side_a.board.get(url).json()}
-    assert all("key" not in k for k in side_a.board.get(url).json())
+    assert all("key" not in k and "token" not in k for k in side_a.board.get(url).json())
     revoked = side_a.board.delete(f"{url}/{created.json()['id']}")
     assert revoked.status_code == 200
     assert revoked.json()["revokedAt"] is not None
@@ -148,3 +149,30 @@ def test_agent_key_of_one_agent_reads_a_colleague(side_a):
     response = agent_client_for(colleague).get(f"/api/agents/{side_a.agent.id}")
     assert response.status_code == 200
     assert response.json()["name"] == side_a.agent.name
+
+
+# Agents by name
+
+
+def test_agent_is_found_by_its_short_name_in_a_company(side_a):
+    response = side_a.board.get("/api/agents/alpha-engineer", {"companyId": str(side_a.company.id)})
+    assert response.status_code == 200
+    assert response.json()["id"] == str(side_a.agent.id)
+
+
+def test_agent_short_name_of_two_agents_answers_409(side_a):
+    make_agent(side_a.company, name="Alpha  Engineer")
+    response = side_a.board.get("/api/agents/alpha-engineer", {"companyId": str(side_a.company.id)})
+    assert response.status_code == 409
+    assert len(response.json()["details"]["agentIds"]) == 2
+
+
+def test_agent_short_name_in_another_company_answers_404(side_a, side_b):
+    response = side_a.board.get("/api/agents/beta-engineer", {"companyId": str(side_b.company.id)})
+    assert response.status_code == 404
+
+
+def test_terminated_agents_are_not_found_by_name(side_a):
+    Agent.objects.filter(pk=side_a.agent.pk).update(status="terminated")
+    response = side_a.board.get("/api/agents/alpha-engineer", {"companyId": str(side_a.company.id)})
+    assert response.status_code == 404

@@ -6,7 +6,8 @@ import pytest
 
 from heartbeat.models import HeartbeatRun
 from issues.models import Issue, IssueComment
-from issues.signals import assignee_wake_requested
+from issues.signals import issue_wake_requested
+from paperclip.models import ActivityLog
 from tests.api.conftest import agent_client_for
 from tests.factories import make_agent, make_issue, make_run
 
@@ -23,9 +24,9 @@ def wakes():
     def record(sender, **kwargs):
         received.append(kwargs)
 
-    assignee_wake_requested.connect(record)
+    issue_wake_requested.connect(record)
     yield received
-    assignee_wake_requested.disconnect(record)
+    issue_wake_requested.disconnect(record)
 
 
 def test_board_creates_an_issue_with_the_next_identifier(side_a):
@@ -461,3 +462,75 @@ def test_heartbeat_context_gives_issue_ancestors_and_comment_cursor(side_a):
     assert body["commentCursor"]["totalComments"] == 1
     assert body["commentCursor"]["latestCommentId"] == created.json()["id"]
     assert body["wakeComment"]["body"] == "go"
+
+
+# Issue activity, the OpenAPI document
+
+
+def test_issue_activity_lists_the_issues_entries_newest_first(side_a):
+    issue = make_issue(side_a.company, status="todo")
+    side_a.board.post(f"/api/issues/{issue.id}/comments", {"body": "hi"}, format="json")
+    side_a.board.patch(f"/api/issues/{issue.id}", {"priority": "high"}, format="json")
+    response = side_a.board.get(f"/api/issues/{issue.identifier}/activity")
+    assert [row["action"] for row in response.json()] == [
+        "issue.updated",
+        "issue.comment_added",
+        "issue.created",
+    ]
+
+
+def test_issue_activity_of_another_company_answers_404(side_a, side_b):
+    issue = make_issue(side_b.company)
+    assert side_a.board.get(f"/api/issues/{issue.id}/activity").status_code == 404
+
+
+# Comments: Paperclip's parameter name, deletion
+
+
+def test_comments_after_comment_id_is_the_same_cursor_as_after(side_a):
+    issue = make_issue(side_a.company)
+    url = f"/api/issues/{issue.id}/comments"
+    ids = [side_a.board.post(url, {"body": n}, format="json").json()["id"] for n in "abc"]
+    rows = side_a.board.get(url, {"afterCommentId": ids[0]}).json()
+    assert [row["id"] for row in rows] == ids[1:]
+
+
+def test_author_deletes_a_comment_and_a_tombstone_stays(side_a):
+    issue = make_issue(side_a.company)
+    url = f"/api/issues/{issue.id}/comments"
+    comment_id = side_a.board.post(url, {"body": "typo"}, format="json").json()["id"]
+    response = side_a.board.delete(f"{url}/{comment_id}")
+    assert response.status_code == 200
+    comment = IssueComment.objects.get(pk=comment_id)
+    assert (comment.body, comment.deleted_by_user_id) == ("", str(side_a.user.pk))
+    assert response.json()["deletedAt"] is not None
+    assert [row["id"] for row in side_a.board.get(url).json()] == [comment_id]
+    assert ActivityLog.objects.filter(action="issue.comment_deleted", entity_id=issue.id).exists()
+
+
+def test_deleting_someone_elses_comment_answers_403(side_a):
+    issue = make_issue(side_a.company)
+    url = f"/api/issues/{issue.id}/comments"
+    comment_id = side_a.board.post(url, {"body": "mine"}, format="json").json()["id"]
+    response = side_a.agent_client.delete(f"{url}/{comment_id}")
+    assert response.status_code == 403
+    assert response.json()["error"] == "Only the comment author can delete comments"
+    assert IssueComment.objects.get(pk=comment_id).body == "mine"
+
+
+def test_deleting_a_comment_of_another_issue_answers_404(side_a):
+    url = f"/api/issues/{make_issue(side_a.company).id}/comments"
+    comment_id = side_a.board.post(url, {"body": "x"}, format="json").json()["id"]
+    other = make_issue(side_a.company)
+    assert side_a.board.delete(f"/api/issues/{other.id}/comments/{comment_id}").status_code == 404
+
+
+def test_agent_deletes_its_comment_on_its_issue_from_its_run(side_a):
+    issue = make_issue(side_a.company, status="todo", assignee_agent_id=side_a.agent.id)
+    run = make_run(side_a.agent, status=HeartbeatRun.Status.RUNNING)
+    client = agent_client_for(side_a.agent, run_id=run.id)
+    url = f"/api/issues/{issue.id}/comments"
+    comment_id = client.post(url, {"body": "draft"}, format="json").json()["id"]
+    response = client.delete(f"{url}/{comment_id}")
+    assert response.json()["deletedByRunId"] == str(run.id)
+    assert Issue.objects.get(pk=issue.pk).status == "todo"

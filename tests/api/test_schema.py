@@ -123,3 +123,11 @@ def test_api_conforms_to_its_schema(side_a, actor, wsgi_app):
         if (failure := _fuzz(operation, real, auth_headers)) is not None
     ]
     assert not failures, "\n\n".join(failures[:10])
+
+
+def test_openapi_json_is_the_schema_as_json(side_a):
+    response = side_a.board.get("/api/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/issues/{issue_ref}/activity" in document["paths"]

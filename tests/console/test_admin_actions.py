@@ -116,6 +116,14 @@ def test_retry_now_refuses_a_run_still_running(admin_client_, agent_a):
 
 
 @pytest.mark.django_db
+def test_retry_now_refuses_a_run_that_succeeded(admin_client_, agent_a):
+    run = make_run(agent_a, status="succeeded")
+    response = _act(admin_client_, RUNS, "retry_runs_now", run)
+    assert HeartbeatRun.objects.filter(agent=agent_a).count() == 1
+    assert any("nothing to retry" in m for m in _messages(response))
+
+
+@pytest.mark.django_db
 def test_retry_now_reports_a_paused_agent(admin_client_, agent_a):
     run = make_run(agent_a, status="failed", error_code="process_lost")
     agent_a.status = "paused"

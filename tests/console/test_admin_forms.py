@@ -111,3 +111,19 @@ def test_pausing_a_company_in_the_admin_stamps_paused_at(admin_client_, company_
     company = Company.objects.get(pk=company_a.pk)
     assert company.status == "paused" and company.paused_at is not None
     assert ActivityLog.objects.filter(action="company.updated", entity_id=str(company.pk)).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("admin:heartbeat_agent_add", "name"),
+        ("admin:heartbeat_agent_add", "title"),
+        ("admin:issues_issue_add", "title"),
+        ("admin:paperclip_company_add", "name"),
+    ],
+)
+def test_name_and_title_are_single_line_inputs(admin_client_, url, field):
+    page = admin_client_.get(reverse(url)).content.decode()
+    assert f'<input type="text" name="{field}"' in page
+    assert f'<textarea name="{field}"' not in page

@@ -24,6 +24,13 @@ def test_admin_index_links_the_dashboard(admin_client_):
 
 
 @pytest.mark.django_db
+def test_console_header_names_the_product(admin_client_):
+    page = admin_client_.get(reverse("admin:index")).content.decode()
+    assert "<title>Control plane | Paperclip</title>" in page
+    assert "Django administration" not in page
+
+
+@pytest.mark.django_db
 def test_dashboard_lists_lost_run_with_its_retry_and_outcome(admin_client_, agent_a):
     lost = make_run(agent_a, status="failed", error_code="process_lost", error="pid 7 is gone")
     retry = make_run(agent_a, status="failed", error_code="adapter_failed", retry_of_run=lost)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from heartbeat import selectors
 from heartbeat.models import HeartbeatRunEvent
 from paperclip.admin import EstimatedCountPaginator
-from tests.factories import make_run
+from tests.factories import make_agent, make_run
 
 
 def _run_page(client, run):
@@ -107,7 +107,7 @@ def test_log_tail_of_a_multi_gigabyte_log_reads_only_its_end(agent_a, settings, 
         handle.truncate(4 * 1024**3)
         handle.seek(0, 2)
         for i in range(200):
-            handle.write(json.dumps({"ts": "t", "stream": "stderr", "chunk": f"x{i}"}).encode())
+            handle.write(json.dumps({"ts": "t", "stream": "stderr", "chunk": f"x{i}\n"}).encode())
             handle.write(b"\n")
     run = make_run(agent_a, status="running", log_ref="huge.ndjson")
     tail = selectors.run_log_tail(run, max_lines=50)
@@ -176,3 +176,53 @@ def test_date_hierarchy_lists_months_without_scanning_distinct_dates(admin_clien
     assert "March 2026" in page and "April 2026" in page and "May 2026" in page
     days = admin_client_.get(url + "?created_at__year=2026&created_at__month=5").content.decode()
     assert "May 20" in days
+
+
+@pytest.mark.django_db
+def test_log_tail_joins_a_line_written_in_several_chunks(agent_a, settings, tmp_path):
+    settings.PAPERCLIP_HOME = tmp_path
+    log = tmp_path / "run-logs" / "chunks.ndjson"
+    log.parent.mkdir(parents=True)
+    records = [
+        ("t1", "stdout", "building wid"),
+        ("t2", "stderr", "warning: slow\n"),
+        ("t3", "stdout", "gets\nall done\nexit"),
+    ]
+    log.write_text(
+        "".join(json.dumps({"ts": t, "stream": s, "chunk": c}) + "\n" for t, s, c in records)
+    )
+    run = make_run(agent_a, status="running", log_ref="chunks.ndjson")
+    assert selectors.run_log_tail(run).lines == (
+        "t2 stderr warning: slow",
+        "t1 stdout building widgets",
+        "t3 stdout all done",
+        "t3 stdout exit",
+    )
+
+
+@pytest.mark.django_db
+def test_run_page_shows_times_to_the_second_and_how_long_it_took(admin_client_, agent_a):
+    started = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    run = make_run(
+        agent_a,
+        status="succeeded",
+        started_at=started,
+        finished_at=started + timedelta(seconds=2, milliseconds=400),
+    )
+    page = _run_page(admin_client_, run)
+    assert started.strftime("%Y-%m-%d %H:%M:%S") in page
+    assert "2.4s" in page
+
+
+@pytest.mark.django_db
+def test_succeeded_run_page_offers_no_retry(admin_client_, agent_a):
+    assert "Retry now" not in _run_page(admin_client_, make_run(agent_a, status="succeeded"))
+    assert "Retry now" in _run_page(admin_client_, make_run(agent_a, status="failed"))
+
+
+@pytest.mark.django_db
+def test_adapter_filter_lists_each_adapter_type_once(admin_client_, agent_a):
+    for name in ("b", "c"):
+        make_run(make_agent(agent_a.company, name=name), status="failed")
+    page = admin_client_.get(reverse("admin:heartbeat_heartbeatrun_changelist")).content.decode()
+    assert page.count("?adapter=process") == 1

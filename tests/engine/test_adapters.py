@@ -131,3 +131,18 @@ def test_http_invocation_posts_the_run_context():
 def test_http_refuses_a_non_http_url():
     with pytest.raises(AdapterConfigInvalid, match="http or https"):
         adapter_invocation(_ctx("http", {"url": "file:///etc/passwd"}))
+
+
+@pytest.mark.parametrize(
+    ("adapter_type", "config", "command_args"),
+    [
+        ("process", {"command": "python3", "args": ["-V"]}, ["-V"]),
+        ("codex_local", {"command": "/opt/codex"}, ["exec", "--json", "-"]),
+    ],
+)
+def test_invoke_event_names_the_arguments_commandargs_as_paperclips_cli_reads(
+    adapter_type, config, command_args
+):
+    meta = adapter_invocation(_ctx(adapter_type, config)).meta
+    assert meta["commandArgs"] == command_args
+    assert {"adapterType", "command", "cwd", "env"} <= set(meta)

@@ -1,0 +1,1 @@
+"""Date and time formats of the console (FORMAT_MODULE_PATH)."""
