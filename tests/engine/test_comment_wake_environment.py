@@ -22,7 +22,7 @@ PRINT_WAKE = (
 
 
 @pytest.mark.timeout(60)
-def test_row27_comment_wake_reaches_the_process_environment(run_logs, dispatched):
+def test_row27_comment_wake_reaches_the_process_environment(run_logs, dispatched, supervisor):
     agent = make_agent(
         adapter_type="process",
         adapter_config={"command": sys.executable, "args": ["-c", PRINT_WAKE]},
@@ -33,6 +33,7 @@ def test_row27_comment_wake_reaches_the_process_environment(run_logs, dispatched
     )
     run = AgentWakeupRequest.objects.get(agent=agent).run
     run_execute(run_id=run.id)
+    supervisor.settle(run.id)
     run.refresh_from_db()
     assert run.status == HeartbeatRun.Status.SUCCEEDED
     assert f"wake issue_commented {comment.id}" in run_log_path(run.log_ref).read_text()
