@@ -309,6 +309,8 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
             {
                 "fields": [
                     "process_liveness",
+                    "shim_pid",
+                    "shim_started_at",
                     "process_pid",
                     "process_group_id",
                     "process_started_at",
@@ -320,15 +322,18 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
             },
         ),
         (
-            "Owner (worker) and lease",
+            "Watched by, and lease",
             {
                 "fields": [
+                    "watcher",
                     "owner_liveness",
                     "owner_host",
                     "owner_pid",
                     "owner_started_at",
                     "owner_boot_id",
+                    "owner_since",
                     "lease_expires_at",
+                    "lease_renewed_at",
                     "lease",
                 ]
             },
@@ -365,6 +370,7 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
         "retry_chain",
         "process_liveness",
         "owner_liveness",
+        "watcher",
         "lease",
         "log_tail",
     ]
@@ -747,6 +753,10 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     @admin.display(description="owner liveness")
     def owner_liveness(self, obj: HeartbeatRun) -> str:
         return _liveness_text(selectors.run_owner_liveness(obj))
+
+    @admin.display(description="watched by")
+    def watcher(self, obj: HeartbeatRun) -> str:
+        return selectors.run_watcher(obj)
 
     @admin.display(description="log tail")
     def log_tail(self, obj: HeartbeatRun) -> str:

@@ -29,6 +29,7 @@ from heartbeat.models import (
     HeartbeatRun,
     RunErrorCode,
     RunStatus,
+    RunSupervisor,
     SweepRecord,
 )
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
@@ -58,7 +59,8 @@ def issues_by_id(issue_ids: Iterable[str | uuid.UUID | None]) -> dict[str, Issue
 
 
 def run_owner_liveness(run: HeartbeatRun) -> Liveness | None:
-    """Whether the worker that owns the run is alive; None when no owner was recorded.
+    """Whether the run's owner (its host's run supervisor, or the worker that launched it) is
+    alive; None when no owner was recorded.
 
     Other hosts answer OTHER_HOST: for them only the lease tells (never signalled from here).
     """
@@ -88,6 +90,18 @@ def run_process_liveness(run: HeartbeatRun) -> Liveness | None:
             boot_id=run.process_boot_id or "",
         )
     )
+
+
+def run_watcher(run: HeartbeatRun) -> str:
+    """Who watches a running run and since when, in a few words ("-" once it has ended)."""
+    if run.status != RunStatus.RUNNING:
+        return "-"
+    if not run.owner_pid:
+        return "nobody recorded"
+    where = f"pid {run.owner_pid} on {run.owner_host}"
+    if run.owner_since is None:
+        return f"launched by worker {where}; not yet taken over by its host's run supervisor"
+    return f"run supervisor {where}, since {run.owner_since:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def run_lease_remaining(run: HeartbeatRun, now: datetime) -> float | None:
@@ -263,24 +277,29 @@ def run_diagnosis(run: HeartbeatRun, now: datetime) -> str:
                 f"Queued, but agent {run.agent.name} is {run.agent.status}: "
                 "it starts only after the agent is resumed."
             )
-        return "Queued, waiting for a worker (or behind the agent's concurrency cap)."
+        return (
+            "Queued, waiting for a worker to launch it (or behind the agent's concurrency cap, "
+            "or its host's cap on runs at once)."
+        )
     if run.status == RunStatus.RUNNING:
         grace_end = detached_grace_ends_at(run)
         if grace_end is not None or run.error_code == RunErrorCode.PROCESS_DETACHED:
             ends = f" at {grace_end:%Y-%m-%d %H:%M:%S} UTC" if grace_end else ""
             return (
-                "Detached: its process is alive but its worker is gone. It is finalized when "
-                "the process exits, and terminated and failed as process_lost if it reports no "
-                f"activity before the grace ends{ends}."
+                "Detached: its agent is alive but nobody on its host watches it (its run "
+                "supervisor is gone). A run supervisor starting on that host adopts it; it is "
+                "finalized when the agent exits, and terminated and failed as process_lost if it "
+                f"reports no activity before the grace ends{ends}."
             )
         remaining = run_lease_remaining(run, now)
         if remaining is None or remaining < 0:
             why = "no owner lease recorded" if remaining is None else "its owner's lease expired"
             return (
-                f"Orphaned ({why}): the next reap sweep fails it as process_lost and queues one "
-                "retry if its process is dead, or marks it detached if the process still lives."
+                f"Orphaned ({why}): the next reap sweep finalizes it from its exit report if the "
+                "agent ended, fails it as process_lost and queues one retry if nobody knows how "
+                "it ended, or marks it detached while the agent still lives."
             )
-        return f"Running; its worker renews the lease (next expiry in {int(remaining)} s)."
+        return f"Running; watched by the {run_watcher(run)} (lease ends in {int(remaining)} s)."
     if run.status == RunStatus.SUCCEEDED:
         return "Succeeded."
     if run.status == RunStatus.CANCELLED:
@@ -389,6 +408,27 @@ class ClusterHealth:
 
 
 @dataclass(frozen=True)
+class SupervisorRow:
+    """A host's run supervisor as the dashboard shows it."""
+
+    supervisor: RunSupervisor
+    # Running runs launched on its host (the ones it should watch).
+    runs_on_host: int
+    renewed_ago: float
+    # Probed on this host; OTHER_HOST elsewhere, where only the renewals tell.
+    liveness: Liveness
+
+    @property
+    def state(self) -> str:
+        """watching, stopped (cleanly), or gone (dead here, or silent past the lease expiry)."""
+        if self.supervisor.stopped_at is not None:
+            return "stopped"
+        if self.liveness.is_dead or self.renewed_ago > heartbeat_conf().lease_expiry_sec:
+            return "gone"
+        return "watching"
+
+
+@dataclass(frozen=True)
 class ChartBucket:
     start: datetime
     counts: dict[str, int]
@@ -405,6 +445,9 @@ class DashboardData:
     escalated: list[IssueRow]
     sweeps: list[SweepRow]
     cluster: ClusterHealth
+    supervisors: list[SupervisorRow]
+    # Hosts executing runs whose run supervisor is not watching (or none ever ran there).
+    unwatched_hosts: list[tuple[str, int]]
     chart_24h: list[ChartBucket]
     chart_7d: list[ChartBucket]
     queued_count: int
@@ -573,6 +616,39 @@ def cluster_health(*, now: datetime, sweeps: list[SweepRow]) -> ClusterHealth:
     )
 
 
+def run_supervisors(*, now: datetime) -> tuple[list[SupervisorRow], list[tuple[str, int]]]:
+    """Every host's run supervisor, and the hosts running runs that no supervisor watches.
+
+    Two queries whatever the number of hosts and runs.
+    """
+    running = dict(
+        HeartbeatRun.objects.filter(status=RunStatus.RUNNING, owner_host__isnull=False)
+        .values_list("owner_host")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    rows = [
+        SupervisorRow(
+            supervisor=supervisor,
+            runs_on_host=running.get(supervisor.host, 0),
+            renewed_ago=(now - supervisor.renewed_at).total_seconds(),
+            liveness=probe(
+                ProcessIdentity(
+                    pid=supervisor.pid,
+                    pgid=None,
+                    started_at=supervisor.process_started_at,
+                    host=supervisor.host,
+                    boot_id=supervisor.boot_id,
+                )
+            ),
+        )
+        for supervisor in RunSupervisor.objects.order_by("host")
+    ]
+    watched = {row.supervisor.host for row in rows if row.state == "watching"}
+    unwatched = sorted((host, n) for host, n in running.items() if host not in watched)
+    return rows, unwatched
+
+
 def _outcome(status: str, error_code: str | None) -> str:
     if status in ACTIVE_RUN_STATUSES:
         return Outcome.ACTIVE
@@ -631,6 +707,7 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         .order_by()
     )
     sweeps = sweeps_status(now=now)
+    supervisors, unwatched_hosts = run_supervisors(now=now)
     return DashboardData(
         now=now,
         company_ids=company_ids,
@@ -641,6 +718,8 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         escalated=issues_escalated(company_ids=company_ids),
         sweeps=sweeps,
         cluster=cluster_health(now=now, sweeps=sweeps),
+        supervisors=supervisors,
+        unwatched_hosts=unwatched_hosts,
         chart_24h=_runs_by_outcome_cached(
             company_ids=company_ids, now=now, span=timedelta(hours=24), bucket="hour"
         ),

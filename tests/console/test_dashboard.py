@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from heartbeat.models import SweepRecord
+from heartbeat.models import RunSupervisor, SweepRecord
 from issues.models import IssueComment
 from tests.console.conftest import seed_console_rows
 from tests.factories import make_agent, make_issue, make_run
@@ -222,3 +222,53 @@ def test_chart_is_cached_between_refreshes(admin_client_, agent_a):
     assert "succeeded 1" in page
     cache.clear()
     assert "succeeded 2" in admin_client_.get(FRAGMENT).content.decode()
+
+
+@pytest.mark.django_db
+def test_dashboard_shows_which_supervisor_watches_a_run_and_since_when(admin_client_, agent_a):
+    make_run(
+        agent_a,
+        status="running",
+        owner_host="other-host",
+        owner_pid=321,
+        owner_since=timezone.now() - timedelta(minutes=3),
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    active = admin_client_.get(FRAGMENT).content.decode().split('id="pc-active"')[1]
+    assert "supervisor 321@other-host since 3m" in active.split("</table>")[0]
+
+
+@pytest.mark.django_db
+def test_dashboard_lists_run_supervisors_with_their_last_renewal(admin_client_, agent_a):
+    now = timezone.now()
+    RunSupervisor.objects.create(
+        host="h1",
+        boot_id="b",
+        pid=4242,
+        started_at=now - timedelta(hours=1),
+        renewed_at=now - timedelta(seconds=5),
+        renewing_since=now - timedelta(hours=1),
+    )
+    make_run(agent_a, status="running", owner_host="h1", owner_pid=4242)
+    section = admin_client_.get(FRAGMENT).content.decode().split('id="pc-supervisors"')[1]
+    row = section.split("<tbody>")[1].split("</tr>")[0]
+    assert "<td>h1</td>" in row and "<td>4242</td>" in row
+    assert "5s ago" in row and "<td>1</td>" in row
+    assert "pc-supervisor-watching" in row
+
+
+@pytest.mark.django_db
+def test_dashboard_warns_of_a_host_whose_runs_no_supervisor_watches(admin_client_, agent_a):
+    now = timezone.now()
+    RunSupervisor.objects.create(
+        host="h2",
+        boot_id="b",
+        pid=4243,
+        started_at=now - timedelta(hours=1),
+        renewed_at=now - timedelta(minutes=10),
+        renewing_since=now - timedelta(hours=1),
+    )
+    make_run(agent_a, status="running", owner_host="h2", owner_pid=4243)
+    page = admin_client_.get(FRAGMENT).content.decode()
+    assert "No run supervisor watches host h2, where 1 run executes" in page
+    assert "pc-supervisor-gone" in page.split('id="pc-supervisors"')[1]

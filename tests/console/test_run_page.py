@@ -52,6 +52,24 @@ def test_running_run_with_expired_lease_is_called_orphaned(admin_client_, agent_
 
 
 @pytest.mark.django_db
+def test_run_page_says_which_supervisor_watches_the_run_since_when(admin_client_, agent_a):
+    since = timezone.now() - timedelta(minutes=4)
+    run = make_run(
+        agent_a,
+        status="running",
+        owner_host="host-a",
+        owner_pid=77,
+        owner_since=since,
+        shim_pid=76,
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    page = _run_page(admin_client_, run)
+    watcher = f"run supervisor pid 77 on host-a, since {since:%Y-%m-%d %H:%M:%S} UTC"
+    assert f"Running; watched by the {watcher}" in page
+    assert "76" in page.split("Shim pid")[1][:200]
+
+
+@pytest.mark.django_db
 def test_detached_run_shows_when_its_grace_ends(admin_client_, agent_a, settings):
     settings.PAPERCLIP_HEARTBEAT = {"detached_grace_sec": 600}
     detached_at = timezone.now().replace(microsecond=0) - timedelta(minutes=1)
