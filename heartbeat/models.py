@@ -289,7 +289,7 @@ class HeartbeatRun(models.Model):
     process_started_at = models.DateTimeField(null=True, blank=True)
     process_host = models.CharField(max_length=255, null=True, blank=True)
     process_boot_id = models.CharField(max_length=64, null=True, blank=True)
-    # The run's monitor (heartbeat/run_shim.py, on the process host and boot): it owns the
+    # The run's monitor (heartbeat/shim/run_shim.py, on the process host and boot): it owns the
     # agent's output and writes how the agent ended; alive while the run executes.
     shim_pid = models.IntegerField(null=True, blank=True)
     shim_started_at = models.DateTimeField(null=True, blank=True)

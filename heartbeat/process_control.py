@@ -2,7 +2,7 @@
 
 This is the only module in the product that touches psutil, signals, process groups and /proc;
 everything else asks it questions in terms of a recorded ``ProcessIdentity``. (The run shim,
-heartbeat/run_shim.py, is the one other program that handles an agent's processes: it runs
+heartbeat/shim/run_shim.py, is the one other program that handles an agent's processes: it runs
 without the product.)
 """
 
@@ -26,9 +26,15 @@ from typing import Any
 
 import psutil
 
-from heartbeat.run_shim import MARKER_ENV, SHIM_ENV
+from heartbeat.shim.run_shim import MARKER_ENV, SHIM_ENV
 
-SHIM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_shim.py")
+_SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
+# Run as a module imported from its own folder, so its byte code is cached (a script would be
+# compiled at every start); -I -S: nothing but the standard library on its path.
+_SHIM_MAIN = (
+    f"import sys; sys.path[:0] = [{_SHIM_DIR!r}]; import run_shim; "
+    "sys.exit(run_shim.main(sys.argv))"
+)
 HOST_NAME_ENV = "PAPERCLIP_HOST_NAME"
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # The wall-clock start time is the boot time (whole seconds in /proc/stat, recomputed from the
@@ -246,7 +252,7 @@ def terminate_tree(
 def spawn_run_shim(
     *, spec: Mapping[str, Any], marker: str, shim_log_path: str, timeout: float
 ) -> ShimStarted:
-    """Start a run shim for spec (see heartbeat/run_shim.py) and wait for it to report.
+    """Start a run shim for spec (see heartbeat/shim/run_shim.py) and wait for it to report.
 
     The shim starts in a session of its own and is re-parented away from this process at once,
     so the caller can return (or die) while the run goes on. Raises ShimStartError when no
@@ -256,7 +262,7 @@ def spawn_run_shim(
     try:
         with open(shim_log_path, "ab") as shim_log:
             popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", SHIM_SCRIPT, str(write_end)],
+                [sys.executable, "-I", "-S", "-c", _SHIM_MAIN, str(write_end)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=shim_log,
@@ -267,13 +273,17 @@ def spawn_run_shim(
             )
         os.close(write_end)
         write_end = -1
+        assert popen.stdin is not None  # requested as PIPE
+        # The first process reads the spec, forks the monitor and exits; the monitor reports
+        # once the agent has started (reading that report needs no polling, unlike a wait).
+        with popen.stdin:
+            popen.stdin.write(json.dumps(spec).encode())
+        report = _read_line(read_end, deadline=time.monotonic() + timeout)
         try:
-            # The first process reads the spec, forks the monitor and exits.
-            popen.communicate(json.dumps(spec).encode(), timeout=timeout)
+            popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
-        report = _read_line(read_end, deadline=time.monotonic() + timeout)
     except OSError as exc:
         raise ShimStartError(f"cannot start the run monitor: {exc}") from exc
     finally:

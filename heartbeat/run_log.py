@@ -18,7 +18,7 @@ from django.conf import settings
 from heartbeat.conf import heartbeat_conf
 
 # The writer lives in the stdlib-only run shim, which writes every run's log.
-from heartbeat.run_shim import (
+from heartbeat.shim.run_shim import (
     REDACTED,
     RunLogSummary,
     RunLogWriter,

@@ -1,7 +1,7 @@
 """Real processes for tests, started the way a run's agent is: in a session of their own, with
 the run marker in their environment, output piped, identity read before anything else.
 
-The product starts agents only through run shims (heartbeat/run_shim.py); tests that exercise
+The product starts agents only through run shims (heartbeat/shim/run_shim.py); tests that exercise
 probing, terminating and reaping start such processes directly.
 """
 

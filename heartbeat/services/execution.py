@@ -2,9 +2,9 @@
 
 `run_execute` is what the django-q2 task calls. It claims the run (a run that is not queued is
 left alone, so a twice-delivered task is harmless), builds the adapter's invocation, starts the
-run shim for it (heartbeat/run_shim.py), records the shim's and the agent's identity and returns
-within milliseconds: no worker ever waits for an agent. The run goes on under its shim, watched
-by its host's run supervisor, which finalizes it from the shim's exit report
+run shim for it (heartbeat/shim/run_shim.py), records the shim's and the agent's identity and
+returns within milliseconds: no worker ever waits for an agent. The run goes on under its shim,
+watched by its host's run supervisor, which finalizes it from the shim's exit report
 (`run_finalize_from_report`); a run that cannot start is finalized here at once.
 """
 

@@ -1,24 +1,32 @@
-"""Benchmark: trivial `process` runs end to end through a real django-q2 cluster.
+"""Benchmark: trivial `process` runs end to end through a real django-q2 cluster and run
+supervisor.
 
     .venv/bin/python tests/benchmarks/bench_engine_throughput.py [--runs 1000] [--workers 4]
 
 Creates a scratch database (`bench_engine`, dropped at the end) on the configured server, starts
-`manage.py qcluster` on it, and measures:
+`manage.py qcluster` and `manage.py supervise_runs` on it, and measures:
 
 1. throughput of trivial runs (a shell script that exits at once), twice: N runs woken before
    the cluster starts (a backlog: the engine's own rate), then N runs woken while it runs (end to
    end, the waking process competing for the same CPUs); runs/s over the whole phase and from
-   the first claim to the last finish;
-2. latency: runs woken one at a time, wake -> process spawn at the median and p95 (spawn = the
-   `adapter invoked` event, committed with the process identity right after the fork; the OS
-   start time is only accurate to a second, so it is not used);
-3. memory: RSS of the cluster's workers before, during and after the runs, and while one run
-   prints 200 MB.
+   the first claim to the last finish; CPU per run (cluster, supervisor, the runs' shims and
+   agents, PostgreSQL) and the load average;
+2. latency: runs woken one at a time, wake -> agent start at the median and p95 (start = the
+   `adapter invoked` event, committed with the shim's and agent's identities right after the
+   shim reported the agent started; the OS start time is only accurate to a second, so it is
+   not used);
+3. memory: RSS of the cluster's and the supervisor's processes before, during and after the
+   runs, and while one run prints 200 MB.
+
+Run shims leave the product's process tree (they are re-parented at once), so this script makes
+itself a child subreaper: they end up its children, and their CPU (with their agents') is read
+from their exit status when it reaps them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import statistics
@@ -69,54 +77,90 @@ def _database_use(name: str) -> None:
     connection.settings_dict["NAME"] = name
 
 
-def cluster_start(db_name: str, workers: int, log_dir: Path) -> subprocess.Popen:
-    env = {
+def product_start(db_name: str, workers: int, log_dir: Path, **env: str) -> list[subprocess.Popen]:
+    """`qcluster` and `supervise_runs` on the scratch database (the cluster first in the list)."""
+    environment = {
         **os.environ,
         "PAPERCLIP_DB_NAME": db_name,
         "PAPERCLIP_Q_WORKERS": str(workers),
         "PAPERCLIP_RUN_LOG_DIR": str(log_dir / "run-logs"),
         "PAPERCLIP_LOG_LEVEL": "WARNING",
+        **env,
     }
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "manage.py"), "qcluster"],
-        env=env,
-        stdout=(log_dir / "qcluster.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), command],
+            env=environment,
+            stdout=(log_dir / f"{command}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for command in ("qcluster", "supervise_runs")
+    ]
 
 
-def cluster_stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def worker_rss(cluster: subprocess.Popen) -> dict[int, int]:
-    """RSS of the cluster's Python processes (sentinel, pusher, monitor, workers), by pid."""
-    found = {}
-    for proc in psutil.Process(cluster.pid).children(recursive=True):
+def product_stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
         try:
-            if "qcluster" in " ".join(proc.cmdline()):
-                found[proc.pid] = proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class ShimReaper:
+    """Makes this process a child subreaper and adds up the CPU of the run shims it reaps."""
+
+    def __init__(self, keep: set[int]) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+        self.keep = keep
+        self.cpu_seconds = 0.0
+        self.reaped = 0
+
+    def collect(self) -> None:
+        while True:
+            try:
+                seen = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if seen is None or seen.si_pid in self.keep:
+                return
+            _pid, _status, usage = os.wait4(seen.si_pid, 0)
+            # A shim's own CPU plus its agent's (and whatever else it reaped).
+            self.cpu_seconds += usage.ru_utime + usage.ru_stime
+            self.reaped += 1
+
+
+def product_rss(procs: list[subprocess.Popen]) -> dict[int, int]:
+    """RSS of the product's Python processes (cluster sentinel, pusher, monitor, workers, and
+    the supervisor), by pid."""
+    found = {}
+    for root in procs:
+        top = psutil.Process(root.pid)
+        for proc in [top, *top.children(recursive=True)]:
+            try:
+                if "manage.py" in " ".join(proc.cmdline()):
+                    found[proc.pid] = proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
     return found
 
 
-def cluster_cpu_seconds(cluster: subprocess.Popen) -> float:
-    """CPU used by the cluster so far: its processes, recycled workers and the runs they reaped."""
-    root = psutil.Process(cluster.pid)
+def product_cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """CPU used by the cluster and the supervisor so far (recycled workers included)."""
     total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
+    for root in procs:
+        top = psutil.Process(root.pid)
+        for proc in [top, *top.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
@@ -170,11 +214,12 @@ def wake_many(agents, count: int, prefix: str) -> list:
     ]
 
 
-def drain(cluster, run_ids, rss_peak: dict[int, int]) -> None:
-    """Wait until every run finished, sampling the cluster's RSS."""
+def drain(procs, reaper: ShimReaper, run_ids, rss_peak: dict[int, int]) -> None:
+    """Wait until every run finished, sampling the product's RSS and reaping shims."""
     started = time.monotonic()
     while (done := finished(run_ids)) < len(run_ids):
-        for pid, rss in worker_rss(cluster).items():
+        reaper.collect()
+        for pid, rss in product_rss(procs).items():
             rss_peak[pid] = max(rss_peak.get(pid, 0), rss)
         if time.monotonic() - started > 1800:
             raise SystemExit(f"only {done} of {len(run_ids)} runs finished in 30 minutes")
@@ -222,29 +267,35 @@ def main() -> None:
     ]
     print(f"backlog: {args.runs} runs woken before the cluster starts ...", flush=True)
     backlog = wake_many(agents, args.runs, "b")
-    cluster = cluster_start(args.db, args.workers, scratch)
+    load_before = os.getloadavg()[0]
+    procs = product_start(args.db, args.workers, scratch)
+    reaper = ShimReaper(keep={proc.pid for proc in procs})
     try:
         t0 = time.monotonic()
         rss_peak: dict[int, int] = {}
-        drain(cluster, backlog, rss_peak)
+        drain(procs, reaper, backlog, rss_peak)
         report_runs("backlog drained", backlog, time.monotonic() - t0)
+        time.sleep(1)
+        reaper.collect()
         # Load-independent: what one run costs the machine (the host is shared while measuring).
-        cluster_ms = cluster_cpu_seconds(cluster) * 1000 / len(backlog)
+        product_ms = product_cpu_seconds(procs) * 1000 / len(backlog)
+        shims_ms = reaper.cpu_seconds * 1000 / len(backlog)
         database_ms = database_cpu_seconds(args.db) * 1000 / len(backlog)
         print(
-            f"  CPU per run: {cluster_ms:.0f} ms in the cluster (workers, runs, pusher, monitor) "
-            f"+ {database_ms:.0f} ms in PostgreSQL = about "
-            f"{2000 / (cluster_ms + database_ms):.0f} runs/s on two otherwise idle cores"
+            f"  CPU per run: {product_ms:.0f} ms cluster and supervisor + {shims_ms:.0f} ms its "
+            f"shim and agent ({reaper.reaped} shims reaped) + {database_ms:.0f} ms PostgreSQL = "
+            f"about {2000 / (product_ms + shims_ms + database_ms):.0f} runs/s on two idle cores"
         )
-        rss_after_backlog = worker_rss(cluster)
+        print(f"  load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+        rss_after_backlog = product_rss(procs)
 
         print(f"end to end: {args.runs} runs woken while the cluster runs ...", flush=True)
         t0 = time.monotonic()
         live = wake_many(agents, args.runs, "t")
         woken_in = time.monotonic() - t0
-        drain(cluster, live, rss_peak)
+        drain(procs, reaper, live, rss_peak)
         report_runs(f"woken in {woken_in:.1f}s, finished", live, time.monotonic() - t0)
-        rss_after = worker_rss(cluster)
+        rss_after = product_rss(procs)
 
         print(f"latency: {args.latency_runs} runs woken one at a time ...", flush=True)
         paced = []
@@ -254,9 +305,10 @@ def main() -> None:
             ).run.id
             paced.append(run_id)
             wait_until(lambda run_id=run_id: finished([run_id]) == 1, 60, "a paced run")
+            reaper.collect()
         latencies = spawn_latencies(paced)
         print(
-            f"  wake -> spawn: median {statistics.median(latencies):.0f} ms, "
+            f"  wake -> agent start: median {statistics.median(latencies):.0f} ms, "
             f"p95 {latencies[int(len(latencies) * 0.95) - 1]:.0f} ms, max {latencies[-1]:.0f} ms"
         )
 
@@ -275,7 +327,7 @@ def main() -> None:
         )
         big = wake_agent(agent_id=loud.id).run.id
         big_peak: dict[int, int] = {}
-        drain(cluster, [big], big_peak)
+        drain(procs, reaper, [big], big_peak)
         big_run = HeartbeatRun.objects.get(pk=big)
         print(
             f"  run {big_run.status}: log {big_run.log_bytes / MB:.0f} MB, "
@@ -285,13 +337,14 @@ def main() -> None:
         def fmt(sample: dict[int, int]) -> str:
             return ", ".join(f"{rss / MB:.0f}" for _, rss in sorted(sample.items()))
 
-        print("RSS of the cluster's processes (MB; sentinel, pusher, monitor and workers):")
+        print("RSS of the product's processes (MB; cluster processes, then the supervisor):")
         print(f"  after the backlog ({args.runs} runs):  {fmt(rss_after_backlog)}")
         print(f"  after {2 * args.runs} runs:               {fmt(rss_after)}")
         print(f"  peak during those runs:          {fmt(rss_peak)}")
         print(f"  peak during the {args.big_output_mb} MB run:       {fmt(big_peak)}")
+        print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
-        cluster_stop(cluster)
+        product_stop(procs)
         database_drop(args.db, previous_db)
 
 

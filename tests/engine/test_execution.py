@@ -526,3 +526,23 @@ def test_http_adapter_posts_the_run_context_and_ends_by_the_answer(
     assert run.stdout_excerpt == '{"accepted": true}'
     invoked = run.events.get(event_type="adapter.invoke")
     assert invoked.payload["url"] == hook_url
+
+
+@pytest.mark.timeout(60)
+def test_host_runs_at_most_its_cap_and_hands_out_a_parked_run_when_a_slot_frees(
+    run_logs, dispatched, supervisor, settings
+):
+    settings.PAPERCLIP_HEARTBEAT = {**settings.PAPERCLIP_HEARTBEAT, "host_max_concurrent_runs": 1}
+    first = _queued(_process_agent("import time; time.sleep(1)"))
+    second = _queued(_process_agent("print('second')"))
+
+    assert run_execute(run_id=first.id).status == "running"
+    refused = run_execute(run_id=second.id)
+
+    assert (refused.executed, refused.status) == (False, "host_at_capacity")
+    second.refresh_from_db()
+    assert (second.status, second.lease_expires_at) == ("queued", None)
+    dispatched.clear()
+    supervisor.settle(first.id)
+    # The slot the first run freed goes to the parked run at once, not at the next sweep.
+    assert dispatched == [str(second.id)]

@@ -1,6 +1,6 @@
 """The run shim on its own: real processes, no database, no Django (as it runs in production).
 
-Each test starts heartbeat/run_shim.py through process_control.spawn_run_shim, exactly as a
+Each test starts heartbeat/shim/run_shim.py through process_control.spawn_run_shim, exactly as a
 launch does, and asserts on the exit report, the log and the process table.
 """
 

@@ -14,6 +14,7 @@ from heartbeat.models import (
     AgentWakeupRequest,
     HeartbeatRun,
     HeartbeatRunEvent,
+    RunSupervisor,
     SweepRecord,
 )
 from heartbeat.services import reap_orphaned_runs
@@ -400,3 +401,28 @@ def test_sweep_record_lists_at_most_a_hundred_ids_but_counts_all(agent):
     assert (result.reaped, len(result.run_ids)) == (101, 101)
     assert (record.result["reaped"], len(record.result["run_ids"])) == (101, 100)
     assert record.result["run_ids_truncated"] is True
+
+
+def test_other_hosts_expired_leases_wait_while_this_hosts_renewals_just_resumed(agent):
+    now = timezone.now()
+    # This host's supervisor renews again after a database outage: every lease looks expired.
+    RunSupervisor.objects.create(
+        host=process_control.current_host(),
+        boot_id=process_control.current_boot_id(),
+        pid=DEAD_PID,
+        started_at=now - timedelta(hours=1),
+        renewed_at=now,
+        renewing_since=now - timedelta(seconds=10),
+    )
+    run = make_running_run(
+        agent,
+        pid=DEAD_PID,
+        owner="self",
+        owner_host="elsewhere",
+        lease_expires_at=now - timedelta(seconds=1),
+    )
+    HeartbeatRun.objects.filter(pk=run.pk).update(process_host="elsewhere")
+
+    assert reap_orphaned_runs().reaped == 0
+    RunSupervisor.objects.update(renewing_since=now - timedelta(seconds=120))
+    assert reap_orphaned_runs().run_ids == [run.id]
