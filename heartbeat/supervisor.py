@@ -81,6 +81,9 @@ class Supervisor:
         self.reap_wanted = False
         self.db_down_since: float | None = None
         self.db_retry_sec = 0.0
+        # The last database outage: (how long it lasted, when it ended), for the events of runs
+        # it concerned.
+        self.last_outage: tuple[float, float] | None = None
         self.next_renewal = 0.0
         self.next_follow = 0.0
         self.next_fence_scan = 0.0
@@ -212,7 +215,11 @@ class Supervisor:
                 run_finalize_from_report(run_id=run_id, report=report)
             else:
                 self._shim_died(run_id)
-        adopted = set(supervision.runs_adopt(runs=candidates, owner=self.identity))
+        adopted = set(
+            supervision.runs_adopt(
+                runs=candidates, owner=self.identity, outage_note=self._outage_note()
+            )
+        )
         for run_id, watch in watches.items():
             run = running[run_id]
             if run_id in adopted and run.shim is not None:
@@ -299,7 +306,12 @@ class Supervisor:
             logger.warning(
                 "fencing run %s (%s): its processes are stopped", ended.run_id, ended.status
             )
-            supervision.run_fenced_record(run_id=ended.run_id, host=self.host, status=ended.status)
+            supervision.run_fenced_record(
+                run_id=ended.run_id,
+                host=self.host,
+                status=ended.status,
+                outage_note=self._outage_note(),
+            )
 
     # -- the database going away ----------------------------------------------------------------
 
@@ -318,11 +330,20 @@ class Supervisor:
         with contextlib.suppress(DatabaseError, InterfaceError):
             connection.close()
 
+    def _outage_note(self) -> str | None:
+        """What to tell about a database outage that ended within the last lease period."""
+        if self.last_outage is None:
+            return None
+        lasted, ended = self.last_outage
+        if time.monotonic() - ended > self.conf.lease_expiry_sec:
+            return None
+        return f"the database was unreachable from {self.host} for {lasted:.0f} s"
+
     def _database_back(self) -> None:
         assert self.db_down_since is not None  # only called after a failure
-        logger.warning(
-            "database reachable again after %.1f s", time.monotonic() - self.db_down_since
-        )
+        now = time.monotonic()
+        self.last_outage = (now - self.db_down_since, now)
+        logger.warning("database reachable again after %.1f s", self.last_outage[0])
         self.db_down_since = None
         self.db_retry_sec = 0.0
         # The new session holds no lock: take the host again (a second supervisor that

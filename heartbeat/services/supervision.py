@@ -150,14 +150,19 @@ def runs_running_on_host(*, host: str, boot_id: str) -> list[HostRun]:
 
 
 def runs_adopt(
-    *, runs: Sequence[HostRun], owner: ProcessIdentity, now: datetime | None = None
+    *,
+    runs: Sequence[HostRun],
+    owner: ProcessIdentity,
+    outage_note: str | None = None,
+    now: datetime | None = None,
 ) -> list[uuid.UUID]:
     """Make `owner` (this host's supervisor) the owner of these running runs; returns the ids
     it now owns (a run that ended meanwhile, or that another transaction holds, is left).
 
     A run watched by a supervisor before (owner_since set) or marked detached is adopted: that
     writes an event and an activity row saying who watched it before and who watches it now.
-    A run coming straight from its launch is taken over silently.
+    A run coming straight from its launch is taken over silently. outage_note says why this
+    supervisor itself lost sight of its runs (a database outage), when it did.
     """
     if not runs:
         return []
@@ -204,12 +209,19 @@ def runs_adopt(
         if not noted:
             continue
         run = by_id[run_id]
-        message = (
-            f"Adopted by the run supervisor pid {owner.pid} on host {owner.host}; "
-            f"before, pid {old_pid} on {old_host}"
-            + (f" watched it from {old_since:%Y-%m-%d %H:%M:%S}" if old_since else "")
-            + " and is gone. The agent kept running under its monitor."
-        )
+        if old_pid == owner.pid and old_host == owner.host:
+            message = (
+                f"Watched again by the run supervisor pid {owner.pid} on host {owner.host}"
+                + (f" ({outage_note})" if outage_note else "")
+                + ". The agent kept running under its monitor."
+            )
+        else:
+            message = (
+                f"Adopted by the run supervisor pid {owner.pid} on host {owner.host}; "
+                f"before, pid {old_pid} on {old_host}"
+                + (f" watched it from {old_since:%Y-%m-%d %H:%M:%S}" if old_since else "")
+                + " and is gone. The agent kept running under its monitor."
+            )
         payload = {"supervisorPid": owner.pid, "previousOwnerPid": old_pid, "host": owner.host}
         events.append(
             EventRow(
@@ -352,7 +364,9 @@ def runs_ended_on_host(*, host: str, boot_id: str, run_ids: Sequence[str]) -> li
     ]
 
 
-def run_fenced_record(*, run_id: uuid.UUID | str, host: str, status: str) -> None:
+def run_fenced_record(
+    *, run_id: uuid.UUID | str, host: str, status: str, outage_note: str | None = None
+) -> None:
     """A supervisor found the run's processes still running on its host after the run had
     ended in the database (cancelled, or failed and retried by another host), and stops them."""
     run = HeartbeatRun.objects.filter(pk=run_id).only("company_id", "agent_id").first()
@@ -367,6 +381,7 @@ def run_fenced_record(*, run_id: uuid.UUID | str, host: str, status: str) -> Non
         message=(
             f"The run supervisor on host {host} found this run's agent still running after the "
             f"run had ended ({status}) and stops it: one issue never has two agents"
+            + (f" ({outage_note})" if outage_note else "")
         ),
         payload={"host": host, "status": status},
     )

@@ -10,10 +10,14 @@ from django.utils import timezone
 from heartbeat import process_control
 from heartbeat.models import RunSupervisor
 from heartbeat.services.supervision import (
+    HostRun,
     run_leases_renew,
+    runs_adopt,
     supervisor_register,
     supervisor_renewing_since,
 )
+from tests.factories import make_agent
+from tests.recovery.builders import make_running_run
 
 pytestmark = pytest.mark.django_db
 
@@ -48,3 +52,33 @@ def test_a_stopped_supervisor_gives_no_renewal_evidence():
     RunSupervisor.objects.update(stopped_at=timezone.now())
 
     assert supervisor_renewing_since(host=identity.host) is None
+
+
+def test_run_marked_detached_during_an_outage_is_watched_again_saying_why():
+    identity = process_control.self_identity()
+    agent = make_agent()
+    run = make_running_run(agent, owner="self", error_code="process_detached", error="detached")
+    host_run = HostRun(
+        run_id=run.id,
+        company_id=run.company_id,
+        agent_id=run.agent_id,
+        log_ref=None,
+        shim=None,
+        owner_pid=identity.pid,
+        owner_started_at=identity.started_at,
+        owner_since=timezone.now(),
+        error_code="process_detached",
+    )
+
+    adopted = runs_adopt(
+        runs=[host_run], owner=identity, outage_note="the database was unreachable for 95 s"
+    )
+
+    assert adopted == [run.id]
+    run.refresh_from_db()
+    assert (run.error_code, run.error, run.detached_at) == (None, None, None)
+    event = run.events.order_by("-seq").first()
+    assert event.message == (
+        f"Watched again by the run supervisor pid {identity.pid} on host {identity.host} "
+        "(the database was unreachable for 95 s). The agent kept running under its monitor."
+    )
