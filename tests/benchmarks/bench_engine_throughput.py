@@ -150,18 +150,21 @@ def product_rss(procs: list[subprocess.Popen]) -> dict[int, int]:
     return found
 
 
-def product_cpu_seconds(procs: list[subprocess.Popen]) -> float:
-    """CPU used by the cluster and the supervisor so far (recycled workers included)."""
-    total = 0.0
+def product_cpu_seconds(procs: list[subprocess.Popen]) -> list[float]:
+    """CPU used so far by each of the product's commands (cluster with its recycled workers,
+    then the supervisor)."""
+    totals = []
     for root in procs:
         top = psutil.Process(root.pid)
+        total = 0.0
         for proc in [top, *top.children(recursive=True)]:
             try:
                 times = proc.cpu_times()
             except psutil.NoSuchProcess:
                 continue
             total += times.user + times.system + times.children_user + times.children_system
-    return total
+        totals.append(total)
+    return totals
 
 
 def database_cpu_seconds(db_name: str) -> float:
@@ -278,13 +281,17 @@ def main() -> None:
         time.sleep(1)
         reaper.collect()
         # Load-independent: what one run costs the machine (the host is shared while measuring).
-        product_ms = product_cpu_seconds(procs) * 1000 / len(backlog)
+        cluster_ms, supervisor_ms = (
+            seconds * 1000 / len(backlog) for seconds in product_cpu_seconds(procs)
+        )
         shims_ms = reaper.cpu_seconds * 1000 / len(backlog)
         database_ms = database_cpu_seconds(args.db) * 1000 / len(backlog)
+        total_ms = cluster_ms + supervisor_ms + shims_ms + database_ms
         print(
-            f"  CPU per run: {product_ms:.0f} ms cluster and supervisor + {shims_ms:.0f} ms its "
-            f"shim and agent ({reaper.reaped} shims reaped) + {database_ms:.0f} ms PostgreSQL = "
-            f"about {2000 / (product_ms + shims_ms + database_ms):.0f} runs/s on two idle cores"
+            f"  CPU per run: {cluster_ms:.0f} ms cluster (launch) + {supervisor_ms:.0f} ms "
+            f"supervisor (finalize) + {shims_ms:.0f} ms its shim and agent ({reaper.reaped} shims "
+            f"reaped) + {database_ms:.0f} ms PostgreSQL = about {2000 / total_ms:.0f} runs/s on "
+            "two idle cores"
         )
         print(f"  load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
         rss_after_backlog = product_rss(procs)
