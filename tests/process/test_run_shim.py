@@ -11,9 +11,8 @@ import json
 import os
 import signal
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,25 +20,9 @@ import pytest
 
 from heartbeat import process_control
 from heartbeat.process_control import ShimStarted, ShimStartError
+from tests.recovery.processes import WAIT_SECONDS, is_gone, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]
-
-WAIT_SECONDS = 20.0
-
-
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.05)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class ShimRun:
@@ -76,7 +59,7 @@ class ShimRun:
         }
 
     def report(self) -> dict:
-        _wait_for(self.report_path.exists, "the shim writes its exit report")
+        wait_for(self.report_path.exists, "the shim writes its exit report")
         return json.loads(self.report_path.read_text())
 
     def lines(self) -> list[dict]:
@@ -128,7 +111,7 @@ def test_agent_output_and_exit_status_are_reported_atomically_beside_the_log(shi
     assert report["log"]["stderrExcerpt"] == "oops\n"
     assert "token-abcdef" not in shim_run.log.read_text()
     assert not shim_run.report_path.with_suffix(".json.tmp").exists()
-    _wait_for(lambda: _gone(started.shim.pid), "the shim exits after reporting")
+    wait_for(lambda: is_gone(started.shim.pid), "the shim exits after reporting")
 
 
 def test_recorded_identities_match_the_process_table(shim_run):
@@ -169,7 +152,7 @@ def test_shim_outlives_the_process_that_launched_it(shim_run, tmp_path):
 
     assert launcher.returncode == -signal.SIGKILL
     assert (report["exitCode"], report["log"]["stdoutExcerpt"]) == (0, "finished\n")
-    _wait_for(lambda: _gone(shim_pid), "the shim exits")
+    wait_for(lambda: is_gone(shim_pid), "the shim exits")
 
 
 def test_timeout_terminates_the_whole_tree_including_escapees(shim_run, tmp_path):
@@ -185,7 +168,7 @@ def test_timeout_terminates_the_whole_tree_including_escapees(shim_run, tmp_path
     started = _start(
         shim_run, shim_run.spec(_python(tree, str(pids_file)), timeoutSec=1.5, graceSec=1)
     )
-    _wait_for(pids_file.exists, "the tree is up")
+    wait_for(pids_file.exists, "the tree is up")
     child, escapee = map(int, pids_file.read_text().split())
 
     report = shim_run.report()
@@ -193,7 +176,7 @@ def test_timeout_terminates_the_whole_tree_including_escapees(shim_run, tmp_path
     assert report["stop"] == "timeout" and report["timeoutSec"] == 1.5
     assert report["signal"] in ("SIGTERM", "SIGKILL")
     assert started.agent is not None
-    assert all(_gone(pid) for pid in (started.agent.pid, child, escapee))
+    assert all(is_gone(pid) for pid in (started.agent.pid, child, escapee))
     assert any(note.startswith("timed out after 1.5s") for note in report["notes"])
 
 
@@ -205,7 +188,7 @@ def test_sigterm_stops_the_agent_and_is_reported_as_a_cancel(shim_run):
     report = shim_run.report()
 
     assert (report["stop"], report["signal"]) == ("cancel", "SIGTERM")
-    assert _gone(started.agent.pid)
+    assert is_gone(started.agent.pid)
 
 
 def test_daemon_left_behind_by_a_finished_agent_is_terminated(shim_run, tmp_path):
@@ -230,7 +213,7 @@ def test_daemon_left_behind_by_a_finished_agent_is_terminated(shim_run, tmp_path
     daemon = int(pid_file.read_text())
     assert started.agent is not None
     assert report["exitCode"] == 0
-    assert _gone(daemon)
+    assert is_gone(daemon)
     assert any("leftover processes" in note for note in report["notes"])
 
 
