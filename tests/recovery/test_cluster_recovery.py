@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
-from tests.cluster import running_qcluster, running_supervisor
+from tests.cluster import product_env, running_qcluster, running_supervisor
 from tests.factories import make_agent
 from tests.recovery.processes import is_gone, is_running, wait_for
 
@@ -39,12 +40,6 @@ AGENT_CODE = (
 @pytest.fixture
 def dispatched() -> None:
     """Runs really go to django-q2 here (overrides the recording fixture)."""
-
-
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[subprocess.Popen]:
-    with running_qcluster(tmp_path) as proc:
-        yield proc
 
 
 @pytest.fixture
@@ -80,34 +75,52 @@ def _start_run(agent_pids: list[int]) -> HeartbeatRun:
     return run
 
 
+LAUNCH_AND_EXIT = (
+    "from heartbeat.services import run_execute; print(run_execute(run_id={!r}).status)"
+)
+
+
 @pytest.mark.timeout(400)
-def test_run_nobody_watches_is_detached_then_finalized_from_its_exit_report(cluster, agent_pids):
-    run = _start_run(agent_pids)
-    # No run supervisor runs here: once the worker that launched it is gone, nobody watches.
-    launched_by = run.owner_pid
-
-    os.kill(launched_by, signal.SIGKILL)
-
-    # The worker that replaces the dead one reaps at start: the shim lives, so detached.
-    wait_for(
-        lambda: HeartbeatRun.objects.get(pk=run.id).error_code == "process_detached",
-        "the run is marked detached",
-        WAIT_SECONDS,
+def test_run_nobody_watches_is_detached_then_finalized_from_its_exit_report(tmp_path, agent_pids):
+    agent = make_agent(
+        adapter_type="process",
+        adapter_config={"command": sys.executable, "args": ["-c", AGENT_CODE]},
     )
+    run = wake_agent(agent_id=agent.id, reason="test_recovery").run
+    # A one-off worker launches the run and is gone at once; no run supervisor runs here.
+    launched = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", LAUNCH_AND_EXIT.format(str(run.id))],
+        cwd=Path(__file__).resolve().parents[2],
+        env=product_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert launched.stdout.strip().endswith("running"), launched.stderr
     run.refresh_from_db()
-    assert run.status == "running"
-    assert "No run supervisor watches this run" in run.error
-    assert is_running(run.process_pid) and is_running(run.shim_pid)
+    agent_pids.append(run.process_pid)
 
-    os.kill(run.process_pid, signal.SIGTERM)
-    wait_for(lambda: is_gone(run.shim_pid), "the shim reports and exits")
+    # A cluster starting on the host reaps at once: the shim lives, so the run is detached.
+    with running_qcluster(tmp_path):
+        wait_for(
+            lambda: HeartbeatRun.objects.get(pk=run.id).error_code == "process_detached",
+            "the run is marked detached",
+            WAIT_SECONDS,
+        )
+        run.refresh_from_db()
+        assert run.status == "running"
+        assert "No run supervisor watches this run" in run.error
+        assert is_running(run.process_pid) and is_running(run.shim_pid)
 
-    # The periodic reap finds the exit report: the run ends as the agent did, not as lost.
-    wait_for(
-        lambda: HeartbeatRun.objects.get(pk=run.id).status == "failed",
-        "the detached run is finalized",
-        WAIT_SECONDS,
-    )
+        os.kill(run.process_pid, signal.SIGTERM)
+        wait_for(lambda: is_gone(run.shim_pid), "the shim reports and exits")
+
+        # The periodic reap finds the exit report: the run ends as the agent did, not as lost.
+        wait_for(
+            lambda: HeartbeatRun.objects.get(pk=run.id).status == "failed",
+            "the detached run is finalized",
+            WAIT_SECONDS,
+        )
     run.refresh_from_db()
     assert (run.error_code, run.error) == ("adapter_failed", "Process terminated by SIGTERM")
     assert not HeartbeatRun.objects.filter(retry_of_run_id=run.id).exists()
