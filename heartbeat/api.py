@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 
@@ -450,8 +451,11 @@ class RunLogView(ApiView):
         if run.log_ref:
             try:
                 with run_log_path(run.log_ref).open("rb") as log:
-                    log.seek(params["offset"])
-                    content = log.read(params["limitBytes"] + 1)
+                    # Seeking far past the end is an OSError on some file systems: an offset
+                    # beyond the log reads nothing, like one just at its end.
+                    if params["offset"] < os.fstat(log.fileno()).st_size:
+                        log.seek(params["offset"])
+                        content = log.read(params["limitBytes"] + 1)
             except FileNotFoundError:
                 content = b""
             if len(content) > params["limitBytes"]:
