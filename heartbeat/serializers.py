@@ -425,6 +425,8 @@ class ReapResultSerializer(serializers.Serializer):
     runIds = serializers.ListField(child=serializers.UUIDField(), source="run_ids")
     detached = serializers.IntegerField()
     detachedRunIds = serializers.ListField(child=serializers.UUIDField(), source="detached_run_ids")
+    deferred = serializers.IntegerField(help_text="Orphans left for the next sweep: issue busy.")
+    deferredRunIds = serializers.ListField(child=serializers.UUIDField(), source="deferred_run_ids")
     errors = serializers.IntegerField()
     sweepSkipped = serializers.BooleanField(source="sweep_skipped")
     dryRun = serializers.BooleanField(source="dry_run")

@@ -37,6 +37,8 @@ def test_reap_json_prints_exactly_one_object():
         "detached_run_ids": [],
         "finalized": 0,
         "finalized_run_ids": [],
+        "deferred": 0,
+        "deferred_run_ids": [],
         "errors": 0,
         "sweep_skipped": False,
         "dry_run": False,

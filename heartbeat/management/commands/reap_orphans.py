@@ -51,9 +51,11 @@ class Command(BaseCommand):
         verb = "Would reap" if result.dry_run else "Reaped"
         self.stdout.write(
             f"{verb} {result.reaped} orphaned run(s); {result.detached} newly detached; "
-            f"{result.errors} error(s)."
+            f"{result.deferred} deferred (issue busy); {result.errors} error(s)."
         )
         for run_id in result.run_ids:
             self.stdout.write(f"  lost      {run_id}")
         for run_id in result.detached_run_ids:
             self.stdout.write(f"  detached  {run_id}")
+        for run_id in result.deferred_run_ids:
+            self.stdout.write(f"  deferred  {run_id}")
