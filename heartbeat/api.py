@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from datetime import timedelta
@@ -62,9 +63,13 @@ from paperclip.api import (
     query_params,
     register_domain_errors,
 )
+from paperclip.authentication import Actor
 from paperclip.models import Company
 from paperclip.permissions import IsAgent, request_actor
+from paperclip.serializers import ErrorSerializer
 from paperclip.services import activity_log_record
+
+logger = logging.getLogger(__name__)
 
 register_domain_errors(
     {
@@ -664,6 +669,7 @@ def _sweeps_health(now) -> dict:
     for kind, latest in sweeps_latest(now=now).items():
         record = latest.record
         report[kind] = {
+            "ok": not latest.overdue and not (record and record.error),
             "overdue": latest.overdue,
             "lastStartedAt": record.started_at if record else None,
             "lastFinishedAt": record.finished_at if record else None,
@@ -674,15 +680,35 @@ def _sweeps_health(now) -> dict:
     return report
 
 
+def _health_summary(body: dict) -> dict:
+    """What anyone may see: the verdict and whether each component is ok, nothing else (error
+    texts name sockets, hosts and paths; queue sizes tell how busy the instance is)."""
+    summary = {"status": body["status"], "database": {"ok": body["database"]["ok"]}}
+    if "cluster" in body:
+        summary["cluster"] = {"ok": body["cluster"]["ok"]}
+    if "sweeps" in body:
+        summary["sweeps"] = {kind: {"ok": sweep["ok"]} for kind, sweep in body["sweeps"].items()}
+    return summary
+
+
 class HealthView(ApiView):
     """Is the product working: the database (required: 503 without it), a django-q2 cluster
-    consuming the queue, and the age of the last recovery sweeps. No authentication, no data."""
+    consuming the queue, and the recovery sweeps. Without credentials (and for agents) only ok or
+    not per component; board members also get the details."""
 
-    authentication_classes: list = []
     permission_classes: list = []
 
+    def perform_authentication(self, request) -> None:
+        # Credentials are checked only once the database answered: a probe must get its 503
+        # while the database is down, not an error from looking up its token.
+        pass
+
     @extend_schema(
-        responses={200: hb_serializers.HealthSerializer, 503: hb_serializers.HealthSerializer}
+        responses={
+            200: hb_serializers.HealthSerializer,
+            503: hb_serializers.HealthSerializer,
+            **{code: ErrorSerializer for code in (401, 429)},
+        }
     )
     def get(self, request):
         now = timezone.now()
@@ -690,11 +716,12 @@ class HealthView(ApiView):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except DatabaseError as exc:
-            body = {"status": "unavailable", "database": {"ok": False, "error": str(exc)}}
+            logger.warning("health check: the database is unavailable: %s", exc)
+            body = {"status": "unavailable", "database": {"ok": False}}
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         cluster = _cluster_health(now)
         sweeps = _sweeps_health(now)
-        degraded = not cluster["ok"] or any(s["overdue"] for s in sweeps.values())
+        degraded = not cluster["ok"] or not all(sweep["ok"] for sweep in sweeps.values())
         body = {
             "status": "degraded" if degraded else "ok",
             "checkedAt": now,
@@ -702,4 +729,8 @@ class HealthView(ApiView):
             "cluster": cluster,
             "sweeps": sweeps,
         }
-        return Response(hb_serializers.HealthSerializer(body).data)
+        data = hb_serializers.HealthSerializer(body).data
+        actor = request.auth
+        if not (isinstance(actor, Actor) and actor.is_board):
+            data = _health_summary(data)
+        return Response(data)

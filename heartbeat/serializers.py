@@ -370,27 +370,31 @@ class AgentPauseSerializer(serializers.Serializer):
 
 class DatabaseHealthSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    error = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_null=True, required=False, help_text="Board only.")
 
 
 class ClusterHealthSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    queuedTasks = serializers.IntegerField()
-    oldestQueuedTaskAgeSec = serializers.FloatField()
+    queuedTasks = serializers.IntegerField(required=False, help_text="Board only.")
+    oldestQueuedTaskAgeSec = serializers.FloatField(required=False, help_text="Board only.")
 
 
 class SweepHealthSerializer(serializers.Serializer):
-    overdue = serializers.BooleanField()
-    lastStartedAt = serializers.DateTimeField(allow_null=True)
-    lastFinishedAt = serializers.DateTimeField(allow_null=True)
-    ageSec = serializers.FloatField(allow_null=True)
-    durationMs = serializers.FloatField(allow_null=True)
-    error = serializers.CharField(allow_null=True)
+    """ok: the sweep ran within its interval and its last run did not fail; the rest is for
+    board members only."""
+
+    ok = serializers.BooleanField()
+    overdue = serializers.BooleanField(required=False)
+    lastStartedAt = serializers.DateTimeField(allow_null=True, required=False)
+    lastFinishedAt = serializers.DateTimeField(allow_null=True, required=False)
+    ageSec = serializers.FloatField(allow_null=True, required=False)
+    durationMs = serializers.FloatField(allow_null=True, required=False)
+    error = serializers.CharField(allow_null=True, required=False)
 
 
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded", "unavailable"])
-    checkedAt = serializers.DateTimeField(required=False)
+    checkedAt = serializers.DateTimeField(required=False, help_text="Board only.")
     database = DatabaseHealthSerializer()
     cluster = ClusterHealthSerializer(required=False)
     sweeps = serializers.DictField(child=SweepHealthSerializer(), required=False)
