@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,10 +15,20 @@ from paperclip.credentials import secret_generate
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
+# Redactors of the text in activity details, installed by the apps that define them (heartbeat
+# installs the run log's: its credential patterns live in the stdlib-only run shim, and this app
+# must not import heartbeat).
+_text_redactors: list[Callable[[str], str]] = []
+
+
+def activity_text_redactor_register(redactor: Callable[[str], str]) -> None:
+    if redactor not in _text_redactors:
+        _text_redactors.append(redactor)
 
 
 def _redact(details: Any) -> Any:
-    """Activity details are shown to every board member: secret-looking keys never reach them."""
+    """Activity details are shown to every board member and to the company's agents: values
+    under secret-looking keys and credential-shaped text never reach them."""
     if isinstance(details, dict):
         return {
             key: "***REDACTED***" if _SECRET_KEY_PATTERN.search(str(key)) else _redact(value)
@@ -25,6 +36,9 @@ def _redact(details: Any) -> Any:
         }
     if isinstance(details, list):
         return [_redact(item) for item in details]
+    if isinstance(details, str):
+        for redactor in _text_redactors:
+            details = redactor(details)
     return details
 
 
