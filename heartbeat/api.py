@@ -102,6 +102,11 @@ def _board_only(request) -> None:
 # Agents
 
 
+def _agent_json(request, agent: Agent) -> dict:
+    """The agent as the caller may see it (adapter secrets only for the board)."""
+    return hb_serializers.AgentSerializer(agent, context={"request": request}).data
+
+
 class CompanyAgentsView(ApiGenericView):
     queryset = Agent.objects.none()
     serializer_class = hb_serializers.AgentSerializer
@@ -129,13 +134,13 @@ class CompanyAgentsView(ApiGenericView):
             actor_type=actor.actor_type,
             actor_id=actor.actor_id,
         )
-        return Response(hb_serializers.AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
+        return Response(_agent_json(request, agent), status=status.HTTP_201_CREATED)
 
 
 class AgentDetailView(ApiView):
     @documented(responses={200: hb_serializers.AgentSerializer})
     def get(self, request, agent_id):
-        return Response(hb_serializers.AgentSerializer(agent_for_request(request, agent_id)).data)
+        return Response(_agent_json(request, agent_for_request(request, agent_id)))
 
     @documented(
         request=hb_serializers.AgentUpdateSerializer,
@@ -149,7 +154,7 @@ class AgentDetailView(ApiView):
         agent = agent_update(
             agent_id=agent.id, changes=data, actor_type=actor.actor_type, actor_id=actor.actor_id
         )
-        return Response(hb_serializers.AgentSerializer(agent).data)
+        return Response(_agent_json(request, agent))
 
 
 def agent_url_key(name: str) -> str:
@@ -188,7 +193,7 @@ class AgentByReferenceView(ApiView):
                 "Agent reference is ambiguous; use the agent's id",
                 {"agentIds": [str(agent.id) for agent in matches]},
             )
-        return Response(hb_serializers.AgentSerializer(matches[0]).data)
+        return Response(_agent_json(request, matches[0]))
 
 
 class AgentMeView(ApiView):
@@ -196,7 +201,7 @@ class AgentMeView(ApiView):
 
     @documented(responses={200: hb_serializers.AgentSerializer})
     def get(self, request):
-        return Response(hb_serializers.AgentSerializer(request_actor(request).agent).data)
+        return Response(_agent_json(request, request_actor(request).agent))
 
 
 class AgentInboxView(ApiView):
@@ -406,7 +411,7 @@ class AgentStateView(ApiView):
             change = agent_resume(agent_id=agent.id, **who)
         else:
             change = agent_terminate(agent_id=agent.id, **who)
-        return Response(hb_serializers.AgentSerializer(change.agent).data)
+        return Response(_agent_json(request, change.agent))
 
 
 # Heartbeat runs

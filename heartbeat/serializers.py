@@ -6,6 +6,7 @@ import json
 
 from rest_framework import serializers
 
+from heartbeat.adapters.base import adapter_config_masked
 from heartbeat.models import (
     Agent,
     AgentApiKey,
@@ -17,6 +18,7 @@ from heartbeat.models import (
     RunStatus,
     WakeSource,
 )
+from paperclip.authentication import Actor
 from paperclip.serializers import CamelModelSerializer
 
 JSON_DOCUMENT_MAX_BYTES = 64 * 1024
@@ -44,8 +46,19 @@ class JsonObjectField(serializers.JSONField):
 
 
 class AgentSerializer(CamelModelSerializer):
+    """An agent. Its adapter's env (and http headers) hold credentials the board configured:
+    only a board member reads their values; anyone else, the agent itself included, gets the
+    names with masked values (the request comes in the serializer's context)."""
+
     companyId = serializers.UUIDField(source="company_id", read_only=True)
     reportsTo = _uuid_out("reports_to_id")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        actor = getattr(self.context.get("request"), "auth", None)
+        if not (isinstance(actor, Actor) and actor.is_board):
+            data["adapterConfig"] = adapter_config_masked(data["adapterConfig"])
+        return data
 
     class Meta:
         model = Agent
