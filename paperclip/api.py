@@ -184,8 +184,10 @@ def get_scoped_or_404(queryset, request, **lookup):
 
 
 def documented(*, responses: dict, errors: tuple[int, ...] = (), **kwargs) -> Callable:
-    """`extend_schema` with the error responses every route can give added to `responses`."""
-    all_responses = {code: core_serializers.ErrorSerializer for code in (400, 401, 403, 404)}
+    """`extend_schema` with the error responses every route can give added to `responses`
+    (429: the caller's address is locked after failed authentication; 413: a body too large)."""
+    common = (400, 401, 403, 404, 429, *((413,) if kwargs.get("request") else ()))
+    all_responses = {code: core_serializers.ErrorSerializer for code in common}
     all_responses.update({code: core_serializers.ErrorSerializer for code in errors})
     all_responses.update(responses)
     return extend_schema(responses=all_responses, **kwargs)

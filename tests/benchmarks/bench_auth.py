@@ -61,8 +61,14 @@ def fixture_create() -> dict[str, tuple[str, str]]:
     board_token, prefix, digest = secret_generate("pcbt_")
     BoardApiToken.objects.create(user=user, name="bench", token_prefix=prefix, token_hash=digest)
     return {
-        "agent key, GET /api/agents/me": ("/api/agents/me", f"Bearer {agent_key}"),
-        "run credential, GET /api/agents/me": ("/api/agents/me", f"Bearer {run_credential}"),
+        "agent key, GET /api/agents/me/inbox-lite": (
+            "/api/agents/me/inbox-lite",
+            f"Bearer {agent_key}",
+        ),
+        "run credential, GET .../inbox-lite": (
+            "/api/agents/me/inbox-lite",
+            f"Bearer {run_credential}",
+        ),
         "board token, GET /api/companies/{id}": (
             f"/api/companies/{company.id}",
             f"Bearer {board_token}",
