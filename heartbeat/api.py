@@ -166,6 +166,11 @@ class AgentByReferenceView(ApiView):
     """An agent by its short name (`GET /api/agents/{ref}?companyId=`), as Paperclip's CLI looks
     agents up for `agent wake` and `token agent ...` when given a name instead of an id."""
 
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # Only reads take a name: PATCH /api/agents/<not an id> names no agent, a 404 as for
+        # any unknown id (it is not a method missing on an existing resource).
+        raise exceptions.NotFound("Agent not found")
+
     @documented(
         responses={200: hb_serializers.AgentSerializer},
         errors=(409,),

@@ -191,3 +191,9 @@ def test_too_many_query_parameters_answer_json_400(side_a):
 def test_bad_host_header_under_the_api_answers_json_400(side_a):
     response = side_a.board.get("/api/companies", HTTP_HOST="evil.example")
     assert_json_error(response, 400)
+
+
+@pytest.mark.parametrize("method", ["patch", "post", "delete"])
+def test_writing_to_an_agent_path_that_is_not_an_id_answers_json_404(side_a, method):
+    response = getattr(side_a.board, method)("/api/agents/not-an-id", {}, format="json")
+    assert_json_error(response, 404)
