@@ -16,6 +16,7 @@ from django.utils.safestring import mark_safe
 
 from heartbeat import selectors
 from heartbeat.conf import heartbeat_conf
+from heartbeat.forms import AgentAdminForm
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
@@ -910,6 +911,7 @@ class AgentRuntimeStateAdmin(MachineOwnedAdmin):
 
 @admin.register(Agent)
 class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
+    form = AgentAdminForm
     board_may_add = True
     board_may_change = True
     service_errors = (AgentError,)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from datetime import timedelta
 
@@ -61,9 +63,13 @@ from paperclip.api import (
     query_params,
     register_domain_errors,
 )
+from paperclip.authentication import Actor
 from paperclip.models import Company
 from paperclip.permissions import IsAgent, request_actor
+from paperclip.serializers import ErrorSerializer
 from paperclip.services import activity_log_record
+
+logger = logging.getLogger(__name__)
 
 register_domain_errors(
     {
@@ -96,6 +102,11 @@ def _board_only(request) -> None:
 # Agents
 
 
+def _agent_json(request, agent: Agent) -> dict:
+    """The agent as the caller may see it (adapter secrets only for the board)."""
+    return hb_serializers.AgentSerializer(agent, context={"request": request}).data
+
+
 class CompanyAgentsView(ApiGenericView):
     queryset = Agent.objects.none()
     serializer_class = hb_serializers.AgentSerializer
@@ -123,13 +134,13 @@ class CompanyAgentsView(ApiGenericView):
             actor_type=actor.actor_type,
             actor_id=actor.actor_id,
         )
-        return Response(hb_serializers.AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
+        return Response(_agent_json(request, agent), status=status.HTTP_201_CREATED)
 
 
 class AgentDetailView(ApiView):
     @documented(responses={200: hb_serializers.AgentSerializer})
     def get(self, request, agent_id):
-        return Response(hb_serializers.AgentSerializer(agent_for_request(request, agent_id)).data)
+        return Response(_agent_json(request, agent_for_request(request, agent_id)))
 
     @documented(
         request=hb_serializers.AgentUpdateSerializer,
@@ -143,7 +154,7 @@ class AgentDetailView(ApiView):
         agent = agent_update(
             agent_id=agent.id, changes=data, actor_type=actor.actor_type, actor_id=actor.actor_id
         )
-        return Response(hb_serializers.AgentSerializer(agent).data)
+        return Response(_agent_json(request, agent))
 
 
 def agent_url_key(name: str) -> str:
@@ -154,6 +165,11 @@ def agent_url_key(name: str) -> str:
 class AgentByReferenceView(ApiView):
     """An agent by its short name (`GET /api/agents/{ref}?companyId=`), as Paperclip's CLI looks
     agents up for `agent wake` and `token agent ...` when given a name instead of an id."""
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # Only reads take a name: PATCH /api/agents/<not an id> names no agent, a 404 as for
+        # any unknown id (it is not a method missing on an existing resource).
+        raise exceptions.NotFound("Agent not found")
 
     @documented(
         responses={200: hb_serializers.AgentSerializer},
@@ -182,7 +198,7 @@ class AgentByReferenceView(ApiView):
                 "Agent reference is ambiguous; use the agent's id",
                 {"agentIds": [str(agent.id) for agent in matches]},
             )
-        return Response(hb_serializers.AgentSerializer(matches[0]).data)
+        return Response(_agent_json(request, matches[0]))
 
 
 class AgentMeView(ApiView):
@@ -190,7 +206,7 @@ class AgentMeView(ApiView):
 
     @documented(responses={200: hb_serializers.AgentSerializer})
     def get(self, request):
-        return Response(hb_serializers.AgentSerializer(request_actor(request).agent).data)
+        return Response(_agent_json(request, request_actor(request).agent))
 
 
 class AgentInboxView(ApiView):
@@ -400,7 +416,7 @@ class AgentStateView(ApiView):
             change = agent_resume(agent_id=agent.id, **who)
         else:
             change = agent_terminate(agent_id=agent.id, **who)
-        return Response(hb_serializers.AgentSerializer(change.agent).data)
+        return Response(_agent_json(request, change.agent))
 
 
 # Heartbeat runs
@@ -450,8 +466,11 @@ class RunLogView(ApiView):
         if run.log_ref:
             try:
                 with run_log_path(run.log_ref).open("rb") as log:
-                    log.seek(params["offset"])
-                    content = log.read(params["limitBytes"] + 1)
+                    # Seeking far past the end is an OSError on some file systems: an offset
+                    # beyond the log reads nothing, like one just at its end.
+                    if params["offset"] < os.fstat(log.fileno()).st_size:
+                        log.seek(params["offset"])
+                        content = log.read(params["limitBytes"] + 1)
             except FileNotFoundError:
                 content = b""
             if len(content) > params["limitBytes"]:
@@ -660,6 +679,7 @@ def _sweeps_health(now) -> dict:
     for kind, latest in sweeps_latest(now=now).items():
         record = latest.record
         report[kind] = {
+            "ok": not latest.overdue and not (record and record.error),
             "overdue": latest.overdue,
             "lastStartedAt": record.started_at if record else None,
             "lastFinishedAt": record.finished_at if record else None,
@@ -670,15 +690,35 @@ def _sweeps_health(now) -> dict:
     return report
 
 
+def _health_summary(body: dict) -> dict:
+    """What anyone may see: the verdict and whether each component is ok, nothing else (error
+    texts name sockets, hosts and paths; queue sizes tell how busy the instance is)."""
+    summary = {"status": body["status"], "database": {"ok": body["database"]["ok"]}}
+    if "cluster" in body:
+        summary["cluster"] = {"ok": body["cluster"]["ok"]}
+    if "sweeps" in body:
+        summary["sweeps"] = {kind: {"ok": sweep["ok"]} for kind, sweep in body["sweeps"].items()}
+    return summary
+
+
 class HealthView(ApiView):
     """Is the product working: the database (required: 503 without it), a django-q2 cluster
-    consuming the queue, and the age of the last recovery sweeps. No authentication, no data."""
+    consuming the queue, and the recovery sweeps. Without credentials (and for agents) only ok or
+    not per component; board members also get the details."""
 
-    authentication_classes: list = []
     permission_classes: list = []
 
+    def perform_authentication(self, request) -> None:
+        # Credentials are checked only once the database answered: a probe must get its 503
+        # while the database is down, not an error from looking up its token.
+        pass
+
     @extend_schema(
-        responses={200: hb_serializers.HealthSerializer, 503: hb_serializers.HealthSerializer}
+        responses={
+            200: hb_serializers.HealthSerializer,
+            503: hb_serializers.HealthSerializer,
+            **{code: ErrorSerializer for code in (401, 429)},
+        }
     )
     def get(self, request):
         now = timezone.now()
@@ -686,11 +726,12 @@ class HealthView(ApiView):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except DatabaseError as exc:
-            body = {"status": "unavailable", "database": {"ok": False, "error": str(exc)}}
+            logger.warning("health check: the database is unavailable: %s", exc)
+            body = {"status": "unavailable", "database": {"ok": False}}
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         cluster = _cluster_health(now)
         sweeps = _sweeps_health(now)
-        degraded = not cluster["ok"] or any(s["overdue"] for s in sweeps.values())
+        degraded = not cluster["ok"] or not all(sweep["ok"] for sweep in sweeps.values())
         body = {
             "status": "degraded" if degraded else "ok",
             "checkedAt": now,
@@ -698,4 +739,8 @@ class HealthView(ApiView):
             "cluster": cluster,
             "sweeps": sweeps,
         }
-        return Response(hb_serializers.HealthSerializer(body).data)
+        data = hb_serializers.HealthSerializer(body).data
+        actor = request.auth
+        if not (isinstance(actor, Actor) and actor.is_board):
+            data = _health_summary(data)
+        return Response(data)

@@ -8,6 +8,11 @@ class HeartbeatConfig(AppConfig):
     def ready(self):
         # Connects the receivers for events of the issues and paperclip apps.
         from heartbeat import receivers  # noqa: F401
+        from heartbeat.shim.run_shim import redact_text
+        from paperclip.services import activity_text_redactor_register
+
+        # Activity details get the run log's credential patterns too.
+        activity_text_redactor_register(redact_text)
 
         self.connect_cluster_startup()
 

@@ -321,10 +321,14 @@ def run_diagnosis(run: HeartbeatRun, now: datetime) -> str:
     )
 
 
+# Counters whose name alone does not say what happened, and what happens next.
+_SWEEP_COUNTER_LABELS = {"deferred": "deferred (issue busy, next sweep)"}
+
+
 def sweep_summary(result: dict | None) -> str:
     """A sweep's counters as text ("reaped 2", "dispatch_requeued 1, escalated 1")."""
     counters = [
-        f"{key} {value}"
+        f"{_SWEEP_COUNTER_LABELS.get(key, key)} {value}"
         for key, value in (result or {}).items()
         if isinstance(value, int) and not isinstance(value, bool) and value
     ]

@@ -6,6 +6,7 @@ import json
 
 from rest_framework import serializers
 
+from heartbeat.adapters.base import adapter_config_masked
 from heartbeat.models import (
     Agent,
     AgentApiKey,
@@ -17,6 +18,7 @@ from heartbeat.models import (
     RunStatus,
     WakeSource,
 )
+from paperclip.authentication import Actor
 from paperclip.serializers import CamelModelSerializer
 
 JSON_DOCUMENT_MAX_BYTES = 64 * 1024
@@ -44,8 +46,19 @@ class JsonObjectField(serializers.JSONField):
 
 
 class AgentSerializer(CamelModelSerializer):
+    """An agent. Its adapter's env (and http headers) hold credentials the board configured:
+    only a board member reads their values; anyone else, the agent itself included, gets the
+    names with masked values (the request comes in the serializer's context)."""
+
     companyId = serializers.UUIDField(source="company_id", read_only=True)
     reportsTo = _uuid_out("reports_to_id")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        actor = getattr(self.context.get("request"), "auth", None)
+        if not (isinstance(actor, Actor) and actor.is_board):
+            data["adapterConfig"] = adapter_config_masked(data["adapterConfig"])
+        return data
 
     class Meta:
         model = Agent
@@ -370,27 +383,31 @@ class AgentPauseSerializer(serializers.Serializer):
 
 class DatabaseHealthSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    error = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_null=True, required=False, help_text="Board only.")
 
 
 class ClusterHealthSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    queuedTasks = serializers.IntegerField()
-    oldestQueuedTaskAgeSec = serializers.FloatField()
+    queuedTasks = serializers.IntegerField(required=False, help_text="Board only.")
+    oldestQueuedTaskAgeSec = serializers.FloatField(required=False, help_text="Board only.")
 
 
 class SweepHealthSerializer(serializers.Serializer):
-    overdue = serializers.BooleanField()
-    lastStartedAt = serializers.DateTimeField(allow_null=True)
-    lastFinishedAt = serializers.DateTimeField(allow_null=True)
-    ageSec = serializers.FloatField(allow_null=True)
-    durationMs = serializers.FloatField(allow_null=True)
-    error = serializers.CharField(allow_null=True)
+    """ok: the sweep ran within its interval and its last run did not fail; the rest is for
+    board members only."""
+
+    ok = serializers.BooleanField()
+    overdue = serializers.BooleanField(required=False)
+    lastStartedAt = serializers.DateTimeField(allow_null=True, required=False)
+    lastFinishedAt = serializers.DateTimeField(allow_null=True, required=False)
+    ageSec = serializers.FloatField(allow_null=True, required=False)
+    durationMs = serializers.FloatField(allow_null=True, required=False)
+    error = serializers.CharField(allow_null=True, required=False)
 
 
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded", "unavailable"])
-    checkedAt = serializers.DateTimeField(required=False)
+    checkedAt = serializers.DateTimeField(required=False, help_text="Board only.")
     database = DatabaseHealthSerializer()
     cluster = ClusterHealthSerializer(required=False)
     sweeps = serializers.DictField(child=SweepHealthSerializer(), required=False)
@@ -425,6 +442,8 @@ class ReapResultSerializer(serializers.Serializer):
     runIds = serializers.ListField(child=serializers.UUIDField(), source="run_ids")
     detached = serializers.IntegerField()
     detachedRunIds = serializers.ListField(child=serializers.UUIDField(), source="detached_run_ids")
+    deferred = serializers.IntegerField(help_text="Orphans left for the next sweep: issue busy.")
+    deferredRunIds = serializers.ListField(child=serializers.UUIDField(), source="deferred_run_ids")
     errors = serializers.IntegerField()
     sweepSkipped = serializers.BooleanField(source="sweep_skipped")
     dryRun = serializers.BooleanField(source="dry_run")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.db.models import Q
@@ -56,12 +57,20 @@ RUN_ID_PARAMETER = OpenApiParameter(
 )
 
 
+# PREFIX-NUMBER: the company's prefix (at most 16 characters) and the issue's number.
+_IDENTIFIER = re.compile(r"[^\x00-\x1f]{1,16}-[0-9]{1,10}")
+
+
 def issue_lookup(issue_ref: str) -> dict:
-    """Issues are addressed by id or by identifier (`PAP-12`), as in the reference."""
+    """Issues are addressed by id or by identifier (`PAP-12`), as in the reference; anything
+    else names no issue (and a NUL character would not even reach PostgreSQL)."""
     try:
         return {"id": uuid.UUID(issue_ref)}
     except ValueError:
-        return {"identifier": issue_ref.upper()}
+        pass
+    if not _IDENTIFIER.fullmatch(issue_ref):
+        raise exceptions.NotFound("Issue not found")
+    return {"identifier": issue_ref.upper()}
 
 
 def issue_for_request(request, issue_ref: str) -> Issue:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import IntegrityError
 from django.db.models import Q
@@ -70,6 +70,12 @@ def _error_body(message: str, details: Any = None) -> dict:
     return {"error": message, "details": details}
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+    default_code = "request_too_large"
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     status_code = _domain_status(exc)
     if status_code is not None:
@@ -78,6 +84,11 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound(str(exc) or "Not found")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()
+    elif isinstance(exc, SuspiciousOperation):
+        # Too many query or form fields, and the like: the request is malformed.
+        exc = exceptions.ParseError(str(exc) or None)
     elif isinstance(exc, IntegrityError):
         # A uniqueness race lost to a concurrent request (the constraint is the arbiter).
         exc = exceptions.APIException("Conflict with the current state of the resource")
@@ -99,6 +110,16 @@ def json_not_found(request, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse(_error_body("Not found"), status=404)
     return defaults.page_not_found(request, exception)
+
+
+def json_bad_request(request, exception=None) -> HttpResponse:
+    """Requests refused before any view ran (a bad Host header, a body or query string over
+    Django's limits): JSON under /api/ like every other API error."""
+    if request.path.startswith("/api/"):
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse(_error_body(RequestTooLarge.default_detail), status=413)
+        return JsonResponse(_error_body("Bad request"), status=400)
+    return defaults.bad_request(request, exception)
 
 
 def json_server_error(request) -> HttpResponse:
@@ -163,8 +184,10 @@ def get_scoped_or_404(queryset, request, **lookup):
 
 
 def documented(*, responses: dict, errors: tuple[int, ...] = (), **kwargs) -> Callable:
-    """`extend_schema` with the error responses every route can give added to `responses`."""
-    all_responses = {code: core_serializers.ErrorSerializer for code in (400, 401, 403, 404)}
+    """`extend_schema` with the error responses every route can give added to `responses`
+    (429: the caller's address is locked after failed authentication; 413: a body too large)."""
+    common = (400, 401, 403, 404, 429, *((413,) if kwargs.get("request") else ()))
+    all_responses = {code: core_serializers.ErrorSerializer for code in common}
     all_responses.update({code: core_serializers.ErrorSerializer for code in errors})
     all_responses.update(responses)
     return extend_schema(responses=all_responses, **kwargs)

@@ -11,15 +11,28 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.apps import apps
-from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from paperclip.credentials import run_credential_parse, secret_hash
+from paperclip.credentials import (
+    RUN_CREDENTIAL_PREFIX,
+    RunCredential,
+    run_credential_parse,
+    secret_hash,
+)
 from paperclip.models import BoardApiToken
+from paperclip.services import auth_failure_record
+from paperclip.throttle import (
+    LOCKED_FOR_SQL,
+    api_client_subject,
+    auth_locked_for,
+    locked_for_params,
+    too_many_failures,
+)
 
 BOARD_TOKEN_PREFIX = "pcbt_"
 RUN_ID_HEADER = "HTTP_X_PAPERCLIP_RUN_ID"
@@ -137,7 +150,13 @@ def _board_actor(request, user: Any, source: str, key_id: uuid.UUID | None = Non
 
 
 class BearerAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer <secret>`: a run credential, an agent API key or a board token."""
+    """`Authorization: Bearer <secret>`: a run credential, an agent API key or a board token.
+
+    Failed attempts are throttled per client address (paperclip.throttle): a secret that matches
+    nothing counts as a guess; a known credential that no longer works (an ended run, a revoked
+    key, an expired or revoked token) is answered 401 without counting, so a stale agent process
+    cannot lock out the other agents of its host.
+    """
 
     keyword = "Bearer"
 
@@ -151,55 +170,72 @@ class BearerAuthentication(authentication.BaseAuthentication):
             secret = header[1].decode()
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Bearer token is not valid text") from None
-        if secret.startswith("pcr_"):
-            return self._run_credential(request, secret)
+        subject = api_client_subject(request)
+        if secret.startswith(RUN_CREDENTIAL_PREFIX):
+            return self._run_credential(request, subject, secret)
         if secret.startswith(BOARD_TOKEN_PREFIX):
-            return self._board_token(request, secret)
-        return self._agent_key(request, secret)
+            return self._board_token(request, subject, secret)
+        return self._agent_key(request, subject, secret)
 
     def authenticate_header(self, request) -> str:
         return f'{self.keyword} realm="api"'
 
-    def _run_credential(self, request, secret: str):
+    def _run_credential(self, request, subject: str, secret: str):
         credential = run_credential_parse(secret)
         if credential is None:
-            raise exceptions.AuthenticationFailed("Invalid run credential")
-        run_model = apps.get_model("heartbeat", "HeartbeatRun")
-        run = (
-            run_model.objects.select_related("agent")
-            .filter(
-                id=credential.run_id,
-                agent_id=credential.agent_id,
-                company_id=credential.company_id,
-                status__in=ACTIVE_RUN_STATUSES,
-            )
-            .only("id", "agent")
-            .first()
-        )
-        if run is None:
-            raise exceptions.AuthenticationFailed("Run credential expired: its run is not active")
-        return _agent_actor(request, run.agent, "run_credential", run_id=run.id)
-
-    def _agent_key(self, request, secret: str):
-        agent = next(iter(_agent_by_key_hash(secret_hash(secret))), None)
+            _refuse_guess(subject, "Invalid run credential")
+        agent = next(iter(_agent_by_active_run(credential, subject)), None)
         if agent is None:
-            raise exceptions.AuthenticationFailed("Invalid API key")
+            _refuse_known(subject, "Run credential expired: its run is not active")
+        _refuse_if_locked(agent.locked_for)
+        return _agent_actor(request, agent, "run_credential", run_id=agent.active_run_id)
+
+    def _agent_key(self, request, subject: str, secret: str):
+        digest = secret_hash(secret)
+        agent = next(iter(_agent_by_key_hash(digest, subject)), None)
+        if agent is None:
+            if apps.get_model("heartbeat", "AgentApiKey").objects.filter(key_hash=digest).exists():
+                _refuse_known(subject, "API key revoked")
+            _refuse_guess(subject, "Invalid API key")
+        _refuse_if_locked(agent.locked_for)
         _touch_last_used(
             apps.get_model("heartbeat", "AgentApiKey"), agent.api_key_id, agent.api_key_last_used
         )
         return _agent_actor(request, agent, "agent_key", key_id=agent.api_key_id)
 
-    def _board_token(self, request, secret: str):
+    def _board_token(self, request, subject: str, secret: str):
         token = (
             BoardApiToken.objects.select_related("user")
-            .filter(token_hash=secret_hash(secret), revoked_at__isnull=True)
-            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+            .filter(token_hash=secret_hash(secret))
+            .annotate(locked_for=RawSQL(LOCKED_FOR_SQL, locked_for_params(subject)))
             .first()
         )
-        if token is None or not token.user.is_active:
-            raise exceptions.AuthenticationFailed("Invalid board token")
+        if token is None:
+            _refuse_guess(subject, "Invalid board token")
+        expired = token.expires_at is not None and token.expires_at <= timezone.now()
+        if token.revoked_at is not None or expired or not token.user.is_active:
+            _refuse_known(subject, "Invalid board token")
+        _refuse_if_locked(token.locked_for)
         _touch_last_used(BoardApiToken, token.pk, token.last_used_at)
         return _board_actor(request, token.user, "board_token", key_id=token.pk)
+
+
+def _refuse_if_locked(locked_for_sec: int | None) -> None:
+    if locked_for_sec is not None:
+        raise too_many_failures(locked_for_sec)
+
+
+def _refuse_guess(subject: str, message: str) -> NoReturn:
+    """401 for a secret that matches nothing, counted toward the client's lockout (429 once
+    the client is locked)."""
+    _refuse_if_locked(auth_failure_record(subject=subject).locked_for_sec)
+    raise exceptions.AuthenticationFailed(message)
+
+
+def _refuse_known(subject: str, message: str) -> NoReturn:
+    """401 for a credential that exists but no longer works: not a guess, not counted."""
+    _refuse_if_locked(auth_locked_for(subject=subject))
+    raise exceptions.AuthenticationFailed(message)
 
 
 def _touch_last_used(model, pk, last_used_at) -> None:
@@ -213,19 +249,44 @@ def _agent_by_key_sql() -> str:
     agent_table = apps.get_model("heartbeat", "Agent")._meta.db_table
     key_table = apps.get_model("heartbeat", "AgentApiKey")._meta.db_table
     return (
-        f"SELECT agent.*, key.id AS api_key_id, key.last_used_at AS api_key_last_used "
+        f"SELECT agent.*, key.id AS api_key_id, key.last_used_at AS api_key_last_used, "
+        f"{LOCKED_FOR_SQL} AS locked_for "
         f'FROM "{key_table}" AS key JOIN "{agent_table}" AS agent ON agent.id = key.agent_id '
         f"WHERE key.key_hash = %s AND key.revoked_at IS NULL"
     )
 
 
-def _agent_by_key_hash(digest: str):
-    """The agent holding an unrevoked key with this hash, with the key's id and last use.
+def _agent_by_key_hash(digest: str, subject: str):
+    """The agent holding an unrevoked key with this hash, with the key's id and last use, and
+    how long the client stays locked.
 
     Agent keys authenticate every request of the heartbeat protocol; a fixed SQL string skips
     the ORM's per-request query compilation, which cost more than the query itself.
     """
-    return apps.get_model("heartbeat", "Agent").objects.raw(_agent_by_key_sql(), [digest])
+    params = [*locked_for_params(subject), digest]
+    return apps.get_model("heartbeat", "Agent").objects.raw(_agent_by_key_sql(), params)
+
+
+@functools.cache
+def _agent_by_active_run_sql() -> str:
+    agent_table = apps.get_model("heartbeat", "Agent")._meta.db_table
+    run_table = apps.get_model("heartbeat", "HeartbeatRun")._meta.db_table
+    return (
+        f"SELECT agent.*, run.id AS active_run_id, {LOCKED_FOR_SQL} AS locked_for "
+        f'FROM "{run_table}" AS run JOIN "{agent_table}" AS agent ON agent.id = run.agent_id '
+        f"WHERE run.id = %s AND run.agent_id = %s AND run.company_id = %s "
+        f"AND run.status IN ({', '.join(['%s'] * len(ACTIVE_RUN_STATUSES))})"
+    )
+
+
+def _agent_by_active_run(credential: RunCredential, subject: str):
+    """The agent of the credential's run while that run is active (the run credential is the
+    agents' everyday key: fixed SQL, as for agent keys)."""
+    ids = [uuid.UUID(credential.run_id), uuid.UUID(credential.agent_id)]
+    params = [*locked_for_params(subject), *ids, uuid.UUID(credential.company_id)]
+    return apps.get_model("heartbeat", "Agent").objects.raw(
+        _agent_by_active_run_sql(), [*params, *ACTIVE_RUN_STATUSES]
+    )
 
 
 class BoardSessionAuthentication(authentication.SessionAuthentication):

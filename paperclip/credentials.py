@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from django.core import signing
@@ -34,9 +35,11 @@ def run_credential_parse(token: str) -> RunCredential | None:
         return None
     try:
         payload = signing.loads(token[len(RUN_CREDENTIAL_PREFIX) :], salt=_RUN_CREDENTIAL_SALT)
-    except signing.BadSignature:
+        ids = [str(uuid.UUID(payload[claim])) for claim in ("r", "a", "c")]
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        # Claims that are not ids can only come from a key signed by something else.
         return None
-    return RunCredential(run_id=payload["r"], agent_id=payload["a"], company_id=payload["c"])
+    return RunCredential(run_id=ids[0], agent_id=ids[1], company_id=ids[2])
 
 
 def secret_generate(prefix: str) -> tuple[str, str, str]:

@@ -91,6 +91,23 @@ class BoardApiToken(models.Model):
         return f"{self.name} ({self.token_prefix}…)"
 
 
+class AuthFailureCounter(models.Model):
+    """Recent failed authentications of one subject (`api-client:<address>`), shared by every
+    worker and host; written only by paperclip.services.auth_failure_record.
+
+    The subject is locked while `failures` reached the limit and the last failure is younger
+    than the lockout window (paperclip.throttle); a failure after the window starts a new count.
+    """
+
+    subject = models.CharField(primary_key=True, max_length=200)
+    failures = models.PositiveIntegerField()
+    # Indexed for the clean-up of counters whose window has passed.
+    last_failure_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.failures} failure(s)"
+
+
 class ActivityLog(models.Model):
     class ActorType(models.TextChoices):
         USER = "user"

@@ -3,24 +3,45 @@ DRF imports these while it defines APIView, so this module must not import views
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
+# Deeper than any document the API accepts (agent configs, wake payloads); Python's parser and
+# PostgreSQL's jsonb both recurse per level, so depth is bounded before either is asked.
+MAX_JSON_DEPTH = 32
 
-def _storable(value: Any) -> bool:
-    """Whether PostgreSQL can store every string in a parsed JSON document: no NUL characters
-    and no lone surrogates (valid JSON, but neither text nor jsonb accepts them)."""
-    if isinstance(value, str):
-        return _storable_text(value)
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable(item) for item in value)
-    return True
+
+def _document_problem(document: Any) -> str | None:
+    """Why PostgreSQL could not store a parsed JSON document (or would not want to), or None.
+
+    Valid JSON may still hold NUL characters or lone surrogates (neither text nor jsonb accepts
+    them), numbers that overflow to infinity (`1e400`), or nesting deep enough to exhaust a stack.
+    Walked iteratively: the walk itself must not be the thing that recurses too deep.
+    """
+    pending = [(document, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if not _storable_text(value):
+                return "JSON strings must not contain NUL characters or unpaired surrogates"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return "JSON numbers must be finite"
+        elif isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return f"JSON documents may nest at most {MAX_JSON_DEPTH} levels"
+            if isinstance(value, dict):
+                pending.extend((key, depth) for key in value)
+                pending.extend((item, depth + 1) for item in value.values())
+            else:
+                pending.extend((item, depth + 1) for item in value)
+    return None
 
 
 def _storable_text(text: str) -> bool:
@@ -36,14 +57,18 @@ def _storable_text(text: str) -> bool:
 
 
 class StrictJSONParser(JSONParser):
-    """JSON bodies whose strings the database can store; anything else is a 400, not a 500."""
+    """JSON bodies the database can store; anything else is a 400, not a 500."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        data = super().parse(stream, media_type, parser_context)
-        if not _storable(data):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
             raise exceptions.ParseError(
-                "JSON strings must not contain NUL characters or unpaired surrogates"
-            )
+                f"JSON documents may nest at most {MAX_JSON_DEPTH} levels"
+            ) from None
+        problem = _document_problem(data)
+        if problem is not None:
+            raise exceptions.ParseError(problem)
         return data
 
 
@@ -59,6 +84,40 @@ class ArrayCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "-created_at"
+
+    def paginate_queryset(self, queryset, request, view=None):
+        # decode_cursor checks the cursor's position against the ordering column's type.
+        self._model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_page_size(self, request) -> int:
+        """`limit` as documented (1 to 1000); anything else is a 400, never silently ignored."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            message = f"Must be an integer from 1 to {self.max_page_size}."
+            raise exceptions.ValidationError({self.page_size_query_param: [message]})
+        return size
+
+    def decode_cursor(self, request) -> Cursor | None:
+        """A cursor is opaque but travels through clients: a hand-made position that the
+        ordering column cannot hold answers like any other invalid cursor, not a 500."""
+        cursor = super().decode_cursor(request)
+        if cursor is None or cursor.position is None:
+            return cursor
+        if "\x00" in cursor.position:
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        field = self._model._meta.get_field(self.ordering[0].lstrip("-"))
+        try:
+            field.get_prep_value(field.to_python(cursor.position))
+        except (DjangoValidationError, ValueError, TypeError, OverflowError):
+            raise exceptions.NotFound(self.invalid_cursor_message) from None
+        return cursor
 
     def get_paginated_response(self, data):
         links = []

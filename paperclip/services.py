@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from paperclip.credentials import secret_generate
-from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership
+from paperclip.models import (
+    ActivityLog,
+    AuthFailureCounter,
+    BoardApiToken,
+    Company,
+    CompanyMembership,
+)
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
+# Redactors of the text in activity details, installed by the apps that define them (heartbeat
+# installs the run log's: its credential patterns live in the stdlib-only run shim, and this app
+# must not import heartbeat).
+_text_redactors: list[Callable[[str], str]] = []
+
+
+def activity_text_redactor_register(redactor: Callable[[str], str]) -> None:
+    if redactor not in _text_redactors:
+        _text_redactors.append(redactor)
 
 
 def _redact(details: Any) -> Any:
-    """Activity details are shown to every board member: secret-looking keys never reach them."""
+    """Activity details are shown to every board member and to the company's agents: values
+    under secret-looking keys and credential-shaped text never reach them."""
     if isinstance(details, dict):
         return {
             key: "***REDACTED***" if _SECRET_KEY_PATTERN.search(str(key)) else _redact(value)
@@ -25,6 +44,9 @@ def _redact(details: Any) -> Any:
         }
     if isinstance(details, list):
         return [_redact(item) for item in details]
+    if isinstance(details, str):
+        for redactor in _text_redactors:
+            details = redactor(details)
     return details
 
 
@@ -135,3 +157,51 @@ def board_token_revoke(*, token: BoardApiToken) -> BoardApiToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+_AUTH_FAILURE_SQL = f"""
+WITH locked AS (
+    SELECT ceil(extract(epoch FROM last_failure_at - now()) + %(window)s)::int AS seconds
+    FROM "{AuthFailureCounter._meta.db_table}"
+    WHERE subject = %(subject)s AND failures >= %(limit)s
+        AND last_failure_at > now() - make_interval(secs => %(window)s)
+), counted AS (
+    INSERT INTO "{AuthFailureCounter._meta.db_table}" AS f (subject, failures, last_failure_at)
+    SELECT %(subject)s, 1, now() WHERE NOT EXISTS (SELECT 1 FROM locked)
+    ON CONFLICT (subject) DO UPDATE SET
+        failures = CASE WHEN f.last_failure_at > now() - make_interval(secs => %(window)s)
+            THEN f.failures + 1 ELSE 1 END,
+        last_failure_at = now()
+    RETURNING f.failures
+), expired AS (
+    DELETE FROM "{AuthFailureCounter._meta.db_table}"
+    WHERE last_failure_at < now() - make_interval(secs => %(window)s) AND subject <> %(subject)s
+)
+SELECT (SELECT seconds FROM locked), (SELECT failures FROM counted)
+"""
+
+
+@dataclass(frozen=True)
+class AuthFailureRecorded:
+    """failures: the subject's count including this one (0 when it was not counted);
+    locked_for_sec: set when the subject was already locked, so this attempt was not counted."""
+
+    failures: int
+    locked_for_sec: int | None
+
+
+def auth_failure_record(*, subject: str) -> AuthFailureRecorded:
+    """Count one failed authentication of `subject` in one statement, unless it is locked.
+
+    A failure after the window has passed starts a new count; counters whose window has passed
+    are deleted on the way, so the table holds only the clients that failed recently.
+    """
+    params = {
+        "subject": subject,
+        "limit": settings.PAPERCLIP_AUTH_FAILURE_LIMIT,
+        "window": settings.PAPERCLIP_AUTH_LOCKOUT_SEC,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_AUTH_FAILURE_SQL, params)
+        locked_for, failures = cursor.fetchone()
+    return AuthFailureRecorded(failures=failures or 0, locked_for_sec=locked_for)

@@ -2,6 +2,7 @@
 are documented in README.md ("Configuration") and the heartbeat tunables in heartbeat/conf.py."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
     "paperclip",
     "issues",
     "heartbeat",
@@ -60,6 +62,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it answers a locked-out admin login.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked-out client or account before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "paperclip.urls"
@@ -133,6 +143,25 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "admin:login"
+
+# Failed authentication (the admin login, board tokens, agent keys, run credentials) is throttled
+# per client address, and the admin login also per account: after this many failures, each
+# within the window of the one before, every attempt answers 429 (with Retry-After) until the
+# window has passed since the last failure. 10 in 10 minutes leaves room for a person's typos
+# and gives a guesser at most about 1,440 tries a day per address. The counters live in
+# PostgreSQL, so every worker and host shares them.
+PAPERCLIP_AUTH_FAILURE_LIMIT = int(os.environ.get("PAPERCLIP_AUTH_FAILURE_LIMIT", "10"))
+PAPERCLIP_AUTH_LOCKOUT_SEC = int(os.environ.get("PAPERCLIP_AUTH_LOCKOUT_SEC", "600"))
+# The admin login's throttle is django-axes (its attempts are rows in the database).
+AXES_FAILURE_LIMIT = PAPERCLIP_AUTH_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=PAPERCLIP_AUTH_LOCKOUT_SEC)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# Attempts refused during a lockout do not restart it, so Retry-After holds; a success does not
+# wipe the failures either (it would also wipe the counts of other accounts tried from there).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "paperclip.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "paperclip.throttle.admin_lockout_response"
 
 # The origin agents call back on (PAPERCLIP_API_URL in a run's environment), without /api.
 PAPERCLIP_API_URL = os.environ.get("PAPERCLIP_API_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -218,5 +247,10 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["stderr"], "level": os.environ.get("PAPERCLIP_LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
+    "loggers": {
+        "django_q": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+        # Failed logins and lockouts stay visible; every successful login does not.
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -6,6 +6,7 @@ from heartbeat import api as heartbeat_api
 from issues import api as issues_api
 from paperclip import api as core_api
 
+handler400 = "paperclip.api.json_bad_request"
 handler404 = "paperclip.api.json_not_found"
 handler500 = "paperclip.api.json_server_error"
 

@@ -9,8 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heartbeat.models import RunErrorCode
+from heartbeat.shim.run_shim import REDACTED, redact_document
 
 _SECRET_NAME = re.compile(r"(api[-_]?key|token|secret|password|credential|auth)", re.I)
+# The adapter_config maps whose values only the board may read: agents see the names (the API
+# and the admin mask the values, events show names only, run logs redact the values).
+ADAPTER_SECRET_MAPS = ("env", "headers")
 # Server configuration that must never reach an agent's process (database password, signing key).
 _SERVER_ONLY_ENV = ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
 _SERVER_ONLY_PREFIX = "PAPERCLIP_"
@@ -144,21 +148,60 @@ def process_env(ctx: RunInvocationContext, extra: Mapping[str, str]) -> dict[str
 
 
 def secret_values(ctx: RunInvocationContext, extra: Mapping[str, str]) -> tuple[str, ...]:
-    """The run credential and every adapter value whose name says it is secret."""
-    return (ctx.api_key, *named_secret_values(extra))
+    """The run credential and every value of the adapter's env, whatever its name: a name
+    that does not look secret (OPENAI_KEY, CODEX_HOME...) may still hold a key, and only the
+    board may read what it configured (ADAPTER_SECRET_MAPS)."""
+    return (ctx.api_key, *extra.values())
 
 
 def named_secret_values(values: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(value for name, value in values.items() if _SECRET_NAME.search(name))
 
 
-def env_for_display(env: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
-    """Adapter-set variables for the adapter.invoke event, secret values replaced."""
-    hidden = set(secrets)
-    return {
-        name: "***REDACTED***" if value in hidden or _SECRET_NAME.search(name) else value
-        for name, value in env.items()
-    }
+def env_for_display(env: Mapping[str, str]) -> dict[str, str]:
+    """Adapter-set variables for the adapter.invoke event: the names only (every agent of the
+    company may read a run's events)."""
+    return dict.fromkeys(env, REDACTED)
+
+
+def meta_redacted(meta: Mapping[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
+    """The adapter.invoke event's payload with the run's secrets and credential-shaped text
+    replaced in every string (arguments and prompts may carry them too)."""
+    return redact_document(meta, secrets)
+
+
+def adapter_config_masked(config: Any) -> Any:
+    """An adapter_config as anyone but the board sees it: the ADAPTER_SECRET_MAPS keep their
+    names and lose their values (a malformed map is masked whole)."""
+    if not isinstance(config, dict):
+        return config
+    masked = dict(config)
+    for key in ADAPTER_SECRET_MAPS:
+        if key in masked:
+            value = masked[key]
+            masked[key] = dict.fromkeys(value, REDACTED) if isinstance(value, dict) else REDACTED
+    return masked
+
+
+def adapter_config_unmasked(submitted: Any, stored: Any) -> Any:
+    """A submitted adapter_config in which every masked value (REDACTED) stands for the value
+    stored under the same name: a form shows masked values, and what the board leaves alone
+    stays as it was while a value it types replaces the stored one."""
+    if not isinstance(submitted, dict):
+        return submitted
+    stored = stored if isinstance(stored, dict) else {}
+    merged = dict(submitted)
+    for key in ADAPTER_SECRET_MAPS:
+        new, old = merged.get(key), stored.get(key)
+        if isinstance(new, dict):
+            old_values = old if isinstance(old, dict) else {}
+            merged[key] = {
+                name: old_values.get(name, value) if value == REDACTED else value
+                for name, value in new.items()
+            }
+        elif new == REDACTED and key in stored:
+            merged[key] = old
+    return merged
 
 
 def prompt_render(template: str, ctx: RunInvocationContext) -> str:

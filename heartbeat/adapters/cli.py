@@ -24,6 +24,7 @@ from heartbeat.adapters.base import (
     config_str_list,
     config_str_map,
     env_for_display,
+    meta_redacted,
     process_env,
     prompt_render,
     secret_values,
@@ -61,14 +62,17 @@ class _CliAdapter(ABC):
             grace_sec=config_seconds(config, "graceSec", default=_CLI_GRACE_SEC),
             stdin=prompt.encode(),
             secret_values=secrets,
-            meta={
-                "adapterType": self.adapter_type,
-                "command": command,
-                "commandArgs": list(argv[1:]),
-                "cwd": cwd,
-                "env": env_for_display(extra_env, secrets),
-                "prompt": prompt,
-            },
+            meta=meta_redacted(
+                {
+                    "adapterType": self.adapter_type,
+                    "command": command,
+                    "commandArgs": list(argv[1:]),
+                    "cwd": cwd,
+                    "env": env_for_display(extra_env),
+                    "prompt": prompt,
+                },
+                secrets,
+            ),
         )
 
 

@@ -16,6 +16,7 @@ from heartbeat.adapters.base import (
     config_seconds,
     config_str,
     config_str_map,
+    meta_redacted,
     named_secret_values,
 )
 from heartbeat.conf import heartbeat_conf
@@ -31,6 +32,7 @@ class HttpAdapter:
             raise AdapterConfigInvalid("adapter_config.url must be an http or https URL")
         method = (config_str(config, "method", default="POST") or "POST").upper()
         headers = {"Content-Type": "application/json", **config_str_map(config, "headers")}
+        secrets = named_secret_values(headers)
         body = {
             "runId": ctx.run_id,
             "agentId": ctx.agent_id,
@@ -45,6 +47,8 @@ class HttpAdapter:
             timeout_sec=config_seconds(
                 config, "timeoutSec", default=heartbeat_conf().http_adapter_timeout_sec
             ),
-            secret_values=named_secret_values(headers),
-            meta={"adapterType": self.adapter_type, "url": url, "method": method},
+            secret_values=secrets,
+            meta=meta_redacted(
+                {"adapterType": self.adapter_type, "url": url, "method": method}, secrets
+            ),
         )

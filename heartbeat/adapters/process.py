@@ -12,6 +12,7 @@ from heartbeat.adapters.base import (
     config_str_list,
     config_str_map,
     env_for_display,
+    meta_redacted,
     process_env,
     secret_values,
 )
@@ -36,11 +37,14 @@ class ProcessAdapter:
             timeout_sec=config_seconds(config, "timeoutSec", default=conf.adapter_timeout_sec),
             grace_sec=config_seconds(config, "graceSec", default=conf.adapter_grace_sec),
             secret_values=secrets,
-            meta={
-                "adapterType": self.adapter_type,
-                "command": command,
-                "commandArgs": list(args),
-                "cwd": cwd,
-                "env": env_for_display(extra_env, secrets),
-            },
+            meta=meta_redacted(
+                {
+                    "adapterType": self.adapter_type,
+                    "command": command,
+                    "commandArgs": list(args),
+                    "cwd": cwd,
+                    "env": env_for_display(extra_env),
+                },
+                secrets,
+            ),
         )

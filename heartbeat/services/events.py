@@ -7,6 +7,7 @@ import uuid
 from django.db import connection, transaction
 
 from heartbeat.models import HeartbeatRun, HeartbeatRunEvent
+from heartbeat.shim.run_shim import redact_document, redact_text
 
 _NEXT_SEQ_SQL = (
     f"UPDATE {HeartbeatRun._meta.db_table} SET event_seq = event_seq + 1 "
@@ -31,6 +32,9 @@ def run_event_append(
     serialises concurrent writers and a rolled-back event rolls its number back, so numbers are
     unique and gapless, unlike the reference's read-max-then-insert. No savepoint of its own:
     a failure here fails the caller's transaction, which is what a lost audit event should do.
+
+    Every agent of the company may read a run's events: credential-shaped text in the message
+    or the payload (an error quoting a command line, say) is redacted on the way in.
     """
     with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
@@ -46,6 +50,6 @@ def run_event_append(
             event_type=event_type,
             stream=stream,
             level=level,
-            message=message,
-            payload=payload,
+            message=redact_text(message),
+            payload=redact_document(payload),
         )

@@ -274,7 +274,9 @@ def retry_context(context: dict | None, *, lost_run_id: uuid.UUID) -> dict:
 class ReapResult:
     """reaped/run_ids: runs failed as lost, in processing order; detached runs are not counted.
 
-    sweep_skipped is True when another sweep held the lock and this one did nothing.
+    deferred/deferred_run_ids: orphans left for the next sweep because another transaction
+    held their issue. sweep_skipped is True when another sweep held the lock and this one did
+    nothing.
     """
 
     reaped: int = 0
@@ -284,6 +286,8 @@ class ReapResult:
     # Runs whose agent ended while nobody watched: finalized from their shim's exit report.
     finalized: int = 0
     finalized_run_ids: list[uuid.UUID] = field(default_factory=list)
+    deferred: int = 0
+    deferred_run_ids: list[uuid.UUID] = field(default_factory=list)
     errors: int = 0
     sweep_skipped: bool = False
     dry_run: bool = False
@@ -291,7 +295,8 @@ class ReapResult:
     def as_dict(self, *, max_ids: int | None = None) -> dict:
         """The JSON shape (commands' --json; sweep records and logs keep max_ids ids per list)."""
         data = {item.name: getattr(self, item.name) for item in fields(self)}
-        return sweep_ids_shown(data, ("run_ids", "detached_run_ids", "finalized_run_ids"), max_ids)
+        lists = ("run_ids", "detached_run_ids", "finalized_run_ids", "deferred_run_ids")
+        return sweep_ids_shown(data, lists, max_ids)
 
 
 # --- Selectors ----------------------------------------------------------------------------------
@@ -464,6 +469,7 @@ class _Sweep:
     lost: list[uuid.UUID] = field(default_factory=list)
     detached: list[uuid.UUID] = field(default_factory=list)
     finalized: list[uuid.UUID] = field(default_factory=list)
+    deferred: list[uuid.UUID] = field(default_factory=list)
     errors: int = 0
     # This host's run supervisor is alive: live shims without an owner are its to adopt.
     supervisor_alive: bool = False
@@ -479,6 +485,8 @@ class _Sweep:
             detached_run_ids=list(self.detached),
             finalized=len(self.finalized),
             finalized_run_ids=list(self.finalized),
+            deferred=len(self.deferred),
+            deferred_run_ids=list(self.deferred),
             errors=self.errors,
             dry_run=self.dry_run,
         )
@@ -517,13 +525,15 @@ class _Sweep:
         keys: list[tuple[datetime, uuid.UUID]] = []
         try:
             ended: list[tuple[uuid.UUID, dict]] = []
+            deferred: list[uuid.UUID] = []
             with transaction.atomic():
                 runs = list(self._lock(page)[:batch_size])
                 if not runs:
                     return None
                 keys = [(run.created_at, run.id) for run in runs]
-                detached, lost = self._judge_and_write(runs, ended=ended)
+                detached, lost = self._judge_and_write(runs, ended=ended, deferred=deferred)
             self._committed(detached, lost)
+            self.deferred.extend(deferred)
             self._finalize_ended(ended)
             return keys
         except Exception:
@@ -539,12 +549,14 @@ class _Sweep:
         for allow_retry in (True, False):
             try:
                 ended: list[tuple[uuid.UUID, dict]] = []
+                deferred: list[uuid.UUID] = []
                 with transaction.atomic():
                     runs = list(self._lock(page.filter(id=run_id)))
                     detached, lost = self._judge_and_write(
-                        runs, allow_retry=allow_retry, ended=ended
+                        runs, allow_retry=allow_retry, ended=ended, deferred=deferred
                     )
                 self._committed(detached, lost)
+                self.deferred.extend(deferred)
                 self._finalize_ended(ended)
                 return
             except IntegrityError as exc:
@@ -612,10 +624,12 @@ class _Sweep:
         *,
         allow_retry: bool = True,
         ended: list[tuple[uuid.UUID, dict]],
+        deferred: list[uuid.UUID],
     ) -> tuple[list[uuid.UUID], list[_Planned]]:
         """Judge the locked runs and write the batch; returns the runs newly detached and the
         runs failed as lost (in a dry run: those that would be). Runs whose agent ended while
-        nobody watched go to `ended` with their exit report, to be finalized after commit."""
+        nobody watched go to `ended` with their exit report, to be finalized after commit;
+        runs whose issue another transaction holds go to `deferred`, left for the next sweep."""
         closed_issues = _closed_issue_ids(runs)
         busy_issues = set() if self.dry_run else _issues_held_elsewhere(runs)
         markers: frozenset[str] | None = None
@@ -624,6 +638,7 @@ class _Sweep:
             runs, self._probe_all(runs), self._probe_shims(runs), strict=True
         ):
             if _normalised_issue_id(run) in busy_issues:
+                deferred.append(run.id)
                 continue
             if shim is Liveness.ALIVE:
                 if self.supervisor_alive:

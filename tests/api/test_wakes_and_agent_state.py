@@ -186,16 +186,6 @@ def test_recovery_is_refused_to_company_board_members(side_a):
     assert response.json()["error"] == "Instance admin access required"
 
 
-def test_health_reports_database_cluster_and_sweeps_without_authentication(anonymous):
-    response = anonymous.get("/api/health")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["database"]["ok"] is True
-    assert set(body["sweeps"]) == {"reap", "reconcile"}
-    assert body["sweeps"]["reap"]["overdue"] is True
-    assert body["status"] == "degraded"
-
-
 def test_recovery_reconcile_dry_run_reports_a_stranded_issue_and_changes_nothing(
     admin_client, side_a
 ):

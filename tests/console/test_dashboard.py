@@ -138,6 +138,17 @@ def test_recent_sweeps_show_what_they_did_and_no_warning(admin_client_):
 
 
 @pytest.mark.django_db
+def test_reap_sweep_shows_runs_deferred_because_their_issue_was_busy(admin_client_):
+    now = timezone.now()
+    result = {"reaped": 0, "deferred": 2, "deferred_run_ids": []}
+    SweepRecord.objects.create(
+        kind="reap", host="h1", started_at=now, finished_at=now, duration_ms=5, result=result
+    )
+    sweeps = admin_client_.get(FRAGMENT).content.decode().split('id="pc-sweeps"')[1]
+    assert "deferred (issue busy, next sweep) 2" in sweeps
+
+
+@pytest.mark.django_db
 def test_chart_counts_runs_by_outcome(admin_client_, agent_a):
     make_run(agent_a, status="succeeded")
     make_run(agent_a, status="succeeded")

@@ -69,9 +69,28 @@ def test_process_invocation_carries_agent_env_over_adapter_env_and_hides_server_
     assert invocation.env["PAPERCLIP_RUN_ID"] == "run-1"
     assert "DATABASE_URL" not in invocation.env
     assert "PAPERCLIP_SECRET_KEY" not in invocation.env
-    assert set(invocation.secret_values) == {"pcr_secret_key", "ghp_abcdef"}
+    assert set(invocation.secret_values) == {"pcr_secret_key", "spoofed", "ghp_abcdef"}
     assert invocation.meta["env"]["GITHUB_TOKEN"] == "***REDACTED***"
     assert (invocation.timeout_sec, invocation.grace_sec) == (5.0, 1.0)
+
+
+@pytest.mark.parametrize("adapter_type", ["process", "codex_local", "claude_local"])
+def test_every_adapter_env_value_is_secret_whatever_its_name(adapter_type):
+    config = {"command": "agent", "env": {"OPENAI_KEY": "k-live-1234567", "MODE": "fast-mode"}}
+    invocation = adapter_invocation(_ctx(adapter_type, config))
+    assert set(invocation.secret_values) == {"pcr_secret_key", "k-live-1234567", "fast-mode"}
+    assert invocation.meta["env"] == {"OPENAI_KEY": "***REDACTED***", "MODE": "***REDACTED***"}
+
+
+def test_invoke_event_payload_redacts_secrets_passed_as_arguments():
+    config = {
+        "command": "agent",
+        "args": ["--key=k-live-1234567", "--token", "sk-proj-Abcdefghijklmnopqrstuvwx"],
+        "env": {"OPENAI_KEY": "k-live-1234567"},
+    }
+    invocation = adapter_invocation(_ctx("process", config))
+    assert invocation.meta["commandArgs"] == ["--key=***REDACTED***", "--token", "***REDACTED***"]
+    assert invocation.argv[1] == "--key=k-live-1234567"
 
 
 def test_codex_invocation_is_codex_exec_with_model_extra_args_and_prompt_on_stdin():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from heartbeat.run_log import REDACTED, RunLogWriter, SecretRedactor, chunk_truncate
 
 
@@ -57,3 +59,81 @@ def test_multibyte_character_split_between_reads_is_decoded_whole(tmp_path):
     writer.write("stdout", encoded[:1])
     writer.write("stdout", encoded[1:])
     assert writer.close().stdout_excerpt == "é"
+
+
+def _stream(redactor: SecretRedactor, *chunks: str) -> str:
+    return "".join(redactor.feed(chunk) for chunk in chunks) + redactor.flush()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-Abcdefghijklmnopqrstuvwxyz0123",
+        "sk-ant-api03-Abcdefghijklmnopqrstuvwxyz",
+        "ghp_" + "A1b2C3d4E5" * 4,
+        "pcak_" + "x" * 43,
+        "pcr_.eJxVjMsKgjAURf_lrj9hJb3Uy6Ki:1Ct5xJ:AbCdEfGhIjKlMnOp",
+        "AKIAIOSFODNN7EXAMPLE",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        "xoxb-1234567890-abcdefghij",
+    ],
+)
+def test_credential_shaped_text_is_redacted_without_being_configured(secret):
+    redactor = SecretRedactor([])
+    assert _stream(redactor, f"export KEY={secret}\n") == f"export KEY={REDACTED}\n"
+
+
+def test_credential_shape_inside_a_longer_word_is_kept():
+    text = "see task-abcdefghijklmnopqrstuvwxyz0 and debearer abcdefghijklmnopqrstu\n"
+    assert _stream(SecretRedactor([]), text) == text
+
+
+def test_credential_pattern_split_across_chunks_is_redacted_whole():
+    redactor = SecretRedactor([])
+    out = _stream(redactor, "using sk-ant-api03-Abcdefgh", "ijklmnopqrstuvwxyz and more\n")
+    assert out == f"using {REDACTED} and more\n"
+
+
+def test_bearer_token_is_redacted_and_the_word_kept():
+    redactor = SecretRedactor([])
+    out = _stream(redactor, "Authorization: Bearer ", "opaque.token-value_1234567\n")
+    assert out == f"Authorization: Bearer {REDACTED}\n"
+
+
+def test_private_key_block_across_chunks_is_redacted_and_what_follows_is_kept():
+    body = "MIIEowIBAAKCAQEA7\n" * 20
+    key = f"-----BEGIN RSA PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----\n"
+    redactor = SecretRedactor([])
+    out = _stream(redactor, "before\n" + key[:100], key[100:300], key[300:] + "after\n")
+    assert out == f"before\n{REDACTED}\nafter\n"
+
+
+def test_private_key_block_without_end_stops_being_redacted_after_its_bound():
+    redactor = SecretRedactor([])
+    out = _stream(redactor, "-----BEGIN PRIVATE KEY-----\n", "k" * 40_000 + "\n", "later\n")
+    assert out.startswith(REDACTED)
+    assert out.endswith("later\n")
+    assert len(out) < 40_000
+
+
+def test_configured_secret_with_a_line_break_split_across_chunks_is_redacted():
+    secret = "line-one-of-a-key\nline-two-of-a-key"
+    redactor = SecretRedactor([secret])
+    out = _stream(redactor, "value: line-one-of-a-key\n", "line-two-of-a-key done\n")
+    assert out == f"value: {REDACTED} done\n"
+
+
+def test_a_long_line_without_a_break_is_released_before_the_end():
+    redactor = SecretRedactor(["s3cret-value"])
+    released = redactor.feed("word " * 20_000)
+    assert len(released) > 50_000
+    assert released.endswith(" ")
+
+
+def test_writer_redacts_credential_patterns_in_the_log_and_excerpt(tmp_path):
+    path = tmp_path / "r.ndjson"
+    writer = RunLogWriter(path=path, secrets=[], chunk_max_chars=1000, excerpt_max_chars=100)
+    writer.write("stdout", b"key sk-Abcdefghijklmnopqrstuvwxyz\n")
+    summary = writer.close()
+    assert "sk-Abc" not in path.read_text()
+    assert summary.stdout_excerpt == f"key {REDACTED}\n"

@@ -7,9 +7,10 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from heartbeat import process_control
-from heartbeat.models import Agent, HeartbeatRun
+from heartbeat.models import Agent, HeartbeatRun, SweepRecord
 from heartbeat.services.sweeps import SweepLock, sweep_lock_scope
 from tests.factories import make_agent, make_issue, make_run
 from tests.recovery.builders import DEAD_PID, make_running_run
@@ -36,6 +37,8 @@ def test_reap_json_prints_exactly_one_object():
         "detached_run_ids": [],
         "finalized": 0,
         "finalized_run_ids": [],
+        "deferred": 0,
+        "deferred_run_ids": [],
         "errors": 0,
         "sweep_skipped": False,
         "dry_run": False,
@@ -124,3 +127,17 @@ def test_reconcile_skips_and_exits_zero_while_another_sweep_holds_the_lock():
 
     assert json.loads(out)["sweep_skipped"] is True
     assert HeartbeatRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("threshold", ["inf", "1e308", "nan", "-1", "31536001"])
+def test_reap_refuses_a_stale_threshold_that_is_not_a_finite_number_in_range(threshold):
+    with pytest.raises(CommandError, match="--stale-threshold must be a number of seconds"):
+        run_command("reap_orphans", "--stale-threshold", threshold)
+    assert not SweepRecord.objects.exists()
+
+
+@pytest.mark.django_db
+def test_reap_refuses_a_stale_threshold_that_is_not_a_number():
+    with pytest.raises(CommandError, match="stale-threshold"):
+        run_command("reap_orphans", "--stale-threshold", "soon")
