@@ -30,6 +30,12 @@ def adapter_invocation(ctx: RunInvocationContext) -> ProcessInvocation | HttpInv
     return adapter.invocation(ctx)
 
 
+def adapter_resumes_sessions(adapter_type: str) -> bool:
+    """Whether this adapter's agents keep a session a later run can resume (the CLIs do)."""
+    adapter = ADAPTERS.get(adapter_type)
+    return adapter is not None and adapter.resumes_sessions
+
+
 def adapter_output_parser(adapter_type: str) -> CliOutputParser | None:
     """A parser for the output of this adapter's agents; None when it prints no known format
     (a `process` or `http` agent's output is only logged)."""
@@ -51,4 +57,5 @@ __all__ = [
     "UsageBasis",
     "adapter_invocation",
     "adapter_output_parser",
+    "adapter_resumes_sessions",
 ]

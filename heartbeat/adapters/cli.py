@@ -43,6 +43,8 @@ _CLI_GRACE_SEC = 20.0
 class _CliAdapter(ABC):
     adapter_type: str
     default_command: str
+    # Each run starts or resumes a CLI session (`--resume` / `exec resume`).
+    resumes_sessions = True
 
     @abstractmethod
     def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:

@@ -25,6 +25,8 @@ from heartbeat.conf import heartbeat_conf
 class HttpAdapter:
     adapter_type = "http"
 
+    resumes_sessions = False
+
     def output_parser(self) -> None:
         """Its output is logged as it is: no format to read a session or usage from."""
         return None

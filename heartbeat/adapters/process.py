@@ -22,6 +22,8 @@ from heartbeat.conf import heartbeat_conf
 class ProcessAdapter:
     adapter_type = "process"
 
+    resumes_sessions = False
+
     def output_parser(self) -> None:
         """Its output is logged as it is: no format to read a session or usage from."""
         return None

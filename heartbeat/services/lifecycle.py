@@ -39,6 +39,7 @@ from heartbeat.services.policy import (
     heartbeat_policy_max_concurrent_runs,
 )
 from issues.models import Issue
+from paperclip.models import Company
 from paperclip.services import activity_log_record
 from paperclip.telemetry import telemetry_client
 
@@ -194,9 +195,15 @@ def agent_start_next_queued(*, agent_id: uuid.UUID | str) -> list[uuid.UUID]:
         )
         if not parked:
             return []
-        agent = Agent.objects.filter(pk=agent_id).only("status", "runtime_config").first()
-        # Paused or unapproved agents keep their queued runs queued (reference 2.3 step 1).
-        if agent is None or not agent.is_invokable:
+        agent = (
+            Agent.objects.filter(pk=agent_id)
+            .select_related("company")
+            .only("status", "runtime_config", "company__status")
+            .first()
+        )
+        # Paused or unapproved agents, and agents of a paused company, keep their queued runs
+        # queued (reference 2.3 step 1).
+        if agent is None or not agent.is_invokable or agent.company.status == Company.Status.PAUSED:
             return []
         cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
         busy = HeartbeatRun.objects.filter(
