@@ -19,11 +19,12 @@ from heartbeat.adapters import CliOutput, TokenUsage, UsageBasis
 from heartbeat.models import (
     Agent,
     AgentRuntimeState,
+    AgentTaskSession,
     AgentWakeupRequest,
     CostEvent,
     HeartbeatRun,
 )
-from heartbeat.run_log import RunLogWriter, run_log_path, run_log_ref
+from heartbeat.run_log import RunLogSummary, RunLogWriter, run_log_path, run_log_ref
 from heartbeat.services import (
     AgentStateConflict,
     BudgetBlocked,
@@ -32,6 +33,7 @@ from heartbeat.services import (
     agent_resume,
     agent_update,
     budgets_month_rollover,
+    cancel_run,
     reconcile_stranded_assigned_issues,
     run_claim,
     run_finalize,
@@ -99,6 +101,34 @@ def test_a_runs_cost_is_recorded_once_and_adds_to_the_month_spend_of_agent_and_c
     run_finalize(run=run, outcome=RunOutcome(status="succeeded", cli_output=_claude_output("0.5")))
     assert CostEvent.objects.filter(run=run).count() == 1
     assert _spend(agent) == (50, 50)
+
+
+@pytest.mark.django_db
+def test_a_run_cancelled_after_its_cli_reported_keeps_its_ending_and_counts_its_cost_once():
+    agent = _claude_agent()
+    run = _running(agent)
+    cancel_run(run.id)
+    outcome = RunOutcome(
+        status="succeeded",
+        exit_code=0,
+        log=RunLogSummary(
+            log_bytes=10, log_sha256="ab" * 32, stdout_excerpt=None, stderr_excerpt=None
+        ),
+        cli_output=_claude_output("0.5"),
+    )
+
+    assert run_finalize(run=run, outcome=outcome) == "cancelled"
+    assert run_finalize(run=run, outcome=outcome) == "cancelled"
+
+    run.refresh_from_db()
+    assert (run.status, run.session_id_after, run.usage_json["costCents"]) == (
+        "cancelled",
+        SESSION,
+        50,
+    )
+    assert CostEvent.objects.filter(run=run).count() == 1
+    assert _spend(agent) == (50, 50)
+    assert AgentTaskSession.objects.get(agent=agent).session_id == SESSION
 
 
 @pytest.mark.django_db
