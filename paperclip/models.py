@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 # The pause reason of a company or an agent whose monthly spend reached its budget (the
 # reference's pauseReason "budget"); other pauses carry the words of whoever paused.
@@ -13,6 +13,17 @@ BUDGET_PAUSE_REASON = "budget"
 def spend_month_of(moment: datetime) -> date:
     """The month a cost at `moment` counts for: the first day of its UTC month."""
     return moment.astimezone(UTC).date().replace(day=1)
+
+
+def spend_under_budget(month: date) -> Q:
+    """Rows (companies or agents: their spend fields are alike) with no budget, or whose spend
+    of `month` is under it (a spend of an earlier month counts as none)."""
+    return (
+        Q(budget_monthly_cents=0)
+        | Q(spend_month__isnull=True)
+        | Q(spend_month__lt=month)
+        | Q(spent_monthly_cents__lt=F("budget_monthly_cents"))
+    )
 
 
 class Company(models.Model):

@@ -12,7 +12,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from paperclip.credentials import secret_generate
@@ -24,6 +23,7 @@ from paperclip.models import (
     Company,
     CompanyMembership,
     spend_month_of,
+    spend_under_budget,
 )
 from paperclip.signals import company_resumed
 
@@ -271,12 +271,7 @@ def companies_spend_month_rollover(*, now: datetime) -> list[uuid.UUID]:
     Company.objects.filter(spend_month__lt=month).update(
         spent_monthly_cents=0, spend_month=month, updated_at=now
     )
-    under_budget = (
-        Q(budget_monthly_cents=0)
-        | Q(spend_month__isnull=True)
-        | Q(spend_month__lt=month)
-        | Q(spent_monthly_cents__lt=F("budget_monthly_cents"))
-    )
+    under_budget = spend_under_budget(month)
     resumed = []
     candidates = Company.objects.filter(
         under_budget, status=Company.Status.PAUSED, pause_reason=BUDGET_PAUSE_REASON

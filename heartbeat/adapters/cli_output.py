@@ -174,6 +174,7 @@ class CliOutputParser(ABC):
         self.malformed_lines = 0
         self.unknown_session = False
         self.first_stderr_line: str | None = None
+        self.session_id: str | None = None
 
     def feed(self, stream: str, line: str) -> None:
         """Take one line the agent printed on `stream` (without its newline)."""
@@ -223,8 +224,17 @@ class CliOutputParser(ABC):
     def result(self) -> CliOutput:
         """What the output fed so far says."""
 
-    def _counts(self) -> dict[str, int]:
-        return {"lines": self.lines, "malformed_lines": self.malformed_lines}
+    def _output(self, **facts: Any) -> CliOutput:
+        return CliOutput(
+            cli=self.cli,
+            provider=self.provider,
+            usage_basis=self.usage_basis,
+            session_id=self.session_id,
+            unknown_session=self.unknown_session,
+            lines=self.lines,
+            malformed_lines=self.malformed_lines,
+            **facts,
+        )
 
 
 class ClaudeStreamJsonParser(CliOutputParser):
@@ -239,7 +249,6 @@ class ClaudeStreamJsonParser(CliOutputParser):
 
     def __init__(self) -> None:
         super().__init__()
-        self.session_id: str | None = None
         self.model: str | None = None
         self.assistant_text = _TextTail(SUMMARY_MAX_CHARS, "\n\n")
         self.final: dict[str, Any] | None = None
@@ -297,31 +306,18 @@ class ClaudeStreamJsonParser(CliOutputParser):
     def result(self) -> CliOutput:
         final = self.final
         if final is None:
-            return CliOutput(
-                cli=self.cli,
-                provider=self.provider,
-                usage_basis=self.usage_basis,
-                session_id=self.session_id,
-                model=self.model,
-                summary=self.assistant_text.value(),
-                error=self.first_stderr_line,
-                unknown_session=self.unknown_session,
-                **self._counts(),
+            return self._output(
+                model=self.model, summary=self.assistant_text.value(), error=self.first_stderr_line
             )
         succeeded = final["subtype"] == "success" and not final["is_error"]
         summary = final["result"] or self.assistant_text.value()
-        return CliOutput(
-            cli=self.cli,
-            provider=self.provider,
-            usage_basis=self.usage_basis,
-            session_id=self.session_id,
+        return self._output(
             model=self.model,
             usage=final["usage"],
             cost_usd=final["cost_usd"],
             summary=_capped(summary.strip(), SUMMARY_MAX_CHARS) if summary else None,
             failed=final["is_error"],
             error=None if succeeded else self._failure(final),
-            unknown_session=self.unknown_session,
             details={
                 key: value
                 for key, value in (
@@ -334,7 +330,6 @@ class ClaudeStreamJsonParser(CliOutputParser):
                 )
                 if value is not None
             },
-            **self._counts(),
         )
 
     def _failure(self, final: dict[str, Any]) -> str:
@@ -360,7 +355,6 @@ class CodexJsonParser(CliOutputParser):
 
     def __init__(self) -> None:
         super().__init__()
-        self.session_id: str | None = None
         self.message: str | None = None
         self.usage: TokenUsage | None = None
         self.error: str | None = None
@@ -407,16 +401,10 @@ class CodexJsonParser(CliOutputParser):
             self._check_unknown_session(message)
 
     def result(self) -> CliOutput:
-        return CliOutput(
-            cli=self.cli,
-            provider=self.provider,
-            usage_basis=self.usage_basis,
-            session_id=self.session_id,
+        return self._output(
             usage=self.usage,
             summary=self.message,
             failed=self.turn == "failed",
             error=self.error or self.first_stderr_line,
-            unknown_session=self.unknown_session,
             details={"turn": self.turn} if self.turn else {},
-            **self._counts(),
         )

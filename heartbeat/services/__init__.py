@@ -40,7 +40,6 @@ from heartbeat.services.execution import (
     run_finalize_from_report,
     run_outcome_from_report,
     run_outcome_with_cli_output,
-    session_retry_context,
 )
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
@@ -50,6 +49,7 @@ from heartbeat.services.lifecycle import (
     issue_release_and_promote,
     run_create_queued,
     run_dispatch_on_commit,
+    run_retry_context,
     run_scope_lock,
     runs_of_issue,
     runtime_state_record,
@@ -164,6 +164,7 @@ __all__ = [
     "run_outcome_from_report",
     "run_outcome_with_cli_output",
     "run_process_identity",
+    "run_retry_context",
     "run_scope_lock",
     "run_session_record",
     "run_session_to_resume",
@@ -171,7 +172,6 @@ __all__ = [
     "run_task_key",
     "runs_of_issue",
     "runtime_state_record",
-    "session_retry_context",
     "session_scope",
     "sweeps_latest",
     "tick_timer_heartbeats",

@@ -19,7 +19,6 @@ from decimal import Decimal
 from functools import partial
 
 from django.db import connection, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from heartbeat.adapters import CliOutput, TokenUsage, UsageBasis
@@ -34,7 +33,7 @@ from heartbeat.models import (
 )
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import agent_start_next_queued
-from paperclip.models import Company, spend_month_of
+from paperclip.models import Company, spend_month_of, spend_under_budget
 from paperclip.services import (
     activity_log_record,
     companies_spend_month_rollover,
@@ -307,20 +306,11 @@ def agent_budget_settle(
     return None
 
 
-def _under_budget(month: date) -> Q:
-    return (
-        Q(budget_monthly_cents=0)
-        | Q(spend_month__isnull=True)
-        | Q(spend_month__lt=month)
-        | Q(spent_monthly_cents__lt=F("budget_monthly_cents"))
-    )
-
-
 def _agent_budget_resume(*, agent_id, month: date, now: datetime, cause: str) -> bool:
     """Resume an agent paused for its budget if it is under budget now (compare-and-set); its
     queued runs are handed out after commit."""
     resumed = Agent.objects.filter(
-        _under_budget(month),
+        spend_under_budget(month),
         pk=agent_id,
         status=AgentStatus.PAUSED,
         pause_reason=BUDGET_PAUSE_REASON,
@@ -397,7 +387,7 @@ def budgets_month_rollover(*, now: datetime | None = None) -> RolloverResult:
         spent_monthly_cents=0, spend_month=month, updated_at=now
     )
     candidates = Agent.objects.filter(
-        _under_budget(month), status=AgentStatus.PAUSED, pause_reason=BUDGET_PAUSE_REASON
+        spend_under_budget(month), status=AgentStatus.PAUSED, pause_reason=BUDGET_PAUSE_REASON
     ).values_list("pk", flat=True)
     agents = []
     for agent_id in candidates:

@@ -61,6 +61,7 @@ from heartbeat.services.lifecycle import (
     agent_start_next_queued,
     issue_release_and_promote,
     run_create_queued,
+    run_retry_context,
     run_scope_lock,
     runtime_state_record,
 )
@@ -548,24 +549,6 @@ def _cli_output_record(
         )
 
 
-def session_retry_context(context: Mapping[str, Any] | None, *, failed_run_id: uuid.UUID) -> dict:
-    """The retry's context: the failed run's, starting a fresh session. Earlier retry reasons
-    are kept in retryReasons, so the reconciler still recognises a retried recovery."""
-    copied = dict(context or {})
-    reasons = list(copied.get("retryReasons") or [])
-    previous = copied.get("retryReason")
-    if isinstance(previous, str) and previous and previous not in reasons:
-        reasons.append(previous)
-    reasons.append(SESSION_RETRY_REASON)
-    copied.update(
-        retryOfRunId=str(failed_run_id),
-        retryReason=SESSION_RETRY_REASON,
-        retryReasons=reasons,
-        forceFreshSession=True,
-    )
-    return copied
-
-
 def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime) -> None:
     """Queue the one retry of a run whose CLI no longer had the session it was to resume, in a
     fresh session (Paperclip's adapters retry so within the run). The issue's execution lock
@@ -590,7 +573,12 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         retry = run_create_queued(
             agent=agent,
             wakeup=wakeup,
-            context=session_retry_context(run.context_snapshot, failed_run_id=run.id),
+            context=run_retry_context(
+                run.context_snapshot,
+                retry_of_run_id=run.id,
+                retry_reason=SESSION_RETRY_REASON,
+                forceFreshSession=True,
+            ),
             invocation_source=WakeSource.AUTOMATION,
             trigger_detail="system",
             retry_of_run=run,

@@ -5,14 +5,11 @@ that pauses an agent or a company, the wakes it refuses, and what lets them run 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from heartbeat.adapters import CliOutput, TokenUsage, UsageBasis
@@ -45,6 +42,7 @@ from paperclip.models import ActivityLog, Company, spend_month_of
 from paperclip.services import CompanyBudgetSpent, company_spend_add, company_update
 from tests.factories import make_agent, make_company, make_issue, make_run
 from tests.fake_cli import recorded
+from tests.threads import race
 
 SESSION = "7d1f2c4e-1b2a-4c3d-8e9f-0a1b2c3d4e5f"
 
@@ -374,28 +372,6 @@ def test_timers_and_the_reconciler_leave_a_paused_companys_agents_alone(dispatch
 # --- Concurrency -------------------------------------------------------------------------------
 
 
-def _race(targets: list[Callable[[], object]]) -> list[object]:
-    """Each target in its own thread with its own connection, released together."""
-    barrier = threading.Barrier(len(targets))
-    results: list[object] = [None] * len(targets)
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = targets[index]()
-        except BaseException as exc:  # surfaced to the test below
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(targets))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def _run_with_claude_log(agent: Agent, index: int, cost_usd: float) -> tuple[HeartbeatRun, dict]:
     """A running run whose log holds a whole Claude run reporting cost_usd, and the exit
     report its shim would write."""
@@ -439,7 +415,7 @@ def test_twenty_runs_of_one_agent_reporting_cost_at_once_keep_the_monthly_spend_
     runs = [_run_with_claude_log(agent, i, cost) for i, cost in enumerate(costs)]
 
     started = time.monotonic()
-    results = _race(
+    results = race(
         [
             lambda run=run, report=report: run_finalize_from_report(run_id=run.id, report=report)
             for run, report in runs
@@ -468,7 +444,7 @@ def test_runs_of_many_agents_reporting_cost_at_once_keep_the_companys_spend_exac
     agents = [_claude_agent(company) for _ in range(10)]
     runs = [_run_with_claude_log(agents[i % 10], i, 0.0421) for i in range(20)]
 
-    results = _race(
+    results = race(
         [
             lambda run=run, report=report: run_finalize_from_report(run_id=run.id, report=report)
             for run, report in runs
