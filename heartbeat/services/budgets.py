@@ -181,12 +181,11 @@ def run_cost_record(*, run: HeartbeatRun, cost: RunCost, now: datetime) -> CostR
             {"id": run.agent_id, "cents": cost.cost_cents, "month": month, "now": now},
         )
         spent, budget, spend_month = cursor.fetchone()
-    agent_paused = (
-        budget > 0
-        and spend_month == month
-        and spent >= budget
-        and _agent_budget_pause(run=run, spent=spent, budget=budget, month=month, now=now)
-    )
+    agent_paused = False
+    if budget > 0 and spend_month == month and spent >= budget:
+        agent_paused = _agent_budget_pause(
+            run=run, spent=spent, budget=budget, month=month, now=now
+        )
     company = company_spend_add(
         company_id=run.company_id, cents=cost.cost_cents, month=month, now=now, run_id=run.id
     )
@@ -347,9 +346,7 @@ class WakeBlock:
 def agent_wake_block(*, agent: Agent, now: datetime | None = None) -> WakeBlock | None:
     """Whether the agent's company or budget refuses new runs now (None: nothing does)."""
     month = spend_month_of(now or timezone.now())
-    company = Company.objects.only(
-        "status", "pause_reason", "budget_monthly_cents", "spent_monthly_cents", "spend_month"
-    ).get(pk=agent.company_id)
+    company = agent.company
     if company.status == Company.Status.PAUSED:
         spent = company.monthly_spend_cents(month)
         reason = (

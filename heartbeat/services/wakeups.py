@@ -288,7 +288,7 @@ def _json_safe(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def _agent_or_raise(agent_id: uuid.UUID | str) -> Agent:
     try:
-        agent = Agent.objects.filter(pk=agent_id).first()
+        agent = Agent.objects.select_related("company").filter(pk=agent_id).first()
     except (ValueError, ValidationError):
         agent = None
     if agent is None:

@@ -275,15 +275,16 @@ def test_unexpected_output_lines_do_not_fail_the_run(run_logs, dispatched, super
 def test_claude_reporting_an_error_fails_the_run_with_its_words_and_still_counts_its_cost(
     run_logs, dispatched, supervisor, cli_state
 ):
-    agent = _cli_agent(
-        "claude", cli_state, env={"FAKE_CLI_SCENARIO": "error", "FAKE_CLI_RESULT": "Out of turns"}
-    )
+    agent = _cli_agent("claude", cli_state, env={"FAKE_CLI_SCENARIO": "error"})
     issue = make_issue(agent.company, status="todo")
 
     run = _work(supervisor, agent, issue)
 
     assert (run.status, run.error_code) == ("failed", "adapter_failed")
-    assert run.error == "Claude run failed: subtype=error_max_turns: Out of turns (exit code 1)"
+    assert run.error == (
+        "Claude run failed: subtype=error_max_turns: Reached the maximum number of turns "
+        "(exit code 1)"
+    )
     assert CostEvent.objects.get(run=run).cost_cents == 4
     assert not IssueComment.objects.filter(issue=issue).exists()
     # A failed run's session is kept: the next run on the task continues it.
@@ -304,3 +305,18 @@ def test_runs_of_other_companies_and_agents_keep_their_own_spend(
     assert agent.spent_monthly_cents == 25
     assert bystander.spent_monthly_cents == 0
     assert Company.objects.get(pk=bystander.company_id).spent_monthly_cents == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_secret_the_agent_prints_in_its_result_reaches_neither_the_run_nor_the_comment(
+    run_logs, dispatched, supervisor, cli_state
+):
+    agent = _cli_agent("claude", cli_state, env={"FAKE_CLI_SCENARIO": "leaky"})
+    issue = make_issue(agent.company, status="todo")
+
+    run = _work(supervisor, agent, issue)
+
+    summary = "Called the API with ***REDACTED*** and fixed the typo."
+    assert (run.status, run.result_json["summary"]) == ("succeeded", summary)
+    assert IssueComment.objects.get(issue=issue).body == summary
+    assert run.usage_json["costCents"] == 4
