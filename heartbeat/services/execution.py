@@ -361,7 +361,12 @@ def run_cli_output(run: HeartbeatRun) -> CliOutput | None:
     parser = adapter_output_parser(run.agent.adapter_type)
     if parser is None or not run.log_ref:
         return None
-    return RunTranscript(run.log_ref, parser).finish()
+    try:
+        return RunTranscript(run.log_ref, parser).finish()
+    except OSError:
+        # The run is still finalized from its exit report, without what its CLI said.
+        logger.exception("run %s: its log could not be read for its CLI's output", run.id)
+        return None
 
 
 def run_finalize_from_report(*, run_id: uuid.UUID | str, report: Mapping[str, Any]) -> str | None:

@@ -1,5 +1,6 @@
-"""Reading what the coding-agent CLIs print (pure: recorded-format lines in, facts out), and
-reading the agent's lines back out of a run log in bounded memory."""
+"""Reading what the coding-agent CLIs print (pure: recorded-format lines in, facts out),
+reading the agent's lines back out of a run log in bounded memory, and a log that cannot be
+read."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from heartbeat.adapters.cli_output import (
     UsageBasis,
 )
 from heartbeat.run_log import RunLogLines, RunTranscript, run_log_path
+from heartbeat.services import run_finalize_from_report
+from tests.factories import make_agent, make_run
 from tests.fake_cli import recorded
 
 SESSION = "4f0c1e8a-7b7c-4d2b-9b1e-2f6d1c3b5a90"
@@ -305,3 +308,14 @@ def test_reading_in_small_steps_gives_the_same_transcript_as_reading_at_once(log
 def test_transcript_of_a_missing_log_says_nothing(log_ref):
     output = RunTranscript("company/agent/none.ndjson", CodexJsonParser()).finish()
     assert (output.session_id, output.usage, output.lines) == (None, None, 0)
+
+
+@pytest.mark.django_db
+def test_a_log_that_cannot_be_read_still_lets_the_run_finish_from_its_report(log_ref):
+    agent = make_agent(adapter_type="claude_local", adapter_config={})
+    run = make_run(agent, status="running", log_ref="company/agent")  # a directory, not a file
+
+    status = run_finalize_from_report(run_id=run.id, report={"exitCode": 0, "log": {}})
+
+    run.refresh_from_db()
+    assert (status, run.usage_json, run.session_id_after) == ("succeeded", None, None)
