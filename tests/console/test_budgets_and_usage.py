@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from heartbeat.models import Agent, AgentTaskSession, CostEvent
 from paperclip.models import ActivityLog, Company, spend_month_of
-from tests.factories import make_agent, make_run
+from tests.factories import make_agent, make_issue, make_run
 
 FRAGMENT = reverse("heartbeat-dashboard-fragment")
 
@@ -188,3 +188,16 @@ def test_other_companies_cost_records_are_not_shown(board_client, agent_b):
     assert "secret-model" not in _page(
         board_client, reverse("admin:heartbeat_costevent_changelist")
     )
+
+
+@pytest.mark.django_db
+def test_issues_of_a_paused_company_are_not_called_stranded(admin_client_, agent_a):
+    issue = make_issue(agent_a.company, status="todo", assignee_agent_id=agent_a.id)
+    make_run(agent_a, status="failed", context_snapshot={"issueId": str(issue.id)})
+    stranded = _page(admin_client_, FRAGMENT).split('id="pc-stranded"')[1]
+    assert issue.identifier in stranded.split('id="pc-escalated"')[0]
+
+    Company.objects.filter(pk=agent_a.company_id).update(status="paused", pause_reason="budget")
+
+    stranded = _page(admin_client_, FRAGMENT).split('id="pc-stranded"')[1]
+    assert issue.identifier not in stranded.split('id="pc-escalated"')[0]
