@@ -22,7 +22,9 @@ from heartbeat.models import (
     Agent,
     AgentApiKey,
     AgentRuntimeState,
+    AgentTaskSession,
     AgentWakeupRequest,
+    CostEvent,
     HeartbeatRun,
     HeartbeatRunEvent,
     RunErrorCode,
@@ -35,6 +37,7 @@ from heartbeat.services import (
     AgentNotFound,
     AgentNotInvokable,
     RunNotFound,
+    agent_session_reset,
     cancel_run,
     reap_orphaned_runs,
     reconcile_stranded_assigned_issues,
@@ -65,6 +68,7 @@ from paperclip.admin import (
     humanize_seconds,
     short_id,
 )
+from paperclip.models import spend_month_of
 from paperclip.services import activity_log_record
 
 
@@ -292,6 +296,10 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
             },
         ),
         (
+            "What the agent reported",
+            {"fields": ["summary", "usage", "session"]},
+        ),
+        (
             "Timing",
             {
                 "fields": [
@@ -364,6 +372,9 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     ]
     readonly_fields = [
         "diagnosis",
+        "summary",
+        "usage",
+        "session",
         "took",
         "agent_link",
         "issue_link",
@@ -711,6 +722,22 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     def diagnosis(self, obj: HeartbeatRun) -> str:
         return selectors.run_diagnosis(obj, timezone.now())
 
+    @admin.display(description="summary")
+    def summary(self, obj: HeartbeatRun) -> str:
+        """The CLI's final result text (posted as the issue comment when the run left none)."""
+        text = (obj.result_json or {}).get("summary") if isinstance(obj.result_json, dict) else None
+        if not isinstance(text, str) or not text:
+            return "-"
+        return format_html('<div class="pc-summary">{}</div>', text)
+
+    @admin.display(description="usage and cost")
+    def usage(self, obj: HeartbeatRun) -> str:
+        return selectors.run_usage_text(obj)
+
+    @admin.display(description="CLI session")
+    def session(self, obj: HeartbeatRun) -> str:
+        return selectors.run_session_text(obj)
+
     @admin.display(description="wakeup")
     def wakeup_link(self, obj: HeartbeatRun) -> str:
         own = (
@@ -923,6 +950,7 @@ class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
         "adapter_type",
         "active_runs",
         "last_run",
+        "month_spend",
         "last_heartbeat_at",
     ]
     list_filter = ["status", "role", "adapter_type", "company"]
@@ -939,6 +967,7 @@ class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
         "paused_at",
         "last_heartbeat_at",
         "spent_monthly_cents",
+        "spend_month",
         "permissions",
         "created_at",
         "updated_at",
@@ -1055,6 +1084,16 @@ class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
             status__in="queued,running",
         )
 
+    @admin.display(description="spent this month", ordering="spent_monthly_cents")
+    def month_spend(self, obj: Agent) -> str:
+        spent = obj.monthly_spend_cents(spend_month_of(timezone.now()))
+        if obj.budget_monthly_cents <= 0:
+            return f"{spent} cents"
+        text = f"{spent} of {obj.budget_monthly_cents} cents"
+        if obj.is_budget_paused:
+            return format_html('<span class="pc-warn">{} (paused: budget)</span>', text)
+        return text
+
     @admin.display(description="last run")
     def last_run(self, obj: Agent) -> str:
         state = getattr(obj, "runtime_state", None) if _has_runtime_state(obj) else None
@@ -1101,6 +1140,59 @@ class AgentApiKeyAdmin(CompanyScopedAdmin):
     def has_add_permission(self, request):
         # Keys are shown once at creation through the API; the admin cannot show one.
         return False
+
+
+@admin.register(AgentTaskSession)
+class AgentTaskSessionAdmin(MachineOwnedAdmin):
+    """Each agent's CLI session per task: the next run on the task resumes it."""
+
+    list_display = ["agent", "task_key", "adapter_type", "session_id", "last_run", "updated_at"]
+    list_select_related = ["agent"]
+    list_filter = ["adapter_type", "company"]
+    search_fields = ["agent__name", "task_key", "session_id"]
+    actions = ["reset_sessions"]
+
+    @admin.display(description="last run")
+    def last_run(self, obj: AgentTaskSession) -> str:
+        if not obj.last_run_id:
+            return "-"
+        return admin_link(None, short_id(obj.last_run_id), pk=obj.last_run_id, model=HeartbeatRun)
+
+    @admin.action(
+        description="Reset selected sessions (the next run on the task starts fresh)",
+        permissions=["operate"],
+    )
+    def reset_sessions(self, request, queryset):
+        for session in queryset.select_related("agent"):
+            agent_session_reset(
+                agent_id=session.agent_id, task_key=session.task_key, **actor_of(request)
+            )
+        self.message_user(request, "Reset the selected sessions.", messages.SUCCESS)
+
+
+@admin.register(CostEvent)
+class CostEventAdmin(BigTableAdmin, MachineOwnedAdmin):
+    """What each run used and cost; written once when the run is finalized."""
+
+    list_display = [
+        "occurred_at",
+        "agent",
+        "run_link",
+        "model",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "cost_cents",
+    ]
+    list_select_related = ["agent"]
+    list_filter = ["provider", "month", "company"]
+    search_fields = ["agent__name", "model"]
+    date_hierarchy = "occurred_at"
+
+    @admin.display(description="run")
+    def run_link(self, obj: CostEvent) -> str:
+        return admin_link(None, short_id(obj.run_id), pk=obj.run_id, model=HeartbeatRun)
 
 
 @admin.register(SweepRecord)

@@ -23,6 +23,7 @@ from heartbeat.models import (
     AgentApiKey,
     AgentRuntimeState,
     AgentStatus,
+    AgentTaskSession,
     HeartbeatRun,
     HeartbeatRunEvent,
     RunStatus,
@@ -41,6 +42,7 @@ from heartbeat.services import (
     agent_key_revoke,
     agent_pause,
     agent_resume,
+    agent_session_reset,
     agent_terminate,
     agent_update,
     cancel_run,
@@ -261,6 +263,51 @@ class AgentRuntimeStateView(ApiView):
         if state is None:
             raise exceptions.NotFound("The agent has not run yet")
         return Response(hb_serializers.RuntimeStateSerializer(state).data)
+
+
+class AgentTaskSessionsView(ApiView):
+    """The agent's CLI session per task, newest first (board only: session ids let a CLI
+    resume the agent's conversations)."""
+
+    @documented(responses={200: hb_serializers.TaskSessionSerializer(many=True)})
+    def get(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        _board_only(request)
+        sessions = AgentTaskSession.objects.filter(agent=agent).order_by("-updated_at", "id")
+        return Response(hb_serializers.TaskSessionSerializer(sessions, many=True).data)
+
+
+class AgentSessionResetView(ApiView):
+    """Drop the agent's session for one task, or all its sessions: the next run starts fresh.
+    Answers the runtime state (null when the agent has not run yet)."""
+
+    @documented(
+        request=hb_serializers.SessionResetSerializer,
+        responses={
+            200: OpenApiResponse(
+                response={
+                    "oneOf": [{"$ref": "#/components/schemas/RuntimeState"}],
+                    "nullable": True,
+                },
+                description="The runtime state after the reset, or null.",
+            )
+        },
+    )
+    def post(self, request, agent_id):
+        agent = agent_for_request(request, agent_id)
+        _board_only(request)
+        data = json_body(hb_serializers.SessionResetSerializer, request)
+        actor = request_actor(request)
+        task_key = (data.get("taskKey") or "").strip() or None
+        reset = agent_session_reset(
+            agent_id=agent.id,
+            task_key=task_key,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
+        )
+        if reset.state is None:
+            return HttpResponse(b"null", content_type="application/json")
+        return Response(hb_serializers.RuntimeStateSerializer(reset.state).data)
 
 
 class AgentKeysView(ApiGenericView):

@@ -1,9 +1,11 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.fields.json import KT
+
+from paperclip.models import BUDGET_PAUSE_REASON
 
 
 class AgentStatus(models.TextChoices):
@@ -81,6 +83,8 @@ class RunErrorCode(models.TextChoices):
     ADAPTER_FAILED = "adapter_failed"
     ADAPTER_INVALID = "adapter_invalid"
     ADAPTER_UNKNOWN = "adapter_unknown"
+    # The CLI could not resume the run's session (it no longer exists): retried once without.
+    SESSION_UNKNOWN = "session_unknown"
     SPAWN_FAILED = "spawn_failed"
     AGENT_NOT_FOUND = "agent_not_found"
     AGENT_NOT_INVOKABLE = "agent_not_invokable"
@@ -108,8 +112,11 @@ class Agent(models.Model):
     adapter_type = models.CharField(max_length=64, default="process")
     adapter_config = models.JSONField(default=dict, blank=True)
     runtime_config = models.JSONField(default=dict, blank=True)
+    # 0: no budget. The spend is kept by SQL increments as each run's cost is recorded, for the
+    # month (its first day, UTC) in spend_month; a later month starts again from 0.
     budget_monthly_cents = models.IntegerField(default=0)
     spent_monthly_cents = models.IntegerField(default=0)
+    spend_month = models.DateField(null=True, blank=True)
     pause_reason = models.TextField(null=True, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     permissions = models.JSONField(default=dict, blank=True)
@@ -140,6 +147,20 @@ class Agent(models.Model):
     def is_invokable(self) -> bool:
         """Whether wakes may create runs for this agent (reference 2.2 step 5)."""
         return self.status not in NOT_INVOKABLE_AGENT_STATUSES
+
+    @property
+    def is_budget_paused(self) -> bool:
+        """Whether the agent is paused because its monthly budget was reached."""
+        return self.status == AgentStatus.PAUSED and self.pause_reason == BUDGET_PAUSE_REASON
+
+    def monthly_spend_cents(self, month: date) -> int:
+        """What the agent spent in `month` (a first day); 0 when its spend is of an earlier one."""
+        return self.spent_monthly_cents if self.spend_month == month else 0
+
+    def budget_reached(self, month: date) -> bool:
+        """Whether a budget is set and the spend of `month` has reached it."""
+        budget = self.budget_monthly_cents
+        return budget > 0 and self.monthly_spend_cents(month) >= budget
 
 
 class AgentApiKey(models.Model):
@@ -383,6 +404,12 @@ class HeartbeatRun(models.Model):
             models.Index(
                 KT("context_snapshot__issueId"), F("created_at").desc(), name="run_ctx_issue_idx"
             ),
+            # The previous run of a CLI session: its usage is the base of a cumulative total.
+            models.Index(
+                fields=["agent", "session_id_after", "created_at"],
+                condition=Q(session_id_after__isnull=False),
+                name="run_agent_session_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -444,6 +471,80 @@ class HeartbeatRunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.event_type}"
+
+
+class AgentTaskSession(models.Model):
+    """The CLI session an agent last had on one task (reference 1.11 agent_task_sessions): the
+    next run of the agent on that task resumes it; another task starts a session of its own.
+
+    The task is the run's taskKey (an issue's id for issue work); runs without one share the
+    agent's heartbeat session (task key `__heartbeat__`, as the reference names it).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    company = models.ForeignKey("paperclip.Company", on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="task_sessions")
+    adapter_type = models.CharField(max_length=64)
+    task_key = models.TextField()
+    session_id = models.TextField()
+    last_run = models.ForeignKey(
+        HeartbeatRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "adapter_type", "task_key"], name="task_session_agent_task_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_key}: {self.session_id}"
+
+
+class CostEvent(models.Model):
+    """What one run used and cost (reference 1.11 cost_events): written once, in the transaction
+    that finalizes the run, and never changed. The month's spend of the agent and of the company
+    grows by its cost_cents in that same transaction."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    company = models.ForeignKey("paperclip.Company", on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="cost_events")
+    run = models.OneToOneField(HeartbeatRun, on_delete=models.PROTECT, related_name="cost_event")
+    occurred_at = models.DateTimeField()
+    # The month (its first day, UTC) the cost counts for.
+    month = models.DateField()
+    provider = models.CharField(max_length=32)
+    model = models.TextField(null=True, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    # Exactly as the CLI reported it; None when it reported no cost (Codex).
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    # The cost rounded half up to cents: what the month's spend adds.
+    cost_cents = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cost_cents__gte=0)
+                & Q(input_tokens__gte=0)
+                & Q(cached_input_tokens__gte=0)
+                & Q(output_tokens__gte=0),
+                name="cost_event_amounts_gte_0",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["company", "month"], name="cost_event_company_month_idx"),
+            models.Index(fields=["agent", "month"], name="cost_event_agent_month_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"cost of run {self.run_id}: {self.cost_cents} cents"
 
 
 class RunSupervisor(models.Model):

@@ -9,11 +9,12 @@ from django.dispatch import receiver
 from heartbeat.services import (
     AgentNotFound,
     AgentNotInvokable,
+    company_start_parked_runs,
     report_run_activity,
     wake_agent,
 )
 from issues.signals import issue_wake_requested
-from paperclip.signals import agent_run_write
+from paperclip.signals import agent_run_write, company_resumed
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +54,9 @@ def wake_for_issue(
 def run_write_is_activity(sender, *, run_id, **kwargs):
     """An agent wrote through the API on behalf of its run: the run is alive (reference 4.1)."""
     report_run_activity(run_id)
+
+
+@receiver(company_resumed, dispatch_uid="heartbeat.company_resumed_starts_queued_runs")
+def company_resumed_starts_queued_runs(sender, *, company_id, **kwargs):
+    """A paused company is active again: the runs queued for its agents may start now."""
+    company_start_parked_runs(company_id=company_id)

@@ -32,6 +32,7 @@ REAP_TASK = "heartbeat.tasks.reap_orphans_task"
 RECONCILE_TASK = "heartbeat.tasks.reconcile_stranded_task"
 RESUME_TASK = "heartbeat.tasks.resume_queued_runs"
 TIMER_TASK = "heartbeat.tasks.tick_timer_heartbeats"
+BUDGET_TASK = "heartbeat.tasks.budget_month_rollover"
 # Passed by django-q2 to the sweep tasks: the slot a task was created for.
 SCHEDULED_FOR_KWARG = "scheduled_for"
 # A sweep task older than this many intervals is a backlog leftover; the next slot does it.
@@ -66,6 +67,9 @@ def schedule_specs(conf: HeartbeatConf) -> list[ScheduleSpec]:
         for offset in offsets:
             name = base if offset == 0 else f"{base} (+{offset}s)"
             specs.append(ScheduleSpec(name, func, minutes, offset, passes_slot))
+    # A new month resumes agents and companies paused for their budget: once a minute is soon
+    # enough, whatever the sweep interval.
+    specs.append(ScheduleSpec("heartbeat.budget_month_rollover", BUDGET_TASK, 1, 0, False))
     return specs
 
 

@@ -24,6 +24,7 @@ from django_q.status import Stat
 from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
+    BUDGET_PAUSE_REASON,
     Agent,
     AgentStatus,
     HeartbeatRun,
@@ -37,7 +38,7 @@ from heartbeat.services import sweeps_latest
 from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
 from issues.wake_rules import CLOSED_STATUSES as CLOSED_ISSUE_STATUSES
-from paperclip.models import Company
+from paperclip.models import Company, spend_month_of
 
 # The log tail reads at most this much from the end of a log: enough for the last lines of any
 # sane run, and bounded so a multi-gigabyte log costs the same as a small one.
@@ -272,6 +273,18 @@ def run_diagnosis(run: HeartbeatRun, now: datetime) -> str:
     """One sentence for the board: what the run is doing and what the system will do next."""
     conf = heartbeat_conf()
     if run.status == RunStatus.QUEUED:
+        if run.agent.is_budget_paused:
+            return (
+                f"Queued, but agent {run.agent.name} is paused because its monthly budget is "
+                "spent: it starts when the agent's budget is raised or the month ends."
+            )
+        company = run.agent.company
+        if company.status == Company.Status.PAUSED:
+            why = "its monthly budget is spent" if company.is_budget_paused else "paused"
+            return (
+                f"Queued, but company {company.name} is paused ({why}): it starts when the "
+                "company is active again."
+            )
         if not run.agent.is_invokable:
             return (
                 f"Queued, but agent {run.agent.name} is {run.agent.status}: "
@@ -304,6 +317,15 @@ def run_diagnosis(run: HeartbeatRun, now: datetime) -> str:
         return "Succeeded."
     if run.status == RunStatus.CANCELLED:
         return f"{(run.error or 'Cancelled by the control plane').rstrip('.')}."
+    if run.error_code == RunErrorCode.SESSION_UNKNOWN:
+        retry = HeartbeatRun.objects.filter(retry_of_run=run).only("id", "status").first()
+        if retry is not None:
+            verb = "is" if retry.status in ACTIVE_RUN_STATUSES else "ended"
+            return (
+                "Failed: its CLI no longer had the session it was to resume; the retry in a "
+                f"fresh session {str(retry.pk)[:8]} {verb} {retry.status}."
+            )
+        return "Failed: its CLI no longer had the session it was to resume; no retry was queued."
     if run.error_code == RunErrorCode.PROCESS_LOST:
         retry = HeartbeatRun.objects.filter(retry_of_run=run).only("id", "status").first()
         if retry is not None:
@@ -323,6 +345,93 @@ def run_diagnosis(run: HeartbeatRun, now: datetime) -> str:
 
 # Counters whose name alone does not say what happened, and what happens next.
 _SWEEP_COUNTER_LABELS = {"deferred": "deferred (issue busy, next sweep)"}
+
+
+def run_usage_text(run: HeartbeatRun) -> str:
+    """What the run used and cost, as its CLI reported it ("-" when it reported nothing)."""
+    usage = run.usage_json if isinstance(run.usage_json, dict) else {}
+    if not usage:
+        return "-"
+    parts = []
+    if "inputTokens" in usage:
+        parts.append(
+            f"{usage.get('inputTokens', 0):,} input ({usage.get('cachedInputTokens', 0):,} "
+            f"cached) and {usage.get('outputTokens', 0):,} output tokens"
+        )
+    if usage.get("usageBasis") == "session_cumulative" and "rawInputTokens" in usage:
+        parts.append(f"session total {usage['rawInputTokens']:,} input tokens")
+    cost = usage.get("costUsd")
+    parts.append(
+        f"${cost:.4f} ({usage.get('costCents', 0)} cents)"
+        if cost is not None
+        else "no cost reported"
+    )
+    if usage.get("model"):
+        parts.append(str(usage["model"]))
+    return "; ".join(parts)
+
+
+def run_session_text(run: HeartbeatRun) -> str:
+    """Which CLI session the run started from and ended in."""
+    before, after = run.session_id_before, run.session_id_after
+    if not before and not after:
+        return "-"
+    start = f"resumed {before}" if before else "fresh session"
+    if after is None:
+        return f"{start}; none kept"
+    return f"{start} → {after}" if after != before else start
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """A company or an agent with a monthly budget, or paused for it."""
+
+    scope: str
+    subject: Company | Agent
+    company_name: str
+    spent: int
+    budget: int
+    paused: bool
+
+    @property
+    def used_percent(self) -> int | None:
+        return round(self.spent * 100 / self.budget) if self.budget > 0 else None
+
+
+BUDGET_ROWS_MAX = 50
+
+
+def budgets_overview(*, company_ids, now: datetime) -> list[BudgetRow]:
+    """Spend against budget this month, paused ones first, then the fullest (at most 50)."""
+    month = spend_month_of(now)
+    budgeted = Q(budget_monthly_cents__gt=0) | Q(status="paused", pause_reason=BUDGET_PAUSE_REASON)
+    companies = _scoped(Company.objects.filter(budgeted), company_ids, "pk")[:BUDGET_ROWS_MAX]
+    agents = _scoped(Agent.objects.filter(budgeted).select_related("company"), company_ids)[
+        :BUDGET_ROWS_MAX
+    ]
+    rows = [
+        BudgetRow(
+            "company",
+            company,
+            company.name,
+            company.monthly_spend_cents(month),
+            company.budget_monthly_cents,
+            company.is_budget_paused,
+        )
+        for company in companies
+    ] + [
+        BudgetRow(
+            "agent",
+            agent,
+            agent.company.name,
+            agent.monthly_spend_cents(month),
+            agent.budget_monthly_cents,
+            agent.is_budget_paused,
+        )
+        for agent in agents
+    ]
+    rows.sort(key=lambda row: (not row.paused, -(row.used_percent or 0), row.subject.pk))
+    return rows[:BUDGET_ROWS_MAX]
 
 
 def sweep_summary(result: dict | None) -> str:
@@ -456,6 +565,11 @@ class DashboardData:
     chart_7d: list[ChartBucket]
     queued_count: int
     running_count: int
+    budgets: list[BudgetRow]
+
+    @property
+    def budget_paused(self) -> int:
+        return sum(1 for row in self.budgets if row.paused)
 
 
 def _scoped(queryset, company_ids, field: str = "company_id"):
@@ -732,6 +846,7 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         ),
         queued_count=counts.get(RunStatus.QUEUED, 0),
         running_count=counts.get(RunStatus.RUNNING, 0),
+        budgets=budgets_overview(company_ids=company_ids, now=now),
     )
 
 
@@ -746,7 +861,8 @@ def company_summary(*, company: Company, now: datetime) -> dict:
     budget, and 14 days of runs (a failed run whose retry later succeeded counts as recovered).
 
     This product has no approvals table or budget policies: pending approvals are the agents
-    waiting for board approval, and the budget incident counts are zero.
+    waiting for board approval, and a budget incident is an agent or the company paused for its
+    monthly budget.
     """
     agents = dict(
         Agent.objects.filter(company=company)
@@ -761,7 +877,10 @@ def company_summary(*, company: Company, now: datetime) -> dict:
         .order_by()
     )
     budget = company.budget_monthly_cents
-    spent = company.spent_monthly_cents
+    spent = company.monthly_spend_cents(spend_month_of(now))
+    budget_paused_agents = Agent.objects.filter(
+        company=company, status=AgentStatus.PAUSED, pause_reason=BUDGET_PAUSE_REASON
+    ).count()
     return {
         "companyId": company.id,
         "agents": {
@@ -783,9 +902,9 @@ def company_summary(*, company: Company, now: datetime) -> dict:
         },
         "pendingApprovals": agents.get(AgentStatus.PENDING_APPROVAL, 0),
         "budgets": {
-            "activeIncidents": 0,
+            "activeIncidents": budget_paused_agents + int(company.is_budget_paused),
             "pendingApprovals": 0,
-            "pausedAgents": 0,
+            "pausedAgents": budget_paused_agents,
             "pausedProjects": 0,
         },
         "runActivity": _run_activity(company=company, now=now),

@@ -12,6 +12,7 @@ from heartbeat.models import (
     AgentApiKey,
     AgentRole,
     AgentRuntimeState,
+    AgentTaskSession,
     AgentWakeupRequest,
     HeartbeatRun,
     HeartbeatRunEvent,
@@ -165,6 +166,46 @@ class RuntimeStateSerializer(CamelModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class TaskSessionSerializer(CamelModelSerializer):
+    """An agent's CLI session for one task; the reference's sessionDisplayId and
+    sessionParamsJson are kept so its clients read it unchanged."""
+
+    companyId = serializers.UUIDField(source="company_id", read_only=True)
+    agentId = serializers.UUIDField(source="agent_id", read_only=True)
+    lastRunId = _uuid_out("last_run_id")
+    sessionDisplayId = serializers.CharField(source="session_id", read_only=True)
+    sessionParamsJson = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AgentTaskSession
+        fields = [
+            "id",
+            "companyId",
+            "agentId",
+            "adapter_type",
+            "task_key",
+            "session_id",
+            "sessionDisplayId",
+            "sessionParamsJson",
+            "lastRunId",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_sessionParamsJson(self, session: AgentTaskSession) -> dict:
+        return {"sessionId": session.session_id}
+
+
+class SessionResetSerializer(serializers.Serializer):
+    taskKey = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_null=True,
+        help_text="The task whose session to drop; without it, every session of the agent.",
+    )
 
 
 class RunSerializer(CamelModelSerializer):

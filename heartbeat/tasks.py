@@ -1,7 +1,8 @@
 """django-q2 task entry points: thin wrappers that call a service and return its result.
 
 Dispatched by name (`heartbeat.tasks.execute_run`), and run on a schedule
-(`heartbeat.tasks.resume_queued_runs`, `heartbeat.tasks.tick_timer_heartbeats`).
+(`heartbeat.tasks.resume_queued_runs`, `heartbeat.tasks.tick_timer_heartbeats`,
+`heartbeat.tasks.budget_month_rollover`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def resume_queued_runs() -> dict:
 
 def tick_timer_heartbeats() -> dict:
     return asdict(services.tick_timer_heartbeats())
+
+
+def budget_month_rollover() -> dict:
+    return asdict(services.budgets_month_rollover())
 
 
 def reap_orphans_task(

@@ -28,7 +28,7 @@ from paperclip.admin import (
     form_changes,
     short_id,
 )
-from paperclip.models import ActivityLog
+from paperclip.models import ActivityLog, Company
 
 _ACTIVE_RUN_STATUSES = ("queued", "running")
 
@@ -43,7 +43,8 @@ def _wakeup_model():
 
 def issues_stranded_condition() -> Q:
     """Assigned to an agent, todo or in progress, and no live execution path: no queued or running
-    run and no deferred wake for it (the reconciler's candidates, reference section 5)."""
+    run and no deferred wake for it (the reconciler's candidates, reference section 5). Issues of
+    a paused company wait for it, as the reconciler lets them."""
     issue_key = Cast(OuterRef("pk"), TextField())
     live_run = (
         _run_model()
@@ -59,6 +60,7 @@ def issues_stranded_condition() -> Q:
     )
     return (
         Q(assignee_agent__isnull=False, status__in=(Issue.Status.TODO, Issue.Status.IN_PROGRESS))
+        & ~Q(company__status=Company.Status.PAUSED)
         & ~Exists(live_run)
         & ~Exists(deferred_wake)
     )

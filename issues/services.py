@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -120,6 +121,46 @@ def issue_comment_create(
             created_by_run_id=created_by_run_id,
         )
         Issue.objects.filter(pk=issue.pk).update(updated_at=comment.created_at)
+    return comment
+
+
+def issue_run_summary_comment(
+    *,
+    issue_id: uuid.UUID | str,
+    company_id: uuid.UUID | str,
+    agent_id: uuid.UUID | str,
+    run_id: uuid.UUID | str,
+    body: str,
+) -> IssueComment | None:
+    """A run's summary (its CLI's final result text) as the comment of its agent, when the run
+    left the issue none of its own (reference 2.4 finalize). In the caller's transaction; None
+    when the run already commented or the issue is gone. It wakes nobody: the agent reports
+    what it did, it asks nothing of anyone."""
+    with transaction.atomic(savepoint=False):
+        try:
+            issue = Issue.objects.filter(pk=issue_id, company_id=company_id).first()
+        except (ValueError, ValidationError):
+            return None
+        if issue is None or IssueComment.objects.filter(created_by_run_id=run_id).exists():
+            return None
+        comment = issue_comment_create(
+            issue=issue, body=body, author_agent_id=agent_id, created_by_run_id=run_id
+        )
+        activity_log_record(
+            company_id=issue.company_id,
+            action="issue.comment_added",
+            entity_type="issue",
+            entity_id=issue.id,
+            actor_type="agent",
+            actor_id=str(agent_id),
+            agent_id=agent_id,
+            run_id=run_id,
+            details={
+                "identifier": issue.identifier,
+                "commentId": str(comment.id),
+                "source": "run_summary",
+            },
+        )
     return comment
 
 

@@ -389,6 +389,7 @@ class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
         "links",
         "issue_counter",
         "spent_monthly_cents",
+        "spend_month",
         "paused_at",
         "created_at",
         "updated_at",

@@ -33,6 +33,7 @@ from paperclip.permissions import IsActor, IsBoard, request_actor, scoped
 from paperclip.rest import ArrayCursorPagination
 from paperclip.services import (
     BOARD_API_KEY_DEFAULT_TTL,
+    CompanyBudgetSpent,
     board_token_create,
     board_token_revoke,
     company_create,
@@ -46,6 +47,9 @@ _domain_error_statuses: dict[type[Exception], int] = {}
 def register_domain_errors(mapping: dict[type[Exception], int]) -> None:
     """Declare the HTTP status of domain exceptions (called by each app's api module)."""
     _domain_error_statuses.update(mapping)
+
+
+register_domain_errors({CompanyBudgetSpent: 409})
 
 
 def _domain_status(exc: Exception) -> int | None:

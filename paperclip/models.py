@@ -1,8 +1,29 @@
 import uuid
+from datetime import UTC, date, datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+
+# The pause reason of a company or an agent whose monthly spend reached its budget (the
+# reference's pauseReason "budget"); other pauses carry the words of whoever paused.
+BUDGET_PAUSE_REASON = "budget"
+
+
+def spend_month_of(moment: datetime) -> date:
+    """The month a cost at `moment` counts for: the first day of its UTC month."""
+    return moment.astimezone(UTC).date().replace(day=1)
+
+
+def spend_under_budget(month: date) -> Q:
+    """Rows (companies or agents: their spend fields are alike) with no budget, or whose spend
+    of `month` is under it (a spend of an earlier month counts as none)."""
+    return (
+        Q(budget_monthly_cents=0)
+        | Q(spend_month__isnull=True)
+        | Q(spend_month__lt=month)
+        | Q(spent_monthly_cents__lt=F("budget_monthly_cents"))
+    )
 
 
 class Company(models.Model):
@@ -20,8 +41,11 @@ class Company(models.Model):
     issue_prefix = models.CharField(max_length=16, unique=True, default="PAP")
     # Incremented with UPDATE ... RETURNING inside the creating transaction: gapless numbers.
     issue_counter = models.IntegerField(default=0)
+    # 0: no budget. spent_monthly_cents is the spend of the month (its first day, UTC) in
+    # spend_month, kept by SQL increments as runs' costs are recorded; a later month starts at 0.
     budget_monthly_cents = models.IntegerField(default=0)
     spent_monthly_cents = models.IntegerField(default=0)
+    spend_month = models.DateField(null=True, blank=True)
     require_board_approval_for_new_agents = models.BooleanField(default=True)
     brand_color = models.CharField(max_length=32, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -40,6 +64,21 @@ class Company(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.issue_prefix})"
+
+    def monthly_spend_cents(self, month: date) -> int:
+        """What the company spent in `month` (a first day); 0 when its spend is of an earlier
+        one."""
+        return self.spent_monthly_cents if self.spend_month == month else 0
+
+    def budget_reached(self, month: date) -> bool:
+        """Whether a budget is set and the spend of `month` has reached it."""
+        budget = self.budget_monthly_cents
+        return budget > 0 and self.monthly_spend_cents(month) >= budget
+
+    @property
+    def is_budget_paused(self) -> bool:
+        """Whether the company is paused because its monthly budget was reached."""
+        return self.status == self.Status.PAUSED and self.pause_reason == BUDGET_PAUSE_REASON
 
 
 class CompanyMembership(models.Model):

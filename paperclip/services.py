@@ -6,7 +6,8 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -15,12 +16,16 @@ from django.utils import timezone
 
 from paperclip.credentials import secret_generate
 from paperclip.models import (
+    BUDGET_PAUSE_REASON,
     ActivityLog,
     AuthFailureCounter,
     BoardApiToken,
     Company,
     CompanyMembership,
+    spend_month_of,
+    spend_under_budget,
 )
+from paperclip.signals import company_resumed
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
 # Redactors of the text in activity details, installed by the apps that define them (heartbeat
@@ -105,18 +110,51 @@ def company_create(
     return company
 
 
+class CompanyBudgetSpent(Exception):
+    """The company cannot be set active: its monthly budget is spent (the API answers 409)."""
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 def company_update(
     *, company: Company, changes: dict[str, Any], actor_type: str, actor_id: str
 ) -> Company:
     """Change a company's editable fields (keys are model field names); pausing stamps
-    paused_at, and leaving paused clears it with the reason."""
+    paused_at, and leaving paused clears it with the reason.
+
+    The budget holds across edits: raising (or removing) the budget of a company paused for it
+    resumes the company, lowering it to the month's spend pauses it, and a company whose budget
+    is spent cannot be set active (CompanyBudgetSpent).
+    """
+    now = timezone.now()
+    month = spend_month_of(now)
     with transaction.atomic():
         company = Company.objects.select_for_update().get(pk=company.pk)
+        was_paused = company.status == Company.Status.PAUSED
+        was_budget_paused = company.is_budget_paused
         for field, value in changes.items():
             setattr(company, field, value)
-        if changes.get("status") == Company.Status.PAUSED and company.paused_at is None:
-            company.paused_at = timezone.now()
-        elif "status" in changes and changes["status"] != Company.Status.PAUSED:
+        reached = company.budget_reached(month)
+        if reached and changes.get("status") == Company.Status.ACTIVE:
+            raise CompanyBudgetSpent(
+                "The company's monthly budget is spent: raise budgetMonthlyCents above the "
+                "month's spend to make it active",
+                _budget_details(company, month),
+            )
+        budget_change = None
+        if "status" not in changes and "budget_monthly_cents" in changes:
+            if was_budget_paused and not reached:
+                company.status = Company.Status.ACTIVE
+                budget_change = "budget.resumed"
+            elif reached and company.status == Company.Status.ACTIVE:
+                company.status = Company.Status.PAUSED
+                company.pause_reason = BUDGET_PAUSE_REASON
+                budget_change = "budget.exceeded"
+        if company.status == Company.Status.PAUSED and company.paused_at is None:
+            company.paused_at = now
+        elif company.status != Company.Status.PAUSED:
             company.paused_at = None
             company.pause_reason = None
         company.save()
@@ -129,7 +167,134 @@ def company_update(
             actor_id=actor_id,
             details={"changes": sorted(changes)},
         )
+        if budget_change is not None:
+            _budget_activity(company, month, action=budget_change, cause="budget_changed")
+        if was_paused and company.status != Company.Status.PAUSED:
+            transaction.on_commit(
+                partial(company_resumed.send_robust, sender=Company, company_id=company.id)
+            )
     return company
+
+
+def _budget_details(company: Company, month: date) -> dict:
+    return {
+        "scopeType": "company",
+        "scopeId": str(company.id),
+        "spentMonthlyCents": company.monthly_spend_cents(month),
+        "budgetMonthlyCents": company.budget_monthly_cents,
+        "month": month.isoformat(),
+    }
+
+
+def _budget_activity(
+    company: Company, month: date, *, action: str, cause: str, run_id: uuid.UUID | None = None
+) -> None:
+    activity_log_record(
+        company_id=company.id,
+        action=action,
+        entity_type="company",
+        entity_id=company.id,
+        run_id=run_id,
+        details={**_budget_details(company, month), "cause": cause},
+    )
+
+
+def spend_increment_sql(table: str) -> str:
+    """One UPDATE adding %(cents)s to a row's spend of %(month)s, returning the new spend, the
+    budget and the spend's month (the agent's and the company's spend share this rule).
+
+    The row lock makes concurrent increments exact. A cost of a later month than the row's
+    starts that month from it; a cost of an earlier month (a run finalized late) is kept in the
+    cost records but no longer counts in the row's month.
+    """
+    return f"""
+    UPDATE {table} SET
+        spent_monthly_cents = CASE
+            WHEN spend_month = %(month)s THEN spent_monthly_cents + %(cents)s
+            WHEN spend_month IS NULL OR spend_month < %(month)s THEN %(cents)s
+            ELSE spent_monthly_cents END,
+        spend_month = GREATEST(COALESCE(spend_month, %(month)s), %(month)s),
+        updated_at = %(now)s
+    WHERE id = %(id)s
+    RETURNING spent_monthly_cents, budget_monthly_cents, spend_month
+    """
+
+
+_COMPANY_SPEND_INCREMENT = spend_increment_sql(Company._meta.db_table)
+
+
+@dataclass(frozen=True)
+class CompanySpend:
+    spent_monthly_cents: int
+    budget_monthly_cents: int
+    # This cost made the company reach its budget and paused it.
+    paused: bool
+
+
+def company_spend_add(
+    *,
+    company_id: uuid.UUID | str,
+    cents: int,
+    month: date,
+    now: datetime,
+    run_id: uuid.UUID | None = None,
+) -> CompanySpend:
+    """Add a run's cost to the company's spend of `month`, in the caller's transaction, and
+    pause the company (pause reason `budget`) when the spend reaches its budget: wakes of its
+    agents are then refused, and runs already executing finish."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COMPANY_SPEND_INCREMENT, {"id": company_id, "cents": cents, "month": month, "now": now}
+        )
+        spent, budget, spend_month = cursor.fetchone()
+    paused = False
+    if budget > 0 and spend_month == month and spent >= budget:
+        # Compare-and-set from active: one cost pauses the company, however many cross together.
+        paused = bool(
+            Company.objects.filter(pk=company_id, status=Company.Status.ACTIVE).update(
+                status=Company.Status.PAUSED,
+                pause_reason=BUDGET_PAUSE_REASON,
+                paused_at=now,
+                updated_at=now,
+            )
+        )
+        if paused:
+            company = Company.objects.get(pk=company_id)
+            _budget_activity(company, month, action="budget.exceeded", cause="spend", run_id=run_id)
+    return CompanySpend(spent_monthly_cents=spent, budget_monthly_cents=budget, paused=paused)
+
+
+def companies_spend_month_rollover(*, now: datetime) -> list[uuid.UUID]:
+    """A new month: spends of earlier months start again from 0, and companies paused for their
+    budget resume. Returns the ids of the companies resumed."""
+    month = spend_month_of(now)
+    Company.objects.filter(spend_month__lt=month).update(
+        spent_monthly_cents=0, spend_month=month, updated_at=now
+    )
+    under_budget = spend_under_budget(month)
+    resumed = []
+    candidates = Company.objects.filter(
+        under_budget, status=Company.Status.PAUSED, pause_reason=BUDGET_PAUSE_REASON
+    ).values_list("pk", flat=True)
+    for company_id in candidates:
+        with transaction.atomic():
+            won = Company.objects.filter(
+                under_budget,
+                pk=company_id,
+                status=Company.Status.PAUSED,
+                pause_reason=BUDGET_PAUSE_REASON,
+            ).update(
+                status=Company.Status.ACTIVE, pause_reason=None, paused_at=None, updated_at=now
+            )
+            if not won:
+                continue
+            company = Company.objects.get(pk=company_id)
+            _budget_activity(company, month, action="budget.resumed", cause="new_month")
+            transaction.on_commit(
+                partial(company_resumed.send_robust, sender=Company, company_id=company_id)
+            )
+        resumed.append(company_id)
+    return resumed
 
 
 # How long a board key made through Paperclip's `POST /api/board-api-keys` lives when the request

@@ -6,3 +6,8 @@ from django.dispatch import Signal
 # a run (run credential or X-Paperclip-Run-Id): the write is activity of that run. Keyword
 # arguments: run_id, agent_id.
 agent_run_write = Signal()
+
+# Sent after commit when a paused company becomes active again (the board resumed it, raised its
+# budget, or a new month began): the runs queued for its agents may start. Keyword arguments:
+# company_id.
+company_resumed = Signal()

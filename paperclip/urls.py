@@ -120,6 +120,16 @@ api_patterns = [
         name="agent-runtime-state",
     ),
     path(
+        "api/agents/<uuid:agent_id>/runtime-state/reset-session",
+        heartbeat_api.AgentSessionResetView.as_view(),
+        name="agent-session-reset",
+    ),
+    path(
+        "api/agents/<uuid:agent_id>/task-sessions",
+        heartbeat_api.AgentTaskSessionsView.as_view(),
+        name="agent-task-sessions",
+    ),
+    path(
         "api/agents/<uuid:agent_id>/keys", heartbeat_api.AgentKeysView.as_view(), name="agent-keys"
     ),
     path(

@@ -11,6 +11,7 @@ from heartbeat.adapters.base import (
     RunInvocationContext,
 )
 from heartbeat.adapters.cli import ClaudeLocalAdapter, CodexLocalAdapter
+from heartbeat.adapters.cli_output import CliOutput, CliOutputParser, TokenUsage, UsageBasis
 from heartbeat.adapters.http import HttpAdapter
 from heartbeat.adapters.process import ProcessAdapter
 
@@ -29,13 +30,32 @@ def adapter_invocation(ctx: RunInvocationContext) -> ProcessInvocation | HttpInv
     return adapter.invocation(ctx)
 
 
+def adapter_resumes_sessions(adapter_type: str) -> bool:
+    """Whether this adapter's agents keep a session a later run can resume (the CLIs do)."""
+    adapter = ADAPTERS.get(adapter_type)
+    return adapter is not None and adapter.resumes_sessions
+
+
+def adapter_output_parser(adapter_type: str) -> CliOutputParser | None:
+    """A parser for the output of this adapter's agents; None when it prints no known format
+    (a `process` or `http` agent's output is only logged)."""
+    adapter = ADAPTERS.get(adapter_type)
+    return adapter.output_parser() if adapter is not None else None
+
+
 __all__ = [
     "ADAPTERS",
     "AdapterConfigInvalid",
     "AdapterError",
     "AdapterUnknown",
+    "CliOutput",
+    "CliOutputParser",
     "HttpInvocation",
     "ProcessInvocation",
     "RunInvocationContext",
+    "TokenUsage",
+    "UsageBasis",
     "adapter_invocation",
+    "adapter_output_parser",
+    "adapter_resumes_sessions",
 ]

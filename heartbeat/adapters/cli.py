@@ -29,6 +29,11 @@ from heartbeat.adapters.base import (
     prompt_render,
     secret_values,
 )
+from heartbeat.adapters.cli_output import (
+    ClaudeStreamJsonParser,
+    CliOutputParser,
+    CodexJsonParser,
+)
 
 # The reference's local CLI adapters: no timeout, 20 s grace between TERM and KILL.
 _CLI_TIMEOUT_SEC = 0.0
@@ -38,10 +43,16 @@ _CLI_GRACE_SEC = 20.0
 class _CliAdapter(ABC):
     adapter_type: str
     default_command: str
+    # Each run starts or resumes a CLI session (`--resume` / `exec resume`).
+    resumes_sessions = True
 
     @abstractmethod
     def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
         """The CLI's arguments after the command, ending with where the prompt comes from."""
+
+    @abstractmethod
+    def output_parser(self) -> CliOutputParser:
+        """A parser for what the CLI prints (read back from the run log at finalize)."""
 
     def invocation(self, ctx: RunInvocationContext) -> ProcessInvocation:
         config = config_object(ctx.adapter_config)
@@ -80,6 +91,9 @@ class CodexLocalAdapter(_CliAdapter):
     adapter_type = "codex_local"
     default_command = "codex"
 
+    def output_parser(self) -> CliOutputParser:
+        return CodexJsonParser()
+
     def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
         args = ["exec", "--json"]
         if config_bool(config, "search"):
@@ -99,6 +113,9 @@ class CodexLocalAdapter(_CliAdapter):
 class ClaudeLocalAdapter(_CliAdapter):
     adapter_type = "claude_local"
     default_command = "claude"
+
+    def output_parser(self) -> CliOutputParser:
+        return ClaudeStreamJsonParser()
 
     def cli_args(self, config: Mapping[str, Any], ctx: RunInvocationContext) -> list[str]:
         args = ["--print", "-", "--output-format", "stream-json", "--verbose"]

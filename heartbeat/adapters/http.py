@@ -25,6 +25,12 @@ from heartbeat.conf import heartbeat_conf
 class HttpAdapter:
     adapter_type = "http"
 
+    resumes_sessions = False
+
+    def output_parser(self) -> None:
+        """Its output is logged as it is: no format to read a session or usage from."""
+        return None
+
     def invocation(self, ctx: RunInvocationContext) -> HttpInvocation:
         config = config_object(ctx.adapter_config)
         url = config_required_str(config, "url")

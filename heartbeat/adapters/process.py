@@ -22,6 +22,12 @@ from heartbeat.conf import heartbeat_conf
 class ProcessAdapter:
     adapter_type = "process"
 
+    resumes_sessions = False
+
+    def output_parser(self) -> None:
+        """Its output is logged as it is: no format to read a session or usage from."""
+        return None
+
     def invocation(self, ctx: RunInvocationContext) -> ProcessInvocation:
         config = config_object(ctx.adapter_config)
         conf = heartbeat_conf()

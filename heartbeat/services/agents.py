@@ -11,9 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from heartbeat.models import ACTIVE_RUN_STATUSES, Agent, AgentApiKey, AgentStatus, HeartbeatRun
+from heartbeat.services.budgets import agent_budget_settle
 from heartbeat.services.lifecycle import agent_start_next_queued
 from heartbeat.services.runs import cancel_run
 from paperclip.credentials import secret_generate
+from paperclip.models import spend_month_of
 from paperclip.services import activity_log_record
 
 AGENT_KEY_PREFIX = "pcak_"
@@ -100,6 +102,9 @@ def agent_create(
 def agent_update(
     *, agent_id: uuid.UUID | str, changes: dict[str, Any], actor_type: str, actor_id: str
 ) -> Agent:
+    """Change the agent's editable fields. A new budget takes effect at once: raising (or
+    removing) it resumes an agent paused for its budget, lowering it to the month's spend
+    pauses the agent."""
     unknown = set(changes) - AGENT_EDITABLE_FIELDS
     if unknown:
         raise AgentInvalidInput(f"Unknown agent fields: {sorted(unknown)}")
@@ -124,6 +129,8 @@ def agent_update(
             agent_id=agent.id,
             details={"changes": sorted(changes)},
         )
+        if "budget_monthly_cents" in changes:
+            agent_budget_settle(agent=agent, now=timezone.now())
     return agent
 
 
@@ -257,8 +264,21 @@ def agent_pause(
 
 
 def agent_resume(*, agent_id: uuid.UUID | str, actor_type: str, actor_id: str) -> AgentStateChange:
-    """Resume a paused agent (idle); runs queued while it was paused (retries) start now."""
+    """Resume a paused agent (idle); runs queued while it was paused (retries) start now. An
+    agent whose monthly budget is spent stays paused until its budget is raised."""
     with transaction.atomic():
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent_id)
+        month = spend_month_of(timezone.now())
+        if agent.status == AgentStatus.PAUSED and agent.budget_reached(month):
+            raise AgentStateConflict(
+                "The agent's monthly budget is spent: raise budgetMonthlyCents above the "
+                "month's spend to resume it",
+                {
+                    "status": agent.status,
+                    "spentMonthlyCents": agent.monthly_spend_cents(month),
+                    "budgetMonthlyCents": agent.budget_monthly_cents,
+                },
+            )
         agent = _agent_set_status(
             agent_id=agent_id,
             allowed_from=(AgentStatus.PAUSED,),

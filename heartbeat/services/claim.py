@@ -28,8 +28,10 @@ from heartbeat.run_log import LOG_STORE, run_log_ref
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import agent_name_key, run_scope_lock
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from heartbeat.services.sessions import run_session_to_resume
 from heartbeat.services.sweeps import AdvisoryLock, advisory_lock_key, sweep_lock_scope
 from issues.models import Issue
+from paperclip.models import Company
 
 # Issues the run checks out for its agent when it starts (reference 2.4 "harness checkout").
 _CHECKOUT_FROM_STATUSES = (
@@ -44,6 +46,7 @@ class ClaimRefusal(StrEnum):
     NOT_FOUND = "not_found"
     NOT_QUEUED = "not_queued"
     AGENT_NOT_INVOKABLE = "agent_not_invokable"
+    COMPANY_PAUSED = "company_paused"
     AT_CAPACITY = "at_capacity"
     HOST_AT_CAPACITY = "host_at_capacity"
 
@@ -67,6 +70,7 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
     lock, so however many workers on however many hosts race, an agent never runs more than
     maxConcurrentRuns at once, and a run is claimed at most once. The claimer records itself as
     the owner with a lease; the issue execution lock and the wake are stamped in the same commit.
+    The session the run resumes is decided here, after the run before it on its task ended.
     """
     now = now or timezone.now()
     conf = heartbeat_conf()
@@ -81,6 +85,10 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
         # Queued runs of a paused agent stay queued until it is resumed (reference 2.3).
         if not agent.is_invokable:
             return _park(run, ClaimRefusal.AGENT_NOT_INVOKABLE)
+        # A paused company (its budget spent, or the board's pause) starts nothing; its queued
+        # runs start when it is resumed.
+        if Company.objects.filter(pk=agent.company_id, status=Company.Status.PAUSED).exists():
+            return _park(run, ClaimRefusal.COMPANY_PAUSED)
         cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
         running = HeartbeatRun.objects.filter(agent_id=agent.id, status=RunStatus.RUNNING).count()
         if running >= cap:
@@ -103,6 +111,7 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
             "last_activity_at": now,
             "log_store": LOG_STORE,
             "log_ref": run_log_ref(company_id=agent.company_id, agent_id=agent.id, run_id=run.id),
+            "session_id_before": run_session_to_resume(agent=agent, context=run.context_snapshot),
             "updated_at": now,
         }
         claimed = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.QUEUED).update(
@@ -129,7 +138,11 @@ def run_claim(*, run_id: uuid.UUID | str, now: datetime | None = None) -> ClaimR
             agent_id=run.agent_id,
             event_type=HeartbeatRunEvent.EventType.LIFECYCLE,
             message="run started",
-            payload={"ownerHost": owner.host, "ownerPid": owner.pid},
+            payload={
+                "ownerHost": owner.host,
+                "ownerPid": owner.pid,
+                "sessionIdBefore": run.session_id_before,
+            },
         )
     return ClaimResult(run=run, agent=agent)
 

@@ -11,24 +11,28 @@ watched by its host's run supervisor, which finalizes it from the shim's exit re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from heartbeat import process_control
 from heartbeat.adapters import (
     AdapterError,
+    CliOutput,
     HttpInvocation,
     ProcessInvocation,
     RunInvocationContext,
     adapter_invocation,
+    adapter_output_parser,
 )
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
 from heartbeat.models import (
@@ -38,29 +42,40 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunErrorCode,
     RunStatus,
+    WakeSource,
     WakeupStatus,
 )
 from heartbeat.run_log import (
     RunLogSummary,
+    RunTranscript,
     run_exit_report_path,
     run_log_path,
     run_shim_log_path,
 )
+from heartbeat.services.budgets import RunCost, run_cost_from_output, run_cost_record
 from heartbeat.services.claim import ClaimRefusal, run_claim
 from heartbeat.services.events import run_event_append
 from heartbeat.services.lifecycle import (
     agent_finalize_status,
+    agent_name_key,
     agent_start_next_queued,
     issue_release_and_promote,
+    run_create_queued,
+    run_retry_context,
     run_scope_lock,
     runtime_state_record,
 )
 from heartbeat.services.runs import host_start_parked_runs
+from heartbeat.services.sessions import agent_session_forget, run_session_record
+from issues.models import Issue
+from issues.services import issue_run_summary_comment
 from paperclip.credentials import run_credential_issue
 
 logger = logging.getLogger(__name__)
 
 STOPPED_BY_SIGNAL_MESSAGE = "Stopped by a signal to its run monitor on {host} (shim pid {pid})"
+SESSION_RETRY_REASON = "session_unknown"
+SESSION_RETRY_WAKE_REASON = "session_unknown_retry"
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ class RunOutcome:
     log: RunLogSummary | None = None
     # What the shim did on its own (timeout, leftovers terminated), written as run events.
     notes: tuple[str, ...] = ()
+    # What the agent's CLI printed about its run (session, usage, cost, result), if it is one.
+    cli_output: CliOutput | None = None
 
 
 @dataclass(frozen=True)
@@ -311,29 +328,78 @@ def run_outcome_from_report(report: Mapping[str, Any], *, host: str | None = Non
     return RunOutcome(error=f"Process exited with code {exit_code}", **failed, **common)
 
 
+def run_outcome_with_cli_output(
+    outcome: RunOutcome, output: CliOutput | None, *, resumed_session: str | None
+) -> RunOutcome:
+    """How the run ended, once its CLI's own report is read (pure).
+
+    A CLI that says the run failed fails it even when it exited 0 (Claude's `is_error`); a
+    failed run's error is the CLI's message rather than its exit code; and a resumed session the
+    CLI no longer has is `session_unknown`, which the run retries once without.
+    """
+    if output is None:
+        return outcome
+    changes: dict[str, Any] = {"cli_output": output}
+    status, error = outcome.status, outcome.error
+    if status == RunStatus.SUCCEEDED and output.failed:
+        status = RunStatus.FAILED
+        error = output.error or f"{output.cli} reported that the run failed"
+        changes.update(status=status, error=error, error_code=RunErrorCode.ADAPTER_FAILED)
+    elif status == RunStatus.FAILED and outcome.exit_code and output.error:
+        changes["error"] = error = f"{output.error} (exit code {outcome.exit_code})"
+    if resumed_session and status == RunStatus.FAILED and output.unknown_session:
+        changes.update(
+            error_code=RunErrorCode.SESSION_UNKNOWN,
+            error=f"{output.cli} could not resume session {resumed_session}: {error}",
+        )
+    return dataclasses.replace(outcome, **changes)
+
+
+def run_cli_output(run: HeartbeatRun) -> CliOutput | None:
+    """What the run's CLI printed, parsed from its run log (None for adapters without a CLI
+    format). The log is streamed: memory stays bounded whatever its size."""
+    parser = adapter_output_parser(run.agent.adapter_type)
+    if parser is None or not run.log_ref:
+        return None
+    try:
+        return RunTranscript(run.log_ref, parser).finish()
+    except OSError:
+        # The run is still finalized from its exit report, without what its CLI said.
+        logger.exception("run %s: its log could not be read for its CLI's output", run.id)
+        return None
+
+
 def run_finalize_from_report(*, run_id: uuid.UUID | str, report: Mapping[str, Any]) -> str | None:
     """Finalize a run from its shim's exit report; returns its final status (None: no run).
 
     A run that already ended elsewhere (cancelled, failed by a reaper) keeps that ending and
     gets the output, once.
     """
-    run = HeartbeatRun.objects.filter(pk=run_id).first()
+    run = HeartbeatRun.objects.select_related("agent").filter(pk=run_id).first()
     if run is None:
         return None
-    return run_finalize(run=run, outcome=run_outcome_from_report(report, host=run.process_host))
+    outcome = run_outcome_with_cli_output(
+        run_outcome_from_report(report, host=run.process_host),
+        run_cli_output(run),
+        resumed_session=run.session_id_before,
+    )
+    return run_finalize(run=run, outcome=outcome)
 
 
 def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
     """Record the outcome and settle everything that depends on it; return the final status.
 
-    One transaction: the run (compare-and-set from running), its wake, the closing events, the
-    issue lock and promotion of a deferred wake, the runtime state and the agent. If the run was
+    One transaction: the run (compare-and-set from running) with what its CLI reported, its
+    wake, the closing events, a retry without the session when the CLI no longer had it, the
+    summary comment, the issue lock and promotion of a deferred wake, the runtime state and the
+    task's session, the agent, and the run's cost with the budgets it reaches. If the run was
     already ended elsewhere (cancelled, or failed by a reaper), only what the shim alone knows
-    (exit code, output) is added, once, and that ending stands. After commit, the agent's next
-    queued run, and runs parked while this host was full, are dispatched.
+    (exit code, output, usage and cost) is added, once, and that ending stands. After commit,
+    the agent's next queued run, and runs parked while this host was full, are dispatched.
     """
     now = timezone.now()
     log = outcome.log
+    cli = outcome.cli_output
     output = {
         "exit_code": outcome.exit_code,
         "signal": outcome.signal,
@@ -344,20 +410,29 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
     }
     with transaction.atomic():
         run_scope_lock(run=run)
+        # After the agent's lock: the session's previous run (its usage base) has committed.
+        cost = _run_cost(run, cli)
+        reported = {
+            "usage_json": cost.usage_json if cost else None,
+            "session_id_after": _session_after(run, outcome),
+            "result_json": _result_json(outcome),
+        }
         ended = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
             status=outcome.status,
             finished_at=now,
             error=outcome.error,
             error_code=outcome.error_code,
-            result_json=outcome.result_json,
             updated_at=now,
             **output,
+            **reported,
         )
         if not ended:
             final = HeartbeatRun.objects.values_list("status", flat=True).get(pk=run.id)
             # A supervisor and a reaper may both finalize one report: the output goes on once.
             if log is not None and not (
-                HeartbeatRun.objects.filter(pk=run.id, log_sha256__isnull=True).update(**output)
+                HeartbeatRun.objects.filter(pk=run.id, log_sha256__isnull=True).update(
+                    **output, **reported
+                )
             ):
                 return final
             _notes_record(run, outcome.notes)
@@ -367,6 +442,10 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
                 f"process finished after the run was ended elsewhere ({final})",
                 payload={"status": final, "exitCode": outcome.exit_code, "signal": outcome.signal},
             )
+            # The agent worked until it stopped: its session and its cost count all the same.
+            _cli_output_record(run, cli, reported["session_id_after"], now)
+            if cost is not None:
+                run_cost_record(run=run, cost=cost, now=now)
             transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
             return final
         _notes_record(run, outcome.notes)
@@ -376,8 +455,7 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
             outcome.error,
             outcome.error_code,
         )
-        run.result_json = outcome.result_json
-        for field, value in output.items():
+        for field, value in {**output, **reported}.items():
             setattr(run, field, value)
         succeeded = outcome.status == RunStatus.SUCCEEDED
         AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
@@ -403,13 +481,157 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
                 "errorCode": outcome.error_code,
             },
         )
+        if outcome.error_code == RunErrorCode.SESSION_UNKNOWN:
+            _session_retry_queue(run, cli, now)
+        summary = cli.summary if cli else None
+        if succeeded and summary and run.issue_id:
+            _summary_comment_post(run, summary)
         issue_release_and_promote(run=run, now=now)
         runtime_state_record(run=run, error=outcome.error)
+        _cli_output_record(run, cli, run.session_id_after, now)
         agent_finalize_status(agent_id=run.agent_id, outcome=outcome.status, now=now)
+        if cost is not None:
+            run_cost_record(run=run, cost=cost, now=now)
         transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
         if run.owner_host:
             transaction.on_commit(partial(host_start_parked_runs, host=run.owner_host))
     return outcome.status
+
+
+def _run_cost(run: HeartbeatRun, cli: CliOutput | None) -> RunCost | None:
+    if cli is None:
+        return None
+    config = run.agent.adapter_config if isinstance(run.agent.adapter_config, dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), str) else None
+    return run_cost_from_output(run=run, output=cli, model=model)
+
+
+def _session_after(run: HeartbeatRun, outcome: RunOutcome) -> str | None:
+    """The session the run ended in: the one its CLI named, else the one it resumed (the CLI
+    went on in it), and none when the CLI no longer had the session it was asked to resume."""
+    cli = outcome.cli_output
+    if cli is None or outcome.error_code == RunErrorCode.SESSION_UNKNOWN:
+        return None
+    return cli.session_id or run.session_id_before
+
+
+def _result_json(outcome: RunOutcome) -> dict | None:
+    """The adapter's result, with the CLI's summary and the facts of its final report."""
+    result = dict(outcome.result_json or {})
+    cli = outcome.cli_output
+    if cli is not None:
+        if cli.summary:
+            result["summary"] = cli.summary
+        result.update(cli.details)
+        result.update(outputLines=cli.lines, malformedLines=cli.malformed_lines)
+        if cli.oversized_lines:
+            result["oversizedLines"] = cli.oversized_lines
+    return result or None
+
+
+def _cli_output_record(
+    run: HeartbeatRun, cli: CliOutput | None, session_id: str | None, now: datetime
+) -> None:
+    """The task's session after the run, and a note of output lines that were not understood."""
+    if cli is None:
+        return
+    run_session_record(run=run, adapter_type=run.agent.adapter_type, session_id=session_id, now=now)
+    if run.error_code == RunErrorCode.SESSION_UNKNOWN and run.session_id_before:
+        agent_session_forget(agent_id=run.agent_id, session_id=run.session_id_before)
+    skipped = cli.malformed_lines + cli.oversized_lines
+    if skipped:
+        _event(
+            run,
+            HeartbeatRunEvent.EventType.LIFECYCLE,
+            f"{skipped} of the {cli.cli} output lines were not events it documents or too long "
+            "to read; they are kept in the run log",
+            level=HeartbeatRunEvent.Level.WARN,
+            payload={
+                "outputLines": cli.lines,
+                "malformedLines": cli.malformed_lines,
+                "oversizedLines": cli.oversized_lines,
+            },
+        )
+
+
+def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime) -> None:
+    """Queue the one retry of a run whose CLI no longer had the session it was to resume, in a
+    fresh session (Paperclip's adapters retry so within the run). The issue's execution lock
+    moves to the retry, so a deferred wake keeps waiting behind it."""
+    agent = run.agent
+    cli_name = cli.cli if cli else agent.adapter_type
+    wakeup = AgentWakeupRequest.objects.create(
+        company_id=run.company_id,
+        agent=agent,
+        source=WakeSource.AUTOMATION,
+        trigger_detail="system",
+        reason=SESSION_RETRY_WAKE_REASON,
+        payload={
+            key: value
+            for key, value in (("issueId", run.issue_id), ("retryOfRunId", str(run.id)))
+            if value
+        },
+        status=WakeupStatus.QUEUED,
+        requested_by_actor_type="system",
+    )
+    try:
+        retry = run_create_queued(
+            agent=agent,
+            wakeup=wakeup,
+            context=run_retry_context(
+                run.context_snapshot,
+                retry_of_run_id=run.id,
+                retry_reason=SESSION_RETRY_REASON,
+                forceFreshSession=True,
+            ),
+            invocation_source=WakeSource.AUTOMATION,
+            trigger_detail="system",
+            retry_of_run=run,
+            process_loss_retry_count=run.process_loss_retry_count,
+        )
+    except IntegrityError:
+        # Another run took the issue (or this run was retried already): nothing to add.
+        logger.warning("run %s: no retry without its session could be queued", run.id)
+        AgentWakeupRequest.objects.filter(pk=wakeup.pk).update(
+            status=WakeupStatus.SKIPPED, finished_at=now, updated_at=now
+        )
+        return
+    if run.issue_id:
+        Issue.objects.filter(pk=run.issue_id, execution_run_id=run.id).update(
+            execution_run=retry,
+            execution_agent_name_key=agent_name_key(agent.name),
+            execution_locked_at=now,
+            updated_at=now,
+        )
+    payload = {"sessionId": run.session_id_before, "retryRunId": str(retry.id)}
+    _event(
+        run,
+        HeartbeatRunEvent.EventType.LIFECYCLE,
+        f"{cli_name} could not resume session {run.session_id_before}: it no longer exists. "
+        f"Retrying once with a fresh session as run {retry.id}",
+        level=HeartbeatRunEvent.Level.WARN,
+        payload=payload,
+    )
+    _event(
+        retry,
+        HeartbeatRunEvent.EventType.LIFECYCLE,
+        f"Retry of run {run.id} with a fresh session: {cli_name} no longer had its session "
+        f"{run.session_id_before}",
+        level=HeartbeatRunEvent.Level.WARN,
+        payload={"sessionId": run.session_id_before, "retryOfRunId": str(run.id)},
+    )
+
+
+def _summary_comment_post(run: HeartbeatRun, summary: str) -> None:
+    """A succeeded run that left its issue no comment leaves its summary as one (reference 2.4
+    finalize), written by its agent."""
+    issue_run_summary_comment(
+        issue_id=run.issue_id,
+        company_id=run.company_id,
+        agent_id=run.agent_id,
+        run_id=run.id,
+        body=summary,
+    )
 
 
 def _notes_record(run: HeartbeatRun, notes: Sequence[str]) -> None:

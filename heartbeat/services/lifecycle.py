@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -39,6 +41,7 @@ from heartbeat.services.policy import (
     heartbeat_policy_max_concurrent_runs,
 )
 from issues.models import Issue
+from paperclip.models import Company
 from paperclip.services import activity_log_record
 from paperclip.telemetry import telemetry_client
 
@@ -121,6 +124,35 @@ def _run_dispatch(run_id: str) -> None:
         )
 
 
+def run_retry_context(
+    context: Mapping[str, Any] | None,
+    *,
+    retry_of_run_id: uuid.UUID | str,
+    retry_reason: str,
+    **markers: Any,
+) -> dict:
+    """A retry's context: a copy of the retried run's with the retry markers set, and any other
+    key given (a wakeReason, forceFreshSession).
+
+    retryReason is overwritten as in the reference, but earlier reasons are kept in
+    retryReasons so the reconciler still recognises a retried recovery (reference 9.5: the
+    reaper and the reconciler alternated 433 times because this was lost).
+    """
+    copied = dict(context or {})
+    reasons = list(copied.get("retryReasons") or [])
+    previous = copied.get("retryReason")
+    if isinstance(previous, str) and previous and previous not in reasons:
+        reasons.append(previous)
+    reasons.append(retry_reason)
+    copied.update(
+        retryOfRunId=str(retry_of_run_id),
+        retryReason=retry_reason,
+        retryReasons=reasons,
+        **markers,
+    )
+    return copied
+
+
 def run_create_queued(
     *,
     agent: Agent,
@@ -130,7 +162,6 @@ def run_create_queued(
     trigger_detail: str | None,
     retry_of_run: HeartbeatRun | None = None,
     process_loss_retry_count: int = 0,
-    session_id_before: str | None = None,
 ) -> HeartbeatRun:
     """Insert a queued run for the wake, link the wake to it, and dispatch it after commit.
 
@@ -150,7 +181,6 @@ def run_create_queued(
             context_snapshot=context,
             retry_of_run=retry_of_run,
             process_loss_retry_count=process_loss_retry_count,
-            session_id_before=session_id_before,
             lease_expires_at=dispatch_lease_expiry(now),
         )
         AgentWakeupRequest.objects.filter(pk=wakeup.pk).update(run=run, updated_at=now)
@@ -194,9 +224,15 @@ def agent_start_next_queued(*, agent_id: uuid.UUID | str) -> list[uuid.UUID]:
         )
         if not parked:
             return []
-        agent = Agent.objects.filter(pk=agent_id).only("status", "runtime_config").first()
-        # Paused or unapproved agents keep their queued runs queued (reference 2.3 step 1).
-        if agent is None or not agent.is_invokable:
+        agent = (
+            Agent.objects.filter(pk=agent_id)
+            .select_related("company")
+            .only("status", "runtime_config", "company__status")
+            .first()
+        )
+        # Paused or unapproved agents, and agents of a paused company, keep their queued runs
+        # queued (reference 2.3 step 1).
+        if agent is None or not agent.is_invokable or agent.company.status == Company.Status.PAUSED:
             return []
         cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
         busy = HeartbeatRun.objects.filter(
@@ -273,7 +309,6 @@ def _promote_deferred_wake(*, issue: Issue, now: datetime) -> HeartbeatRun | Non
                 context=context,
                 invocation_source=wake.source,
                 trigger_detail=wake.trigger_detail,
-                session_id_before=None,
             )
         except IntegrityError:
             # A concurrent wake queued a run for the issue first; this wake stays deferred.

@@ -54,6 +54,7 @@ from heartbeat.services.lifecycle import (
     agent_start_next_queued,
     issue_release_and_promote,
     queued_parked_filter,
+    run_retry_context,
 )
 from heartbeat.services.runs import run_shim_identity
 from heartbeat.services.supervision import supervisor_renewing_since
@@ -246,25 +247,13 @@ def _duration(seconds: float) -> str:
 
 
 def retry_context(context: dict | None, *, lost_run_id: uuid.UUID) -> dict:
-    """The retry's context: a copy of the lost run's with the retry markers set.
-
-    retryReason is overwritten as in the reference, but earlier reasons are kept in
-    retryReasons so the reconciler still recognises a retried recovery (reference 9.5: the
-    reaper and the reconciler alternated 433 times because this was lost).
-    """
-    copied = dict(context or {})
-    reasons = list(copied.get("retryReasons") or [])
-    previous = copied.get("retryReason")
-    if isinstance(previous, str) and previous and previous not in reasons:
-        reasons.append(previous)
-    reasons.append(PROCESS_LOST_RETRY_REASON)
-    copied.update(
-        retryOfRunId=str(lost_run_id),
+    """The process-loss retry's context: the lost run's, woken as process_lost_retry."""
+    return run_retry_context(
+        context,
+        retry_of_run_id=lost_run_id,
+        retry_reason=PROCESS_LOST_RETRY_REASON,
         wakeReason=PROCESS_LOST_WAKE_REASON,
-        retryReason=PROCESS_LOST_RETRY_REASON,
-        retryReasons=reasons,
     )
-    return copied
 
 
 # --- Result -------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from heartbeat.services.sweeps import (
     sweep_single_flight,
 )
 from issues.models import Issue, IssueComment
+from paperclip.models import Company
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +221,11 @@ SELECT i.id, i.company_id, i.status, i.identifier, i.created_at,
        a.id, a.name, a.status, a.runtime_config, a.company_id, er.status
 FROM {Issue._meta.db_table} AS i
 JOIN {Agent._meta.db_table} AS a ON a.id = i.assignee_agent_id
+JOIN {Company._meta.db_table} AS c ON c.id = i.company_id
 LEFT JOIN {HeartbeatRun._meta.db_table} AS er ON er.id = i.execution_run_id
 WHERE i.status IN ('todo', 'in_progress')
+  -- A paused company starts no run: its issues wait for it, nothing is stranded.
+  AND c.status <> 'paused'
   AND i.assignee_agent_id IS NOT NULL
   AND i.assignee_user_id IS NULL
   AND (i.created_at, i.id) > (%(after_created)s, %(after_id)s)

@@ -37,6 +37,7 @@ from heartbeat.services.lifecycle import (
     run_scope_lock,
 )
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from paperclip.models import Company
 
 CANCELLED_BY_CONTROL_PLANE = "Cancelled by control plane"
 DETACHED_CLEARED_MESSAGE = "Detached child process reported activity; cleared detached warning"
@@ -232,7 +233,7 @@ def resume_queued_runs(
     with transaction.atomic():
         parked = list(
             HeartbeatRun.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("agent")
+            .select_related("agent", "agent__company")
             .filter(queued_parked_filter(now), created_at__lt=created_before)
             .order_by("created_at", "id")[: conf.sweep_batch_size]
         )
@@ -250,7 +251,8 @@ def resume_queued_runs(
                     agent_id=agent.id,
                 ).count()
                 cap = heartbeat_policy_max_concurrent_runs(agent.runtime_config)
-                free_slots[agent.id] = cap - busy if agent.is_invokable else 0
+                startable = agent.is_invokable and agent.company.status != Company.Status.PAUSED
+                free_slots[agent.id] = cap - busy if startable else 0
             if free_slots[agent.id] <= 0:
                 continue
             free_slots[agent.id] -= 1
@@ -276,3 +278,17 @@ def host_start_parked_runs(*, host: str, now: datetime | None = None) -> ResumeR
         return ResumeResult(dispatched=0, run_ids=[])
     # Parked runs of any age: a refusal parked them, so no first dispatch is still out.
     return resume_queued_runs(now=now, limit=1, min_age_sec=0)
+
+
+def company_start_parked_runs(*, company_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """A paused company became active again: hand out the runs queued for its agents meanwhile,
+    each agent up to its free slots."""
+    agent_ids = (
+        HeartbeatRun.objects.filter(queued_parked_filter(timezone.now()), company_id=company_id)
+        .values_list("agent_id", flat=True)
+        .distinct()
+    )
+    dispatched: list[uuid.UUID] = []
+    for agent_id in agent_ids:
+        dispatched += agent_start_next_queued(agent_id=agent_id)
+    return dispatched

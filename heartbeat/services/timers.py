@@ -11,6 +11,7 @@ from django.utils import timezone
 from heartbeat.models import Agent, AgentStatus, WakeSource
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.wakeups import AgentNotFound, AgentNotInvokable, WakeOutcome, wake_agent
+from paperclip.models import Company
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ def tick_timer_heartbeats(*, now: datetime | None = None) -> TimerTickResult:
         Agent.objects.exclude(
             status__in=(AgentStatus.PAUSED, AgentStatus.TERMINATED, AgentStatus.PENDING_APPROVAL)
         )
+        # A paused company's agents would only add a refused wake per interval.
+        .exclude(company__status=Company.Status.PAUSED)
         .filter(runtime_config__heartbeat__enabled=True)
         .only("id", "runtime_config", "last_heartbeat_at", "created_at")
         .order_by("id")
@@ -61,7 +64,7 @@ def tick_timer_heartbeats(*, now: datetime | None = None) -> TimerTickResult:
                 },
             )
         except (AgentNotFound, AgentNotInvokable):
-            # Paused or deleted between the listing and the wake.
+            # Paused (or its company paused) or deleted between the listing and the wake.
             skipped += 1
             continue
         if result.outcome == WakeOutcome.QUEUED:

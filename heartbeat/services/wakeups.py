@@ -21,13 +21,13 @@ from django.utils import timezone
 from heartbeat.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
-    AgentRuntimeState,
     AgentWakeupRequest,
     HeartbeatRun,
     RunStatus,
     WakeSource,
     WakeupStatus,
 )
+from heartbeat.services.budgets import BUDGET_BLOCKED_REASON, WakeBlock, agent_wake_block
 from heartbeat.services.lifecycle import (
     agent_name_key,
     run_create_queued,
@@ -58,10 +58,27 @@ class AgentNotFound(Exception):
 class AgentNotInvokable(Exception):
     """The agent is paused, terminated or pending approval (the API answers 409)."""
 
-    def __init__(self, agent_id: object, status: str) -> None:
-        super().__init__("Agent is not invokable in its current state")
+    def __init__(
+        self,
+        agent_id: object,
+        status: str,
+        message: str = "Agent is not invokable in its current state",
+        details: dict | None = None,
+    ) -> None:
+        super().__init__(message)
         self.agent_id = agent_id
         self.status = status
+        self.details = details
+
+
+class BudgetBlocked(AgentNotInvokable):
+    """The agent's company is paused, or the agent is paused for its monthly budget: the wake
+    is recorded as skipped (`budget.blocked`) and refused with the reason and its scope
+    (reference 2.2 step 4; the API answers 409)."""
+
+    def __init__(self, agent: Agent, block: WakeBlock) -> None:
+        super().__init__(agent.id, agent.status, block.reason, block.details)
+        self.block = block
 
 
 class WakeOutcome(StrEnum):
@@ -200,14 +217,32 @@ def wake_agent(
 ) -> WakeResult:
     """Wake an agent: queue a run, join the active one, defer behind another agent's, or skip.
 
-    Raises AgentNotFound and AgentNotInvokable. A repeated idempotency key for the same agent
-    returns the first wake's result (`replayed=True`) and changes nothing.
+    Raises AgentNotFound, BudgetBlocked (a paused company, or an agent paused for its budget:
+    the wake is kept as skipped) and AgentNotInvokable. A repeated idempotency key for the same
+    agent returns the first wake's result (`replayed=True`) and changes nothing.
     """
     agent = _agent_or_raise(agent_id)
     if idempotency_key:
         earlier = _replay(agent, idempotency_key)
         if earlier is not None:
             return earlier
+    block = agent_wake_block(agent=agent)
+    if block is not None:
+        AgentWakeupRequest.objects.create(
+            company_id=agent.company_id,
+            agent=agent,
+            source=source,
+            trigger_detail=trigger_detail,
+            reason=BUDGET_BLOCKED_REASON,
+            payload=_json_safe(payload or {}) or None,
+            status=WakeupStatus.SKIPPED,
+            requested_by_actor_type=requested_by_actor_type,
+            requested_by_actor_id=requested_by_actor_id,
+            idempotency_key=idempotency_key,
+            finished_at=timezone.now(),
+            error=block.reason,
+        )
+        raise BudgetBlocked(agent, block)
     if not agent.is_invokable:
         raise AgentNotInvokable(agent.id, agent.status)
     payload = _json_safe(payload or {})
@@ -253,7 +288,7 @@ def _json_safe(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def _agent_or_raise(agent_id: uuid.UUID | str) -> Agent:
     try:
-        agent = Agent.objects.filter(pk=agent_id).first()
+        agent = Agent.objects.select_related("company").filter(pk=agent_id).first()
     except (ValueError, ValidationError):
         agent = None
     if agent is None:
@@ -297,13 +332,6 @@ def _skip(wake: _Wake, reason: str) -> WakeResult:
     return WakeResult(outcome=WakeOutcome.SKIPPED, wakeup=wakeup, run=None)
 
 
-def _session_before(wake: _Wake) -> str | None:
-    if wake.context.get("taskKey"):
-        return None
-    state = AgentRuntimeState.objects.filter(pk=wake.agent.pk).only("session_id").first()
-    return state.session_id if state else None
-
-
 def _queue(wake: _Wake) -> WakeResult:
     wakeup = wake.row(status=WakeupStatus.QUEUED)
     run = run_create_queued(
@@ -312,7 +340,6 @@ def _queue(wake: _Wake) -> WakeResult:
         context=wake.context,
         invocation_source=wake.source,
         trigger_detail=wake.trigger_detail,
-        session_id_before=_session_before(wake),
     )
     return WakeResult(outcome=WakeOutcome.QUEUED, wakeup=wakeup, run=run)
 

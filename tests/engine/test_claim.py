@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -17,28 +16,7 @@ from heartbeat.process_control import current_host
 from heartbeat.services import ClaimRefusal, RunOutcome, run_claim, run_finalize, wake_agent
 from issues.models import Issue
 from tests.factories import make_agent, make_issue, make_run
-
-
-def _race(targets: list[Callable[[], object]]) -> list[object]:
-    """Run each target in its own thread with its own connection, released together."""
-    barrier = threading.Barrier(len(targets))
-    results: list[object] = [None] * len(targets)
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = targets[index]()
-        except BaseException as exc:  # surfaced to the test below
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(targets))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+from tests.threads import race
 
 
 @pytest.mark.django_db
@@ -102,7 +80,7 @@ def test_run_refused_at_the_cap_is_parked_and_dispatched_when_a_slot_frees(
 @pytest.mark.timeout(60)
 def test_two_workers_claiming_one_run_give_one_claim():
     run = make_run(make_agent())
-    results = _race([lambda: run_claim(run_id=run.id), lambda: run_claim(run_id=run.id)])
+    results = race([lambda: run_claim(run_id=run.id), lambda: run_claim(run_id=run.id)])
     assert sorted(r.claimed for r in results) == [False, True]
     assert HeartbeatRun.objects.get(pk=run.pk).event_seq == 1
 
@@ -114,7 +92,7 @@ def test_concurrency_cap_holds_with_two_workers_and_three_queued_runs(cap):
     agent = make_agent(runtime_config={"heartbeat": {"maxConcurrentRuns": cap}})
     runs = [make_run(agent) for _ in range(3)]
     # Two workers, each trying every run: six racing claims in all.
-    results = _race(
+    results = race(
         [
             lambda: [run_claim(run_id=run.id) for run in runs],
             lambda: [run_claim(run_id=run.id) for run in reversed(runs)],

@@ -11,6 +11,7 @@ from django_q.signals import post_spawn
 
 from heartbeat.models import Agent, HeartbeatRun, SweepRecord
 from heartbeat.schedules import (
+    BUDGET_TASK,
     REAP_TASK,
     RECONCILE_TASK,
     RESUME_TASK,
@@ -25,19 +26,21 @@ from tests.recovery.builders import DEAD_PID, make_running_run
 
 
 @pytest.mark.django_db
-def test_ensure_schedules_creates_two_staggered_slots_per_task():
+def test_ensure_schedules_creates_two_staggered_slots_per_sweep_and_one_budget_rollover():
     now = timezone.now()
 
     created = ensure_schedules(now=now)
 
-    assert len(created) == 8
+    assert len(created) == 9
     schedules = {s.name: s for s in Schedule.objects.all()}
     assert {s.func for s in schedules.values()} == {
         REAP_TASK,
         RECONCILE_TASK,
         RESUME_TASK,
         TIMER_TASK,
+        BUDGET_TASK,
     }
+    assert schedules["heartbeat.budget_month_rollover"].minutes == 1
     reap, reap_later = (
         schedules["heartbeat.reap_orphans"],
         schedules["heartbeat.reap_orphans (+30s)"],
@@ -98,7 +101,7 @@ def test_worker_start_runs_the_start_up_recovery():
 
     run.refresh_from_db()
     assert (run.status, run.error_code) == ("failed", "process_lost")
-    assert Schedule.objects.filter(name__startswith="heartbeat.").count() == 8
+    assert Schedule.objects.filter(name__startswith="heartbeat.").count() == 9
     latest = sweeps_latest()
     assert latest["reap"].record.result["run_ids"] == [str(run.id)]
     assert latest["reconcile"].record is not None
