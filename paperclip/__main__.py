@@ -41,19 +41,32 @@ def install_fingerprint() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
 
 
-def ensure_venv() -> None:
-    """Create the venv and install the project into it when pyproject.toml changed."""
+def installed_extras(fingerprint: str) -> frozenset[str] | None:
+    """The extras installed for this pyproject.toml, or None when it was never installed."""
+    if not STAMP.exists():
+        return None
+    installed_for, _, extras = STAMP.read_text().partition(" ")
+    if installed_for != fingerprint:
+        return None
+    return frozenset(extras.split(",")) - {""}
+
+
+def ensure_venv(extras: frozenset[str]) -> None:
+    """Create the venv, and install the project with `extras` when pyproject.toml changed or
+    they are missing (`start` needs none; `test` needs the development tools)."""
     if not venv_python().exists():
         say(f"creating a virtual environment in {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
     fingerprint = install_fingerprint()
-    if STAMP.exists() and STAMP.read_text() == fingerprint:
+    installed = installed_extras(fingerprint)
+    if installed is not None and extras <= installed:
         return
     say("installing dependencies (first run: about a minute)")
     pip = [str(venv_python()), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[dev]"], check=True)
-    STAMP.write_text(fingerprint)
+    target = f"{ROOT}[{','.join(sorted(extras))}]" if extras else str(ROOT)
+    subprocess.run([*pip, "install", "-e", target], check=True)
+    STAMP.write_text(f"{fingerprint} {','.join(sorted(extras))}")
 
 
 def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -185,7 +198,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"start", "test"}:
         say(USAGE)
         return 2
-    ensure_venv()
+    ensure_venv(frozenset({"dev"}) if argv[0] == "test" else frozenset())
     if not in_project_venv():
         os.execv(str(venv_python()), [str(venv_python()), "-m", "paperclip", *argv])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paperclip.settings")
