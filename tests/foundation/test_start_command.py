@@ -51,7 +51,7 @@ def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
     try:
         assert wait_for(f"http://127.0.0.1:{port}/admin/login/", timeout=240) == 200
         children = psutil.Process(launcher.pid).children(recursive=True)
-        assert any("qcluster" in " ".join(c.cmdline()) for c in children)
+        assert any("run_cluster" in " ".join(c.cmdline()) for c in children)
         launcher.send_signal(signal.SIGINT)
         output, _ = launcher.communicate(timeout=60)
     finally:
@@ -68,7 +68,7 @@ def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
     assert launcher.returncode == 0, output
-    assert "Board login" in output
+    assert "board login: user 'admin', password from PAPERCLIP_ADMIN_PASSWORD" in output
     assert "ready: http://127.0.0.1:" in output
     assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
     assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
