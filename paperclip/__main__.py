@@ -363,6 +363,7 @@ class Launcher:
             signum == signal.SIGINT
             and self.interrupted_at is not None
             and now - self.interrupted_at <= SECOND_INTERRUPT_SEC
+            and self.runs_in_flight
             and not self.stop_runs
         ):
             if self.supervisor.stopping or not self.supervisor.running:
@@ -391,7 +392,7 @@ class Launcher:
             os.set_blocking(fd, False)
         output = child.log_path.open("ab") if child.log_path else None
         try:
-            child.process = subprocess.Popen(
+            process = subprocess.Popen(
                 child.argv,
                 cwd=ROOT,
                 env={**self.env, LAUNCHER_FD_ENV: str(write_end)},
@@ -403,11 +404,15 @@ class Launcher:
                 preexec_fn=die_with_launcher(child.stop_signal),
                 user=child.user,
             )
+        except OSError:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
             if output:
                 output.close()
-        child.pidfd = os.pidfd_open(child.process.pid)
+        child.process = process
+        child.pidfd = os.pidfd_open(process.pid)
         child.channel = read_end
         child.heard = b""
         child.ready = child.stopping = False
@@ -747,6 +752,15 @@ def command_test(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return run_command(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while installing or preparing, before the launcher handles it itself.
+        say("interrupted")
+        return 130
+
+
+def run_command(argv: list[str]) -> int:
     if not argv or argv[0] not in {"start", "test"}:
         say(USAGE)
         return 2

@@ -155,6 +155,10 @@ def stop(home: Path) -> bool:
     info = PostmasterInfo.read_from_pgdata(pgdata)
     if info is None or not info.is_running():
         return False
+    # A stale postmaster.pid (a crash, a reboot) may name a pid that another program has now:
+    # pg_ctl would signal it.
+    if info.process.name() != "postgres":
+        return False
     user = "pgserver" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
