@@ -196,6 +196,24 @@ def test_kill_9_of_the_launcher_leaves_only_runs_and_the_next_start_adopts_them(
     assert {run["owner"] for run in ended} == {product.child("run supervisor").pid}
 
 
+@pytest.mark.timeout(300)
+def test_a_child_that_keeps_failing_stops_the_product_saying_why(product, tmp_path):
+    product.start()
+    # A second installation on the same database and host: its run supervisor is refused.
+    second = Product(tmp_path / "second")
+    (tmp_path / "second").mkdir()
+
+    refused = _start_again(second)
+
+    assert refused.returncode == 1
+    said = refused.stdout + refused.stderr
+    assert said.count("another run supervisor is running on") == 6
+    assert "paperclip: run supervisor keeps failing (5 restarts in a row); stopping" in said
+    assert "paperclip: ready" not in said
+    assert not _product_processes_of(second.env["PAPERCLIP_HOME"])
+    assert product.health() == 200
+
+
 # Ordered stop
 
 
