@@ -309,14 +309,6 @@ def wait_for(condition: Callable[[], object], what: str, seconds: float) -> obje
     return result
 
 
-def alive(pid: int) -> bool:
-    """Exists and is not a zombie (PID 1 here does not reap orphans)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def terminate_runs(run_ids: list[str]) -> None:
     """Whatever of these runs still runs (a failed test) is killed, by run marker."""
     for run_id in run_ids:

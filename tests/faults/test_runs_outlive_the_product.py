@@ -16,7 +16,8 @@ from heartbeat.models import HeartbeatRun, SweepRecord
 from heartbeat.run_log import run_log_path
 from heartbeat.services import cancel_run, wake_agent
 from tests.factories import make_agent
-from tests.faults.product import PrivatePostgres, Product, alive, terminate_runs, wait_for
+from tests.faults.product import PrivatePostgres, Product, terminate_runs, wait_for
+from tests.recovery.processes import is_running
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
@@ -81,7 +82,7 @@ def test_ctrl_c_and_start_again_costs_no_agent_work(product):
 
     assert product.launcher.returncode == 0
     # Nothing of the product is left, and every agent still works.
-    assert all(alive(pid) for pid in agents)
+    assert all(is_running(pid) for pid in agents)
     product.start()
     wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
     _assert_no_work_lost(runs)
@@ -99,9 +100,9 @@ def test_kill_9_of_every_product_process_and_start_again_costs_no_agent_work(pro
     product.kill_all()
 
     # Launcher, web server, cluster and supervisor are gone; no agent or shim was among them.
-    assert not any(alive(pid) for pid in product_pids)
+    assert not any(is_running(pid) for pid in product_pids)
     assert not (shims | set(agents)) & product_pids
-    assert all(alive(pid) for pid in agents)
+    assert all(is_running(pid) for pid in agents)
     product.start()
     wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
     _assert_no_work_lost(runs)
@@ -130,7 +131,7 @@ def test_database_killed_and_restarted_30s_later_kills_no_agent(tmp_path):
         database.kill()
         time.sleep(30)
         # The first agent ended during the outage; the others still work.
-        assert all(alive(pid) for pid in agents[1:])
+        assert all(is_running(pid) for pid in agents[1:])
         database.start()
 
         ended = wait_for(

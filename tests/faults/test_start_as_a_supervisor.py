@@ -21,7 +21,8 @@ from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
 from heartbeat.services.supervision import CANCELLED_AT_STOP
 from tests.factories import make_agent
-from tests.faults.product import ROOT, Product, alive, terminate_runs, wait_for
+from tests.faults.product import ROOT, Product, terminate_runs, wait_for
+from tests.recovery.processes import is_running
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
@@ -170,7 +171,7 @@ def test_kill_9_of_a_child_is_undone_within_10s_and_runs_in_flight_are_unharmed(
     )
 
     assert product.child(name).pid != victim.pid
-    assert not any(alive(proc.pid) for proc in [victim, *descendants])
+    assert not any(is_running(proc.pid) for proc in [victim, *descendants])
     ended = wait_for(lambda: _ended(product, run_ids), "both runs end", 120)
     assert _no_work_lost(ended), ended
 
@@ -189,7 +190,7 @@ def test_kill_9_of_the_launcher_leaves_only_runs_and_the_next_start_adopts_them(
     product.kill_launcher()
 
     wait_for(lambda: not _product_processes_of(home), "no product process is left", 30)
-    assert all(alive(run["pid"]) and alive(run["shim"]) for run in running)
+    assert all(is_running(run["pid"]) and is_running(run["shim"]) for run in running)
     product.start()
     ended = wait_for(lambda: _ended(product, run_ids), "both runs end", 120)
     assert _no_work_lost(ended), ended
@@ -234,7 +235,7 @@ def test_ctrl_c_stops_web_cluster_supervisor_then_the_database_and_leaves_runs_r
     assert "paperclip: stopped; 2 agent run(s) keep running" in said
     assert "Traceback" not in said
     assert not _product_processes_of(product.env["PAPERCLIP_HOME"])
-    assert all(alive(run["pid"]) and alive(run["shim"]) for run in running)
+    assert all(is_running(run["pid"]) and is_running(run["shim"]) for run in running)
 
 
 @pytest.mark.timeout(300)
@@ -254,7 +255,7 @@ def test_second_ctrl_c_cancels_the_runs_in_flight_before_the_product_stops(produ
     for run in runs:
         run.refresh_from_db()
         assert (run.status, run.error) == ("cancelled", CANCELLED_AT_STOP)
-        assert not alive(run.process_pid) and not alive(run.shim_pid)
+        assert not is_running(run.process_pid) and not is_running(run.shim_pid)
 
 
 @pytest.mark.timeout(300)
@@ -271,4 +272,4 @@ def test_start_with_stop_runs_cancels_them_at_the_first_ctrl_c(product):
     for run in runs:
         run.refresh_from_db()
         assert run.status == "cancelled"
-        assert not alive(run.process_pid)
+        assert not is_running(run.process_pid)
