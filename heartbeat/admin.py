@@ -47,6 +47,7 @@ from heartbeat.services.agents import (
     AGENT_EDITABLE_FIELDS,
     AgentError,
     agent_create,
+    agent_key_create,
     agent_pause,
     agent_resume,
     agent_update,
@@ -55,6 +56,7 @@ from issues.models import Issue
 from paperclip.admin import (
     BigTableAdmin,
     CompanyScopedAdmin,
+    CredentialAdmin,
     MachineOwnedAdmin,
     PrefetchingChangeList,
     ServiceBackedAdmin,
@@ -1130,16 +1132,31 @@ def _has_runtime_state(agent: Agent) -> bool:
 
 
 @admin.register(AgentApiKey)
-class AgentApiKeyAdmin(CompanyScopedAdmin):
+class AgentApiKeyAdmin(CredentialAdmin, CompanyScopedAdmin):
+    board_may_add = True
+    service_errors = (AgentError,)
     list_display = ["name", "agent", "key_prefix", "created_at", "last_used_at", "revoked_at"]
     list_select_related = ["agent"]
     list_filter = ["company"]
     search_fields = ["name", "agent__name", "key_prefix"]
     readonly_fields = ["key_prefix", "key_hash", "created_at", "last_used_at"]
+    usage = (
+        "An API key of the agent for work outside its runs (each run gets a key of its own in "
+        "PAPERCLIP_API_KEY): send it as `Authorization: Bearer <key>`. It works until revoked "
+        "here."
+    )
 
-    def has_add_permission(self, request):
-        # Keys are shown once at creation through the API; the admin cannot show one.
-        return False
+    def get_fields(self, request, obj=None):
+        return ["agent", "name"] if obj is None else super().get_fields(request, obj)
+
+    def save_through_service(self, request, form, obj):
+        created = agent_key_create(
+            agent_id=form.cleaned_data["agent"].pk,
+            name=form.cleaned_data["name"],
+            **actor_of(request),
+        )
+        form.secret = created.secret
+        return created.key
 
 
 @admin.register(AgentTaskSession)

@@ -16,6 +16,9 @@ Every run of the host executes under its own run shim; this one process watches 
 The database may go away at any time: nothing here kills an agent because of it. The loop keeps
 watching shims, retries with backoff, logs the outage once, and finalizes what ended meanwhile
 when the database is back.
+
+Stopping it leaves the runs running (the next supervisor adopts them), unless it is asked to
+stop them first (`start --stop-runs`): then it cancels them and watches until they have ended.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import selectors
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from django.db import DatabaseError, InterfaceError, connection
 
@@ -63,10 +67,18 @@ class _Watched:
 
 
 class Supervisor:
-    """The loop; `serve(stop)` runs it until stop is set. One per host (a database lock)."""
+    """The loop; `serve(stop)` runs it until stop is set. One per host (a database lock).
 
-    def __init__(self, *, conf: HeartbeatConf | None = None) -> None:
+    `report` hears how it is doing (`ready`, `runs N` when the number of the host's runs in
+    flight changes, `cancelled N`): the launcher's channel when `start` runs it.
+    """
+
+    def __init__(
+        self, *, conf: HeartbeatConf | None = None, report: Callable[[str], None] | None = None
+    ) -> None:
         self.conf = conf or heartbeat_conf()
+        self.report = report or (lambda message: None)
+        self.runs_in_flight: int | None = None
         self.identity: ProcessIdentity = process_control.self_identity()
         self.host, self.boot_id = self.identity.host, self.identity.boot_id
         self.selector = selectors.DefaultSelector()
@@ -98,16 +110,36 @@ class Supervisor:
         supervision.supervisor_register(identity=self.identity)
         logger.info("run supervisor pid %s watching host %s", self.identity.pid, self.host)
         self.tick()
+        self.report("ready")
 
-    def serve(self, stop: threading.Event) -> None:
+    def serve(self, stop: threading.Event, *, stop_runs: threading.Event | None = None) -> None:
+        """Watch until stop is set; then, if stop_runs is set too, stop the host's runs."""
         self.start()
         try:
             while not stop.is_set():
                 self.wait(self.db_retry_sec or self.conf.supervisor_poll_interval_sec)
                 if not stop.is_set():
                     self.tick()
+            if stop_runs is not None and stop_runs.is_set():
+                self.runs_stop()
         finally:
             self.close()
+
+    def runs_stop(self) -> None:
+        """Cancel every run of the host in flight and watch them until their shims have stopped
+        them (bounded: the agent's TERM grace, the shim's slack, then the tree's)."""
+        cancelled = supervision.runs_cancel_on_host(host=self.host, boot_id=self.boot_id)
+        logger.info("cancelled %d run(s) of host %s", len(cancelled), self.host)
+        self.report(f"cancelled {len(cancelled)}")
+        deadline = (
+            time.monotonic()
+            + self.conf.adapter_grace_sec
+            + _STOP_SLACK_SEC
+            + self.conf.terminate_grace_sec
+        )
+        while (self.watched or self.exited) and time.monotonic() < deadline:
+            self.wait(self.conf.supervisor_poll_interval_sec)
+            self.tick()
 
     def close(self) -> None:
         """Stop watching; the runs go on under their shims and wait to be adopted."""
@@ -116,6 +148,8 @@ class Supervisor:
         self.watched.clear()
         self.selector.close()
         try:
+            left = supervision.runs_running_on_host(host=self.host, boot_id=self.boot_id)
+            self.report(f"runs {len(left)}")
             supervision.supervisor_stopped(identity=self.identity)
             supervision.supervisor_lock_release(host=self.host)
         except DatabaseError:
@@ -155,6 +189,9 @@ class Supervisor:
             run.run_id: run
             for run in supervision.runs_running_on_host(host=self.host, boot_id=self.boot_id)
         }
+        if len(running) != self.runs_in_flight:
+            self.runs_in_flight = len(running)
+            self.report(f"runs {len(running)}")
         self._finalize_exited(running)
         self._apply_ended_elsewhere(running)
         self._adopt(running)

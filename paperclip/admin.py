@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Model, QuerySet, TextField
 from django.http import Http404
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -25,7 +26,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership, CompanySkill
-from paperclip.services import company_create, company_update
+from paperclip.services import board_token_create, company_create, company_update
 
 # Below this many rows an exact count is cheap enough; above it the planner's estimate is shown.
 _EXACT_COUNT_BELOW = 10_000
@@ -309,6 +310,30 @@ class ServiceBackedAdmin(admin.ModelAdmin):
         obj._state = saved._state
 
 
+class CredentialAdmin(ServiceBackedAdmin):
+    """Credentials are made by their service, and the secret is shown once, on the page that
+    answers the creation: only its hash is stored, and it never goes into a message (messages
+    travel back in a cookie or sit in the session)."""
+
+    # What the created credential is for and how to use it, shown beside the secret.
+    usage = ""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        obj.secret_shown_once = form.secret
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{self.opts.verbose_name.capitalize()} created",
+            "credential": obj,
+            "secret": obj.secret_shown_once,
+            "usage": self.usage,
+        }
+        return TemplateResponse(request, "admin/credential_created.html", context)
+
+
 def form_changes(form, fields) -> dict:
     """The changed form fields among `fields`, keyed by attname (`assignee_agent_id`)."""
     changes = {}
@@ -463,15 +488,25 @@ class CompanyMembershipAdmin(CompanyScopedAdmin):
 
 
 @admin.register(BoardApiToken)
-class BoardApiTokenAdmin(admin.ModelAdmin):
+class BoardApiTokenAdmin(CredentialAdmin):
     list_display = ["name", "user", "token_prefix", "created_at", "last_used_at", "revoked_at"]
     list_select_related = ["user"]
     search_fields = ["name", "user__username", "token_prefix"]
     readonly_fields = ["token_prefix", "token_hash", "created_at", "last_used_at"]
+    usage = (
+        "A board API token of yours: send it as `Authorization: Bearer <token>`, or give it to "
+        "the paperclipai CLI as PAPERCLIP_API_KEY. It works until revoked here."
+    )
 
-    def has_add_permission(self, request):
-        # Tokens are shown once at creation through the API; the admin cannot show one.
-        return False
+    def get_fields(self, request, obj=None):
+        # A new token is always the creating user's own.
+        return ["name"] if obj is None else super().get_fields(request, obj)
+
+    def save_through_service(self, request, form, obj):
+        token, form.secret = board_token_create(
+            user_id=request.user.pk, name=form.cleaned_data["name"]
+        )
+        return token
 
 
 # The entity types the services write, and the admin page each one opens.

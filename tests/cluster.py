@@ -31,7 +31,11 @@ def product_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def running_command(
-    tmp_path: Path, *args: str, log_name: str, env: Mapping[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    log_name: str,
+    env: Mapping[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> Iterator[subprocess.Popen]:
     """Start `manage.py <args>` in a session of its own; stop it, gracefully first, whatever
     the test did."""
@@ -42,6 +46,7 @@ def running_command(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         try:
             yield proc
@@ -69,10 +74,12 @@ def running_qcluster(tmp_path: Path, *, workers: int = 2, **env: str) -> Iterato
 
 
 @contextmanager
-def running_supervisor(tmp_path: Path, **env: str) -> Iterator[subprocess.Popen]:
+def running_supervisor(
+    tmp_path: Path, pass_fds: tuple[int, ...] = (), **env: str
+) -> Iterator[subprocess.Popen]:
     """This host's run supervisor on the test database."""
     environment = product_env(tmp_path, **env)
     with running_command(
-        tmp_path, "supervise_runs", log_name="supervisor.log", env=environment
+        tmp_path, "supervise_runs", log_name="supervisor.log", env=environment, pass_fds=pass_fds
     ) as proc:
         yield proc

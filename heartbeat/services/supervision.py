@@ -25,6 +25,7 @@ from heartbeat.models import (
 )
 from heartbeat.process_control import ProcessIdentity
 from heartbeat.services.events import run_event_append
+from heartbeat.services.runs import cancel_run
 from heartbeat.services.sweeps import (
     ActivityRow,
     AdvisoryLock,
@@ -37,6 +38,8 @@ from heartbeat.services.sweeps import (
     sweep_lock_scope,
 )
 
+# Why runs were cancelled when the product stopped with them (`start --stop-runs`).
+CANCELLED_AT_STOP = "Cancelled when the product was stopped with its runs (start --stop-runs)"
 # Renewals further apart than this many intervals mean the supervisor lost the database (or
 # was stopped) in between: its continuous renewal starts again (see supervisor_renewing_since).
 _RENEWAL_GAP_INTERVALS = 2
@@ -147,6 +150,18 @@ def runs_running_on_host(*, host: str, boot_id: str) -> list[HostRun]:
             error_code,
         ) in rows
     ]
+
+
+def runs_cancel_on_host(*, host: str, boot_id: str) -> list[uuid.UUID]:
+    """Cancel every running run of this host, each shim asked to stop at once (the product
+    stopped with its runs); returns the runs this call cancelled."""
+    cancelled = []
+    for run in runs_running_on_host(host=host, boot_id=boot_id):
+        ended = cancel_run(run.run_id, reason=CANCELLED_AT_STOP)
+        # Otherwise it ended on its own meanwhile, and that ending stands.
+        if ended.status == RunStatus.CANCELLED and ended.error == CANCELLED_AT_STOP:
+            cancelled.append(run.run_id)
+    return cancelled
 
 
 def runs_adopt(

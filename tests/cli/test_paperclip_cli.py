@@ -73,21 +73,16 @@ class Product:
     env: dict[str, str]
 
     def board_token(self) -> str:
-        code = (
-            "from django.contrib.auth import get_user_model\n"
-            "from paperclip.services import board_token_create\n"
-            "user = get_user_model().objects.get(username='admin')\n"
-            "print(board_token_create(user_id=user.pk, name='cli e2e')[1])\n"
-        )
+        """A board token made as the README says: `manage.py create_board_token`."""
         done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code],
+            [sys.executable, "manage.py", "create_board_token"],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
             text=True,
             check=True,
         )
-        return done.stdout.strip().splitlines()[-1]
+        return done.stdout.strip()
 
     def get(self, path: str, token: str) -> dict:
         request = urllib.request.Request(
@@ -239,6 +234,20 @@ def test_whoami_names_the_board_user_and_its_key(board):
     me = board.json("whoami")
     assert (me["user"]["name"], me["source"], me["isInstanceAdmin"]) == ("admin", "board_key", True)
     assert uuid.UUID(me["keyId"])
+
+
+def test_cli_reads_the_server_and_the_token_from_the_environment(cli, product, tmp_path):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PAPERCLIP_API_URL": product.origin,
+        "PAPERCLIP_API_KEY": product.board_token(),
+    }
+    done = subprocess.run(
+        cli.command("whoami", "--json"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["user"]["name"] == "admin"
 
 
 def test_openapi_prints_the_api_document(board):

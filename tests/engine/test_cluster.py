@@ -21,7 +21,7 @@ from django.utils import timezone
 from heartbeat.models import Agent, AgentWakeupRequest, CostEvent, HeartbeatRun
 from heartbeat.services import BudgetBlocked, agent_update, budgets_month_rollover, wake_agent
 from paperclip.models import ActivityLog, spend_month_of
-from tests.cluster import running_qcluster, running_supervisor
+from tests.cluster import product_env, running_command, running_qcluster, running_supervisor
 from tests.factories import make_agent
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
@@ -164,3 +164,21 @@ def test_budget_stops_and_resumes_a_claude_agent_through_the_cluster(cluster, tm
     assert CostEvent.objects.filter(agent=agent).count() == 4
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     assert [call["resume"] for call in calls].count(first.session_id_after) == 1
+
+
+@pytest.mark.timeout(120)
+def test_run_cluster_tells_its_launcher_once_the_workers_are_up(tmp_path):
+    read_end, write_end = os.pipe()
+    env = product_env(tmp_path, PAPERCLIP_Q_WORKERS="2", PAPERCLIP_LAUNCHER_FD=str(write_end))
+    try:
+        with running_command(
+            tmp_path, "run_cluster", log_name="cluster.log", env=env, pass_fds=(write_end,)
+        ) as proc:
+            os.close(write_end)
+            heard = os.read(read_end, 100)
+            # The sentinel, its monitor and pusher, and the two workers.
+            assert len(psutil.Process(proc.pid).children(recursive=True)) == 5
+    finally:
+        os.close(read_end)
+
+    assert heard == b"ready\n"

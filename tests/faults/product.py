@@ -2,8 +2,9 @@
 
 By default it runs on the test database (DATABASE_URL points at the test server and database),
 so the test reads and writes the product's state through the ORM; it may also be pointed at a
-private PostgreSQL server the test can kill (PrivatePostgres). Runs it executes live under real
-run shims, outside the product's process tree.
+private PostgreSQL server the test can kill (PrivatePostgres), or run its own embedded PostgreSQL
+in its home (`embedded=True`; the test then reaches its state through `shell`). Runs it executes
+live under real run shims, outside the product's process tree.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +36,13 @@ from heartbeat import process_control
 ROOT = Path(__file__).resolve().parents[2]
 READY = "paperclip: ready:"
 START_SECONDS = 180.0
+# What tells the launcher's children apart in the process table.
+CHILD_COMMANDS = {
+    "web server": "gunicorn",
+    "django-q2 cluster": "run_cluster",
+    "run supervisor": "supervise_runs",
+    "embedded PostgreSQL": "postgres",
+}
 
 
 def free_port() -> int:
@@ -53,7 +64,14 @@ def database_url_of_tests() -> str:
 class Product:
     """One installation: its home, its database, its port; started and stopped as a whole."""
 
-    def __init__(self, tmp_path: Path, *, database_url: str | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        database_url: str | None = None,
+        embedded: bool = False,
+        **env: str,
+    ) -> None:
         self.tmp_path = tmp_path
         self.port = free_port()
         self.starts = 0
@@ -65,7 +83,7 @@ class Product:
         }
         self.env = {
             **inherited,
-            "DATABASE_URL": database_url or database_url_of_tests(),
+            **({} if embedded else {"DATABASE_URL": database_url or database_url_of_tests()}),
             # django-q2 signs queued tasks with the secret key: the test process enqueues too.
             "PAPERCLIP_SECRET_KEY": settings.SECRET_KEY,
             "PAPERCLIP_HOME": str(tmp_path / "home"),
@@ -79,22 +97,49 @@ class Product:
     def log(self) -> Path:
         return self.tmp_path / f"start-{self.starts}.log"
 
-    def start(self) -> None:
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *args: str) -> None:
         """Start and wait for "ready"; fail with the launcher's output if it does not come."""
         self.starts += 1
         with self.log.open("wb") as out:
             self.launcher = subprocess.Popen(
-                [sys.executable, "-m", "paperclip", "start", "--port", str(self.port)],
+                [sys.executable, "-m", "paperclip", "start", "--port", str(self.port), *args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_SECONDS
-        while READY not in self.log.read_text(errors="replace"):
+        while READY not in self.said():
             if self.launcher.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the product did not start:\n{self.log.read_text()[-3000:]}")
+                pytest.fail(f"the product did not start:\n{self.said()[-3000:]}")
             time.sleep(0.2)
+
+    def said(self) -> str:
+        """What the launcher (and its children) printed since the last start."""
+        return self.log.read_text(errors="replace")
+
+    def child(self, name: str) -> psutil.Process:
+        """The launcher's child of that name (see CHILD_COMMANDS)."""
+        assert self.launcher is not None
+        for proc in psutil.Process(self.launcher.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if CHILD_COMMANDS[name] in " ".join(proc.cmdline()[:3]):
+                    return proc
+        pytest.fail(f"the launcher has no {name}")
+
+    def health(self) -> int | None:
+        """The status of GET /api/health, None when nothing answers."""
+        try:
+            with urllib.request.urlopen(f"{self.origin}/api/health", timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
 
     def processes(self) -> list[psutil.Process]:
         """The launcher and every process under it (run shims and agents are never among them)."""
@@ -108,6 +153,12 @@ class Product:
         self.launcher.send_signal(signal.SIGINT)
         self.launcher.wait(timeout=90)
         return self.log.read_text(errors="replace")
+
+    def kill_launcher(self) -> None:
+        """kill -9 of the launcher alone."""
+        assert self.launcher is not None
+        self.launcher.kill()
+        self.launcher.wait(timeout=10)
 
     def kill_all(self) -> None:
         """kill -9 of every product process at once (launcher, web, cluster, supervisor)."""
@@ -132,6 +183,15 @@ class Product:
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
+    def wake(self, commands: list[str]) -> list[str]:
+        """Wake one new agent per command (`bash -c`), through `shell`; the runs' ids."""
+        return json_line(self.shell(_WAKE_IN_SHELL.format(commands=json.dumps(commands))))
+
+    def runs(self) -> list[dict]:
+        """Every run, oldest first, through `shell`: id, status, pid, shim, exit, stdout,
+        retries, error, owner."""
+        return json_line(self.shell(_RUNS_IN_SHELL))
+
     def close(self) -> None:
         """Stop whatever is still running, gracefully first."""
         if self.launcher is not None and self.launcher.poll() is None:
@@ -143,6 +203,35 @@ class Product:
                 for proc in procs:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         proc.kill()
+        if "DATABASE_URL" not in self.env:
+            # `shell` starts the embedded server when the launcher is gone.
+            from paperclip import embedded_db
+
+            embedded_db.stop(Path(self.env["PAPERCLIP_HOME"]))
+
+
+_WAKE_IN_SHELL = """
+import json
+from heartbeat.services import wake_agent
+from tests.factories import make_agent
+ids = []
+for n, command in enumerate(json.loads({commands!r})):
+    agent = make_agent(name=f"Agent {{n}}", adapter_type="process",
+                       adapter_config={{"command": "bash", "args": ["-c", command]}})
+    ids.append(str(wake_agent(agent_id=agent.id, reason="fault_test").run.id))
+print(json.dumps(ids))
+"""
+
+_RUNS_IN_SHELL = """
+import json
+from heartbeat.models import HeartbeatRun
+print(json.dumps([
+    {"id": str(r.id), "status": r.status, "pid": r.process_pid, "shim": r.shim_pid,
+     "exit": r.exit_code, "stdout": r.stdout_excerpt, "retries": r.retries.count(),
+     "error": r.error, "owner": r.owner_pid}
+    for r in HeartbeatRun.objects.order_by("created_at")
+]))
+"""
 
 
 class PrivatePostgres:
@@ -208,6 +297,16 @@ warnings.simplefilter("ignore")
 import pgserver
 print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_uri().split("host=", 1)[1])
 """
+
+
+def wait_for(condition: Callable[[], object], what: str, seconds: float) -> object:
+    """Poll until condition() is truthy; its value."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {seconds:g}s waiting until {what}")
+        time.sleep(0.2)
+    return result
 
 
 def terminate_runs(run_ids: list[str]) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from itertools import pairwise
 
-import psutil
 import pytest
 from django.utils import timezone
 
@@ -17,27 +16,12 @@ from heartbeat.models import HeartbeatRun, SweepRecord
 from heartbeat.run_log import run_log_path
 from heartbeat.services import cancel_run, wake_agent
 from tests.factories import make_agent
-from tests.faults.product import PrivatePostgres, Product, json_line, terminate_runs
+from tests.faults.product import PrivatePostgres, Product, terminate_runs, wait_for
+from tests.recovery.processes import is_running
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
 SLEEP_THEN_DONE = "sleep 25; echo done"
-
-
-def _wait_for(condition: Callable[[], object], what: str, seconds: float) -> object:
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {seconds:g}s waiting until {what}")
-        time.sleep(0.2)
-    return result
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
@@ -91,16 +75,16 @@ def _assert_no_work_lost(runs: list[HeartbeatRun]) -> None:
 def test_ctrl_c_and_start_again_costs_no_agent_work(product):
     product.start()
     runs = _wake(6, SLEEP_THEN_DONE)
-    running = _wait_for(lambda: _all_running(runs), "all six runs execute", 60)
+    running = wait_for(lambda: _all_running(runs), "all six runs execute", 60)
     agents = [run.process_pid for run in running]
 
     product.ctrl_c()
 
     assert product.launcher.returncode == 0
     # Nothing of the product is left, and every agent still works.
-    assert all(_alive(pid) for pid in agents)
+    assert all(is_running(pid) for pid in agents)
     product.start()
-    _wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
+    wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
     _assert_no_work_lost(runs)
 
 
@@ -108,7 +92,7 @@ def test_ctrl_c_and_start_again_costs_no_agent_work(product):
 def test_kill_9_of_every_product_process_and_start_again_costs_no_agent_work(product):
     product.start()
     runs = _wake(6, SLEEP_THEN_DONE)
-    running = _wait_for(lambda: _all_running(runs), "all six runs execute", 60)
+    running = wait_for(lambda: _all_running(runs), "all six runs execute", 60)
     agents = [run.process_pid for run in running]
     product_pids = {proc.pid for proc in product.processes()}
     shims = {run.shim_pid for run in running}
@@ -116,35 +100,12 @@ def test_kill_9_of_every_product_process_and_start_again_costs_no_agent_work(pro
     product.kill_all()
 
     # Launcher, web server, cluster and supervisor are gone; no agent or shim was among them.
-    assert not any(_alive(pid) for pid in product_pids)
+    assert not any(is_running(pid) for pid in product_pids)
     assert not (shims | set(agents)) & product_pids
-    assert all(_alive(pid) for pid in agents)
+    assert all(is_running(pid) for pid in agents)
     product.start()
-    _wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
+    wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
     _assert_no_work_lost(runs)
-
-
-WAKE_IN_SHELL = """
-import json
-from heartbeat.services import wake_agent
-from tests.factories import make_agent
-ids = []
-for n, command in enumerate(["sleep 12; echo done", "sleep 50; echo done", "sleep 50; echo done"]):
-    agent = make_agent(name=f"Agent {n}", adapter_type="process",
-                       adapter_config={"command": "bash", "args": ["-c", command]})
-    ids.append(str(wake_agent(agent_id=agent.id, reason="fault_test").run.id))
-print(json.dumps(ids))
-"""
-
-RUNS_IN_SHELL = """
-import json
-from heartbeat.models import HeartbeatRun
-print(json.dumps([
-    {"id": str(r.id), "status": r.status, "pid": r.process_pid, "exit": r.exit_code,
-     "stdout": r.stdout_excerpt, "retries": r.retries.count(), "error": r.error}
-    for r in HeartbeatRun.objects.order_by("created_at")
-]))
-"""
 
 
 @pytest.mark.timeout(600)
@@ -155,28 +116,25 @@ def test_database_killed_and_restarted_30s_later_kills_no_agent(tmp_path):
     run_ids: list[str] = []
     try:
         product.start()
-        run_ids = json_line(product.shell(WAKE_IN_SHELL))
-
-        def runs() -> list[dict]:
-            return json_line(product.shell(RUNS_IN_SHELL))
+        run_ids = product.wake(["sleep 12; echo done"] + ["sleep 50; echo done"] * 2)
 
         def when_all(predicate: Callable[[dict], bool]) -> Callable[[], list[dict] | None]:
             def check() -> list[dict] | None:
-                seen = runs()
+                seen = product.runs()
                 return seen if seen and all(predicate(run) for run in seen) else None
 
             return check
 
-        started = _wait_for(when_all(lambda run: run["pid"]), "the three runs execute", 90)
+        started = wait_for(when_all(lambda run: run["pid"]), "the three runs execute", 90)
         agents = [run["pid"] for run in started]
 
         database.kill()
         time.sleep(30)
         # The first agent ended during the outage; the others still work.
-        assert all(_alive(pid) for pid in agents[1:])
+        assert all(is_running(pid) for pid in agents[1:])
         database.start()
 
-        ended = _wait_for(
+        ended = wait_for(
             when_all(lambda run: run["status"] != "running"),
             "every run is finalized once the database is back",
             120,
@@ -199,7 +157,7 @@ def test_eight_long_runs_run_at_once_and_sweeps_never_wait_behind_them(product):
     product.start()
     woken = time.monotonic()
     runs = _wake(8, "sleep 420")
-    _wait_for(lambda: _all_running(runs), "all eight runs execute", 10)
+    wait_for(lambda: _all_running(runs), "all eight runs execute", 10)
     started_within = time.monotonic() - woken
     # Every run slot of the host is busy: a ninth run waits for one.
     ninth = _wake(1, "echo ninth")[0]

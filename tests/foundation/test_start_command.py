@@ -14,6 +14,9 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The interpreter the README's command runs on, outside the project's venv: the launcher claims
+# its PAPERCLIP_HOME and port there, then re-executes itself inside .venv, keeping both.
+SYSTEM_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
 
 
 def free_port() -> int:
@@ -40,7 +43,7 @@ def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     env.update(PAPERCLIP_HOME=str(tmp_path / "home"), PAPERCLIP_ADMIN_PASSWORD="pw-for-test")
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "paperclip", "start", "--port", str(port)],
+        [SYSTEM_PYTHON, "-m", "paperclip", "start", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -50,8 +53,9 @@ def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
     children: list[psutil.Process] = []
     try:
         assert wait_for(f"http://127.0.0.1:{port}/admin/login/", timeout=240) == 200
+        assert psutil.Process(launcher.pid).cmdline()[0] == str(ROOT / ".venv" / "bin" / "python")
         children = psutil.Process(launcher.pid).children(recursive=True)
-        assert any("qcluster" in " ".join(c.cmdline()) for c in children)
+        assert any("run_cluster" in " ".join(c.cmdline()) for c in children)
         launcher.send_signal(signal.SIGINT)
         output, _ = launcher.communicate(timeout=60)
     finally:
@@ -68,7 +72,24 @@ def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
     assert launcher.returncode == 0, output
-    assert "Board login" in output
+    assert "board login: user 'admin', password from PAPERCLIP_ADMIN_PASSWORD" in output
     assert "ready: http://127.0.0.1:" in output
     assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
     assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.timeout(60)
+def test_start_with_an_unknown_option_says_so_in_one_line_and_exits_2():
+    done = subprocess.run(
+        [SYSTEM_PYTHON, "-m", "paperclip", "start", "--bogus"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "paperclip: cannot use '--bogus' here; usage: python3 -m paperclip "
+        "{start [--port N] [--demo] [--stop-runs] | test [pytest args...]}"
+    ]

@@ -7,6 +7,7 @@ Supervisors run either in the test process (tests/supervision.py) or as real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from heartbeat import process_control
 from heartbeat.models import Agent, HeartbeatRun
 from heartbeat.run_log import run_exit_report_path
 from heartbeat.services import reap_orphaned_runs, run_execute, wake_agent
+from heartbeat.services.supervision import CANCELLED_AT_STOP
 from paperclip.models import ActivityLog
 from tests.cluster import product_env, running_supervisor, stop_gracefully
 from tests.factories import make_agent
@@ -261,4 +263,54 @@ def test_supervisor_stopped_cleanly_leaves_runs_running(launch, run_logs, tmp_pa
 
     assert supervisor_proc.returncode == 0
     assert is_running(run.process_pid) and is_running(run.shim_pid)
+    assert _status(run.id) == "running"
+
+
+def test_supervisor_asked_to_stop_runs_cancels_them_and_exits_once_they_ended(
+    launch, run_logs, tmp_path
+):
+    with running_supervisor(tmp_path) as supervisor_proc:
+        runs = [launch("sleep 300"), launch("sleep 300")]
+        wait_for(
+            lambda: all(_owner_pid(run.id) == supervisor_proc.pid for run in runs),
+            "the supervisor watches both",
+        )
+        supervisor_proc.send_signal(signal.SIGUSR1)
+        supervisor_proc.wait(timeout=60)
+
+    assert supervisor_proc.returncode == 0
+    for run in runs:
+        run.refresh_from_db()
+        assert (run.status, run.error, run.signal) == ("cancelled", CANCELLED_AT_STOP, "SIGTERM")
+        assert is_gone(run.process_pid) and is_gone(run.shim_pid)
+
+
+def test_supervisor_tells_its_launcher_it_is_up_and_how_many_runs_are_in_flight(
+    launch, run_logs, tmp_path
+):
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    heard = b""
+
+    def said(line: str) -> bool:
+        nonlocal heard
+        with contextlib.suppress(BlockingIOError):
+            heard += os.read(read_end, 4096)
+        return line in heard.decode().splitlines()
+
+    try:
+        with running_supervisor(
+            tmp_path, pass_fds=(write_end,), PAPERCLIP_LAUNCHER_FD=str(write_end)
+        ) as supervisor_proc:
+            os.close(write_end)
+            wait_for(lambda: said("ready"), "the supervisor says it is up")
+            run = launch("sleep 300")
+            wait_for(lambda: said("runs 1"), "the supervisor counts the run")
+            stop_gracefully(supervisor_proc)
+        while chunk := os.read(read_end, 4096):
+            heard += chunk
+    finally:
+        os.close(read_end)
+
+    assert heard.decode().splitlines() == ["runs 0", "ready", "runs 1", "runs 1"]
     assert _status(run.id) == "running"
