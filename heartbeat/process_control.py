@@ -354,6 +354,17 @@ def live_shim_markers() -> frozenset[str]:
     return frozenset(markers)
 
 
+def descendants_kill() -> int:
+    """SIGKILL every descendant of this process (a stuck django-q2 cluster's last act, see
+    heartbeat/cluster_watch.py); returns how many were signalled. Run shims are never among
+    them: they leave their launcher's tree when they start."""
+    killed = 0
+    for proc in psutil.Process().children(recursive=True):
+        if _send(proc, signal.SIGKILL):
+            killed += 1
+    return killed
+
+
 def open_files_limit_raise() -> int:
     """Raise this process's open-file limit to its hard limit (a supervisor holds one pidfd
     per run); returns the limit in force."""

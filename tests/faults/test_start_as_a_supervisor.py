@@ -176,6 +176,47 @@ def test_kill_9_of_a_child_is_undone_within_10s_and_runs_in_flight_are_unharmed(
     assert _no_work_lost(ended), ended
 
 
+@pytest.mark.timeout(400)
+def test_cluster_stuck_after_its_idle_workers_were_killed_is_restarted_and_launches_again(
+    tmp_path,
+):
+    # Short waits, so that the stuck cluster is found and its lost launch handed out again soon.
+    product = Product(
+        tmp_path,
+        embedded=True,
+        PAPERCLIP_CLUSTER_STUCK_AFTER_SEC="15",
+        PAPERCLIP_DISPATCH_LEASE_SEC="10",
+        PAPERCLIP_RESUME_QUEUED_AFTER_SEC="5",
+    )
+    run_ids: list[str] = []
+    try:
+        product.start()
+        cluster = product.child("django-q2 cluster")
+        sentinel = cluster.children()[0]
+        # Idle, one of the workers waits for a task holding the task queue's read lock: killed
+        # with it, the lock stays taken, and the workers django-q2 starts instead wait forever.
+        for proc in sentinel.children():
+            proc.kill()
+        run_ids = product.wake(["echo done"])
+
+        wait_for(
+            lambda: (
+                "django-q2 cluster stuck" in product.said()
+                and "django-q2 cluster is back" in product.said()
+            ),
+            "the stuck cluster is killed and started again",
+            180,
+        )
+        ended = wait_for(lambda: _ended(product, run_ids), "the run is launched and ends", 120)
+        said = product.said()
+    finally:
+        product.close()
+        terminate_runs(run_ids)
+
+    assert [(run["status"], run["stdout"]) for run in ended] == [("succeeded", "done\n")]
+    assert f"django-q2 cluster (pid {cluster.pid}) exited with status 1" in said
+
+
 @pytest.mark.timeout(600)
 def test_kill_9_of_the_launcher_leaves_only_runs_and_the_next_start_adopts_them(
     embedded_product,
