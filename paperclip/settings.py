@@ -181,7 +181,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["paperclip.permissions.IsActor"],
     "DEFAULT_PARSER_CLASSES": ["paperclip.rest.StrictJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["paperclip.rest.FastJSONRenderer"],
     "EXCEPTION_HANDLER": "paperclip.api.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
