@@ -14,6 +14,8 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from django.apps import apps
+from django.conf import settings
+from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -184,40 +186,43 @@ class BearerAuthentication(authentication.BaseAuthentication):
         credential = run_credential_parse(secret)
         if credential is None:
             _refuse_guess(subject, "Invalid run credential")
-        agent = next(iter(_agent_by_active_run(credential, subject)), None)
-        if agent is None:
+        found = _agent_by_active_run(credential, subject)
+        if found is None:
             _refuse_known(subject, "Run credential expired: its run is not active")
-        _refuse_if_locked(agent.locked_for)
-        return _agent_actor(request, agent, "run_credential", run_id=agent.active_run_id)
+        agent_id, agent_version, run_id, locked_for = found
+        _refuse_if_locked(locked_for)
+        agent = _agent_rows.get(agent_id, agent_version)
+        if agent is None:
+            _refuse_known(subject, "Run credential expired: its agent is gone")
+        return _agent_actor(request, agent, "run_credential", run_id=run_id)
 
     def _agent_key(self, request, subject: str, secret: str):
         digest = secret_hash(secret)
-        agent = next(iter(_agent_by_key_hash(digest, subject)), None)
-        if agent is None:
+        found = _agent_by_key_hash(digest, subject)
+        if found is None:
             if apps.get_model("heartbeat", "AgentApiKey").objects.filter(key_hash=digest).exists():
                 _refuse_known(subject, "API key revoked")
             _refuse_guess(subject, "Invalid API key")
-        _refuse_if_locked(agent.locked_for)
-        _touch_last_used(
-            apps.get_model("heartbeat", "AgentApiKey"), agent.api_key_id, agent.api_key_last_used
-        )
-        return _agent_actor(request, agent, "agent_key", key_id=agent.api_key_id)
+        key_id, key_last_used_at, agent_id, agent_version, locked_for = found
+        _refuse_if_locked(locked_for)
+        agent = _agent_rows.get(agent_id, agent_version)
+        if agent is None:
+            _refuse_known(subject, "API key revoked: its agent is gone")
+        _touch_last_used(apps.get_model("heartbeat", "AgentApiKey"), key_id, key_last_used_at)
+        return _agent_actor(request, agent, "agent_key", key_id=key_id)
 
     def _board_token(self, request, subject: str, secret: str):
-        token = (
-            BoardApiToken.objects.select_related("user")
-            .filter(token_hash=secret_hash(secret))
-            .annotate(locked_for=RawSQL(LOCKED_FOR_SQL, locked_for_params(subject)))
-            .first()
-        )
-        if token is None:
+        found = _board_token_by_hash(secret_hash(secret), subject)
+        if found is None:
             _refuse_guess(subject, "Invalid board token")
-        expired = token.expires_at is not None and token.expires_at <= timezone.now()
-        if token.revoked_at is not None or expired or not token.user.is_active:
+        token_id, revoked_at, expires_at, last_used_at, user_id, user_version, locked_for = found
+        expired = expires_at is not None and expires_at <= timezone.now()
+        user = _user_rows.get(user_id, user_version) if revoked_at is None and not expired else None
+        if user is None or not user.is_active:
             _refuse_known(subject, "Invalid board token")
-        _refuse_if_locked(token.locked_for)
-        _touch_last_used(BoardApiToken, token.pk, token.last_used_at)
-        return _board_actor(request, token.user, "board_token", key_id=token.pk)
+        _refuse_if_locked(locked_for)
+        _touch_last_used(BoardApiToken, token_id, last_used_at)
+        return _board_actor(request, user, "board_token", key_id=token_id)
 
 
 def _refuse_if_locked(locked_for_sec: int | None) -> None:
@@ -244,27 +249,75 @@ def _touch_last_used(model, pk, last_used_at) -> None:
         model.objects.filter(pk=pk).update(last_used_at=now)
 
 
+class RowCache:
+    """Model rows by primary key and row version, so that a credential's lookup, one fixed
+    statement per request, can return the version of its agent (or user) instead of the row.
+
+    The version is PostgreSQL's `xmin`: every committed change of a row writes a new row
+    version with the id of the transaction that wrote it (row locks do not), so a cached
+    instance is used only while it is the row as the database holds it now, whatever process
+    or host changed it. The credential's own validity (a revoked key, an ended run, a revoked
+    or expired token) and the agent's status are in the same statement and never cached.
+    Instances are shared by the requests of a process: read them, never change them.
+    """
+
+    def __init__(self, model_label: str, max_rows: int = 4096) -> None:
+        self._model_label = model_label
+        self._max_rows = max_rows
+        self._rows: dict[Any, tuple[str, Any]] = {}
+
+    def get(self, pk: Any, version: str) -> Any:
+        cached = self._rows.get(pk)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        row = (
+            apps.get_model(self._model_label)
+            .objects.annotate(row_version=RawSQL("xmin::text", ()))
+            .filter(pk=pk)
+            .first()
+        )
+        if row is None:
+            # Deleted since the credential's statement: the caller refuses it.
+            return None
+        if len(self._rows) >= self._max_rows:
+            self._rows.clear()
+        self._rows[pk] = (row.row_version, row)
+        return row
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+_agent_rows = RowCache("heartbeat.Agent")
+_user_rows = RowCache(settings.AUTH_USER_MODEL)
+
+
+def _fetch_one(sql: str, params: list) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 @functools.cache
 def _agent_by_key_sql() -> str:
     agent_table = apps.get_model("heartbeat", "Agent")._meta.db_table
     key_table = apps.get_model("heartbeat", "AgentApiKey")._meta.db_table
     return (
-        f"SELECT agent.*, key.id AS api_key_id, key.last_used_at AS api_key_last_used, "
-        f"{LOCKED_FOR_SQL} AS locked_for "
+        f"SELECT key.id, key.last_used_at, agent.id, agent.xmin::text, {LOCKED_FOR_SQL} "
         f'FROM "{key_table}" AS key JOIN "{agent_table}" AS agent ON agent.id = key.agent_id '
         f"WHERE key.key_hash = %s AND key.revoked_at IS NULL"
     )
 
 
-def _agent_by_key_hash(digest: str, subject: str):
-    """The agent holding an unrevoked key with this hash, with the key's id and last use, and
-    how long the client stays locked.
+def _agent_by_key_hash(digest: str, subject: str) -> tuple | None:
+    """(key id, key's last use, agent id, agent's row version, seconds the client stays
+    locked) of the unrevoked key with this hash, or None.
 
-    Agent keys authenticate every request of the heartbeat protocol; a fixed SQL string skips
-    the ORM's per-request query compilation, which cost more than the query itself.
+    Agent keys authenticate every request of the heartbeat protocol: fixed SQL through a plain
+    cursor, since compiling ORM queries and building the agent from its row cost more than the
+    query itself.
     """
-    params = [*locked_for_params(subject), digest]
-    return apps.get_model("heartbeat", "Agent").objects.raw(_agent_by_key_sql(), params)
+    return _fetch_one(_agent_by_key_sql(), [*locked_for_params(subject), digest])
 
 
 @functools.cache
@@ -272,21 +325,37 @@ def _agent_by_active_run_sql() -> str:
     agent_table = apps.get_model("heartbeat", "Agent")._meta.db_table
     run_table = apps.get_model("heartbeat", "HeartbeatRun")._meta.db_table
     return (
-        f"SELECT agent.*, run.id AS active_run_id, {LOCKED_FOR_SQL} AS locked_for "
+        f"SELECT agent.id, agent.xmin::text, run.id, {LOCKED_FOR_SQL} "
         f'FROM "{run_table}" AS run JOIN "{agent_table}" AS agent ON agent.id = run.agent_id '
         f"WHERE run.id = %s AND run.agent_id = %s AND run.company_id = %s "
         f"AND run.status IN ({', '.join(['%s'] * len(ACTIVE_RUN_STATUSES))})"
     )
 
 
-def _agent_by_active_run(credential: RunCredential, subject: str):
-    """The agent of the credential's run while that run is active (the run credential is the
-    agents' everyday key: fixed SQL, as for agent keys)."""
+def _agent_by_active_run(credential: RunCredential, subject: str) -> tuple | None:
+    """(agent id, agent's row version, run id, seconds the client stays locked) while the
+    credential's run is active, or None (the agents' everyday key: fixed SQL, as for keys)."""
     ids = [uuid.UUID(credential.run_id), uuid.UUID(credential.agent_id)]
     params = [*locked_for_params(subject), *ids, uuid.UUID(credential.company_id)]
-    return apps.get_model("heartbeat", "Agent").objects.raw(
-        _agent_by_active_run_sql(), [*params, *ACTIVE_RUN_STATUSES]
+    return _fetch_one(_agent_by_active_run_sql(), [*params, *ACTIVE_RUN_STATUSES])
+
+
+@functools.cache
+def _board_token_by_hash_sql() -> str:
+    user_table = apps.get_model(settings.AUTH_USER_MODEL)._meta.db_table
+    return (
+        f"SELECT token.id, token.revoked_at, token.expires_at, token.last_used_at, "
+        f"person.id, person.xmin::text, {LOCKED_FOR_SQL} "
+        f'FROM "{BoardApiToken._meta.db_table}" AS token '
+        f'JOIN "{user_table}" AS person ON person.id = token.user_id '
+        f"WHERE token.token_hash = %s"
     )
+
+
+def _board_token_by_hash(digest: str, subject: str) -> tuple | None:
+    """(token id, revoked at, expires at, last use, user id, user's row version, seconds the
+    client stays locked) of the board token with this hash, or None."""
+    return _fetch_one(_board_token_by_hash_sql(), [*locked_for_params(subject), digest])
 
 
 class BoardSessionAuthentication(authentication.SessionAuthentication):
