@@ -33,6 +33,19 @@ def company_scope(actor: Actor, field: str = "company_id") -> Q:
     return Q(**{f"{field}__in": member_of})
 
 
+def company_scope_sql(actor: Actor, column: str = "company_id") -> tuple[str, list]:
+    """company_scope as an SQL condition (`TRUE` for an instance admin) and its parameters."""
+    if actor.is_agent:
+        return f"{column} = %s", [actor.company_id]
+    if actor.is_instance_admin:
+        return "TRUE", []
+    memberships = CompanyMembership._meta.db_table
+    return (
+        f'{column} IN (SELECT company_id FROM "{memberships}" WHERE user_id = %s)',
+        [actor.user.pk],
+    )
+
+
 def scoped(queryset: QuerySet, actor: Actor, field: str = "company_id") -> QuerySet:
     return queryset.filter(company_scope(actor, field))
 
