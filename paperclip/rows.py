@@ -1,13 +1,14 @@
-"""Model rows through fixed SQL, for the API's hottest reads.
+"""Model rows through fixed SQL, for the API's hottest reads and writes.
 
-Building and compiling a queryset cost the small reads of the heartbeat protocol more CPU than
-PostgreSQL spent running them. `ModelRows` writes a model's SELECT once and turns rows into
-instances as the ORM does (the same columns, the same conversions: a JSON column is decoded by
-its field), so a route states only its WHERE clause.
+Building and compiling a queryset cost the small requests of the heartbeat protocol more CPU
+than PostgreSQL spent running them. `ModelRows` writes a model's SELECT and INSERT once and
+converts values as the ORM does (the same columns; a JSON column decoded and encoded by its
+field; auto_now and defaults applied by the fields), so a caller states only its WHERE clause.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -21,25 +22,65 @@ class ModelRows:
         self._attnames = [field.attname for field in fields]
         columns = ", ".join(f'"{field.column}"' for field in fields)
         self.select_sql = f'SELECT {columns} FROM "{model._meta.db_table}"'
+        self.insert_sql = (
+            f'INSERT INTO "{model._meta.db_table}" ({columns}) '
+            f"VALUES ({', '.join(['%s'] * len(fields))})"
+        )
+        self._fields = fields
         self._converters = [
             (index, field.from_db_value)
             for index, field in enumerate(fields)
             if hasattr(field, "from_db_value")
         ]
 
-    def fetch(self, where: str, params: list[Any], *, order_by: str = "", limit: int) -> list:
+    def fetch(
+        self,
+        where: str,
+        params: list[Any],
+        *,
+        order_by: str = "",
+        limit: int,
+        for_update: bool = False,
+    ) -> list:
         """Instances of the rows matching `where` (SQL with %s placeholders)."""
         sql = f"{self.select_sql} WHERE {where}"
         if order_by:
             sql += f" ORDER BY {order_by}"
+        sql += f" LIMIT {int(limit)}"
+        if for_update:
+            sql += " FOR UPDATE"
         with connection.cursor() as cursor:
-            cursor.execute(f"{sql} LIMIT {int(limit)}", params)
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
         return [self._instance(row) for row in rows]
 
-    def first(self, where: str, params: list[Any]) -> Any:
-        rows = self.fetch(where, params, limit=1)
+    def first(self, where: str, params: list[Any], *, for_update: bool = False) -> Any:
+        rows = self.fetch(where, params, limit=1, for_update=for_update)
         return rows[0] if rows else None
+
+    def insert(
+        self,
+        instance: Model,
+        *,
+        with_clause: str = "",
+        with_params: Callable[[Model], list] | None = None,
+    ) -> Model:
+        """INSERT the instance as `save()` would (no signals: callers of this send none).
+
+        with_clause is a WITH prefix written in the same statement (another row's change that
+        must commit with this one); with_params gives its parameters from the instance as it
+        is inserted (after auto_now fields took their values).
+        """
+        values = [
+            field.get_db_prep_save(field.pre_save(instance, True), connection)
+            for field in self._fields
+        ]
+        params = [*(with_params(instance) if with_params else ()), *values]
+        with connection.cursor() as cursor:
+            cursor.execute(f"{with_clause} {self.insert_sql}".lstrip(), params)
+        instance._state.adding = False
+        instance._state.db = connection.alias
+        return instance
 
     def _instance(self, row: tuple) -> Model:
         if self._converters:

@@ -25,6 +25,7 @@ from paperclip.models import (
     spend_month_of,
     spend_under_budget,
 )
+from paperclip.rows import ModelRows
 from paperclip.signals import company_resumed
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
@@ -67,17 +68,23 @@ def activity_log_record(
     run_id: uuid.UUID | str | None = None,
     details: dict | None = None,
 ) -> ActivityLog:
-    return ActivityLog.objects.create(
-        company_id=company_id,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action=action,
-        entity_type=entity_type,
-        entity_id=str(entity_id),
-        agent_id=agent_id,
-        run_id=run_id,
-        details=_redact(details) if details is not None else None,
+    # Every write of the API records one: fixed SQL (see paperclip.rows).
+    return _ACTIVITY_ROWS.insert(
+        ActivityLog(
+            company_id=company_id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            action=action,
+            entity_type=entity_type,
+            entity_id=str(entity_id),
+            agent_id=agent_id,
+            run_id=run_id,
+            details=_redact(details) if details is not None else None,
+        )
     )
+
+
+_ACTIVITY_ROWS = ModelRows(ActivityLog)
 
 
 def company_create(
