@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -148,20 +148,26 @@ def report_run_activity(run_id: uuid.UUID | str) -> HeartbeatRun | None:
     """A running run's agent called in: note the activity and clear a detached warning.
 
     Returns the run when a `process_detached` warning was cleared, else None (reference 4.1).
+    Every write an agent makes for its run lands here, so the usual case (a run nobody
+    detached) is one statement; only clearing a warning takes a transaction with its event.
     """
-    run = _run_or_none(run_id)
-    if run is None:
+    try:
+        run_uuid = uuid.UUID(str(run_id))
+    except ValueError:
         return None
     now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_NOTE_ACTIVITY_SQL, [now, run_uuid])
+        row = cursor.fetchone()
+    if row is None or not row[0]:
+        return None
     with transaction.atomic():
-        HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
-            last_activity_at=now
-        )
         cleared = HeartbeatRun.objects.filter(
-            pk=run.id, status=RunStatus.RUNNING, error_code=RunErrorCode.PROCESS_DETACHED
+            pk=run_uuid, status=RunStatus.RUNNING, error_code=RunErrorCode.PROCESS_DETACHED
         ).update(error=None, error_code=None, detached_at=None, updated_at=now)
         if not cleared:
             return None
+        run = HeartbeatRun.objects.get(pk=run_uuid)
         run_event_append(
             run_id=run.id,
             company_id=run.company_id,
@@ -171,6 +177,13 @@ def report_run_activity(run_id: uuid.UUID | str) -> HeartbeatRun | None:
         )
     run.refresh_from_db()
     return run
+
+
+_NOTE_ACTIVITY_SQL = (
+    f"UPDATE {HeartbeatRun._meta.db_table} SET last_activity_at = %s "
+    f"WHERE id = %s AND status = '{RunStatus.RUNNING}' "
+    f"RETURNING error_code IS NOT DISTINCT FROM '{RunErrorCode.PROCESS_DETACHED}'"
+)
 
 
 def get_run(
