@@ -173,7 +173,7 @@ def cpu_per_request(app: WSGIHandler, route: Route, requests: int) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
-def statements_per_request(app: WSGIHandler, route: Route) -> int:
+def statements_of_request(app: WSGIHandler, route: Route) -> list[str]:
     # Django clears the query log when a request starts; keep it for this one request.
     request_started.disconnect(reset_queries)
     try:
@@ -181,7 +181,7 @@ def statements_per_request(app: WSGIHandler, route: Route) -> int:
             _call(app, route)
     finally:
         request_started.connect(reset_queries)
-    return len(queries.captured_queries)
+    return [query["sql"] for query in queries.captured_queries]
 
 
 def profile(app: WSGIHandler, route: Route, requests: int) -> None:
@@ -200,6 +200,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per repeat")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", help="profile the route whose name contains this")
+    parser.add_argument("--only", help="measure only the routes whose names contain this")
+    parser.add_argument("--sql", action="store_true", help="print each route's statements")
     args = parser.parse_args()
     if not 1 <= args.requests <= 100_000 or not 1 <= args.repeat <= 20:
         parser.error("--requests must be 1..100000 and --repeat 1..20")
@@ -213,13 +215,15 @@ def main() -> None:
             profile(app, route, args.requests)
             return
         print(f"{args.requests} requests x {args.repeat} per route")
-        for route in routes:
+        for route in [r for r in routes if not args.only or args.only in r.name]:
             cpu_per_request(app, route, WARM_UP_REQUESTS)
-            statements = statements_per_request(app, route)
+            statements = statements_of_request(app, route)
+            if args.sql:
+                print("\n".join(f"    {sql[:160]}" for sql in statements))
             samples = [cpu_per_request(app, route, args.requests) for _ in range(args.repeat)]
             print(
                 f"{route.name:36} {statistics.median(samples):6.0f} us CPU/request "
-                f"(min {min(samples):.0f}, max {max(samples):.0f}), {statements} statements, "
+                f"(min {min(samples):.0f}, max {max(samples):.0f}), {len(statements)} statements, "
                 f"load {os.getloadavg()[0]:.1f}"
             )
     finally:
