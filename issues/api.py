@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 
+from django.db import connection
 from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -75,6 +77,7 @@ def issue_lookup(issue_ref: str) -> dict:
 
 
 _ISSUE_ROWS = ModelRows(Issue)
+_COMMENT_ROWS = ModelRows(IssueComment)
 
 
 def issue_for_request(request, issue_ref: str) -> Issue:
@@ -276,18 +279,20 @@ class IssueCommentsView(ApiView):
         issue = issue_for_request(request, issue_ref)
         params = query_params(issue_serializers.CommentListQuerySerializer, request)
         descending = params["order"] == "desc"
-        comments = IssueComment.objects.filter(issue=issue)
+        where, where_params = "issue_id = %s", [issue.id]
         if "after" in params:
-            anchor = comments.filter(id=params["after"]).values("created_at", "id").first()
+            anchor = _COMMENT_ROWS.first("id = %s AND issue_id = %s", [params["after"], issue.id])
             if anchor is None:
                 raise exceptions.ValidationError({"after": ["No such comment on this issue."]})
-            beyond = "lt" if descending else "gt"
-            comments = comments.filter(
-                Q(**{f"created_at__{beyond}": anchor["created_at"]})
-                | Q(created_at=anchor["created_at"], **{f"id__{beyond}": anchor["id"]})
-            )
-        ordering = ["-created_at", "-id"] if descending else ["created_at", "id"]
-        comments = comments.order_by(*ordering)[: params["limit"]]
+            where += f" AND (created_at, id) {'<' if descending else '>'} (%s, %s)"
+            where_params += [anchor.created_at, anchor.id]
+        direction = "DESC" if descending else "ASC"
+        comments = _COMMENT_ROWS.fetch(
+            where,
+            where_params,
+            order_by=f"created_at {direction}, id {direction}",
+            limit=params["limit"],
+        )
         return Response(issue_serializers.CommentSerializer(comments, many=True).data)
 
     @documented(
@@ -370,27 +375,54 @@ class IssueHeartbeatContextView(ApiView):
         issue = issue_for_request(request, issue_ref)
         params = query_params(issue_serializers.HeartbeatContextQuerySerializer, request)
         ancestors = []
-        parent_id = issue.parent_id
-        while parent_id is not None and len(ancestors) < HEARTBEAT_CONTEXT_ANCESTORS:
-            parent = Issue.objects.filter(id=parent_id, company_id=issue.company_id).first()
-            if parent is None:
-                break
-            ancestors.append(parent)
-            parent_id = parent.parent_id
-        comments = IssueComment.objects.filter(issue=issue)
-        latest = comments.order_by("-created_at", "-id").values("id", "created_at").first()
+        if issue.parent_id is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(_ancestors_sql(), [issue.parent_id, issue.company_id])
+                ancestors = _ISSUE_ROWS.instances(cursor.fetchall())
+        with connection.cursor() as cursor:
+            cursor.execute(_comment_cursor_sql(), [issue.id, issue.id])
+            total, latest_id, latest_at = cursor.fetchone()
         wake_comment = None
         if "wakeCommentId" in params:
-            wake_comment = comments.filter(id=params["wakeCommentId"]).first()
+            wake_comment = _COMMENT_ROWS.first(
+                "id = %s AND issue_id = %s", [params["wakeCommentId"], issue.id]
+            )
         body = {
             "issue": issue,
             "description": issue.description,
             "ancestors": ancestors,
             "commentCursor": {
-                "totalComments": comments.count(),
-                "latestCommentId": latest["id"] if latest else None,
-                "latestCommentAt": latest["created_at"] if latest else None,
+                "totalComments": total,
+                "latestCommentId": latest_id,
+                "latestCommentAt": latest_at,
             },
             "wakeComment": wake_comment,
         }
         return Response(issue_serializers.HeartbeatContextSerializer(body).data)
+
+
+@functools.cache
+def _ancestors_sql() -> str:
+    """The issue's parent and its ancestors, nearest first, at most HEARTBEAT_CONTEXT_ANCESTORS
+    (the depth bound also ends a cycle), all in the issue's company."""
+    table = Issue._meta.db_table
+    return (
+        f'WITH RECURSIVE chain AS (SELECT issue.*, 1 AS depth FROM "{table}" AS issue '
+        f"WHERE issue.id = %s AND issue.company_id = %s "
+        f'UNION ALL SELECT parent.*, chain.depth + 1 FROM "{table}" AS parent '
+        f"JOIN chain ON parent.id = chain.parent_id AND parent.company_id = chain.company_id "
+        f"WHERE chain.depth < {HEARTBEAT_CONTEXT_ANCESTORS}) "
+        f"SELECT {_ISSUE_ROWS.columns} FROM chain ORDER BY depth"
+    )
+
+
+@functools.cache
+def _comment_cursor_sql() -> str:
+    """The issue's comment count and its latest comment's id and time, in one statement."""
+    table = IssueComment._meta.db_table
+    return (
+        f'SELECT (SELECT count(*) FROM "{table}" WHERE issue_id = %s), latest.id, '
+        f"latest.created_at FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT id, created_at "
+        f'FROM "{table}" WHERE issue_id = %s ORDER BY created_at DESC, id DESC LIMIT 1) '
+        f"AS latest ON TRUE"
+    )

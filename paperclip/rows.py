@@ -20,7 +20,7 @@ class ModelRows:
         self.model = model
         fields = model._meta.concrete_fields
         self._attnames = [field.attname for field in fields]
-        columns = ", ".join(f'"{field.column}"' for field in fields)
+        self.columns = columns = ", ".join(f'"{field.column}"' for field in fields)
         self.select_sql = f'SELECT {columns} FROM "{model._meta.db_table}"'
         self.insert_sql = (
             f'INSERT INTO "{model._meta.db_table}" ({columns}) '
@@ -52,7 +52,7 @@ class ModelRows:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        return [self._instance(row) for row in rows]
+        return self.instances(rows)
 
     def first(self, where: str, params: list[Any], *, for_update: bool = False) -> Any:
         rows = self.fetch(where, params, limit=1, for_update=for_update)
@@ -81,6 +81,10 @@ class ModelRows:
         instance._state.adding = False
         instance._state.db = connection.alias
         return instance
+
+    def instances(self, rows: list[tuple]) -> list:
+        """Instances of rows whose columns are `columns`, in that order."""
+        return [self._instance(row) for row in rows]
 
     def _instance(self, row: tuple) -> Model:
         if self._converters:

@@ -464,6 +464,27 @@ def test_heartbeat_context_gives_issue_ancestors_and_comment_cursor(side_a):
     assert body["wakeComment"]["body"] == "go"
 
 
+def test_heartbeat_context_lists_five_ancestors_nearest_first(side_a):
+    chain = [make_issue(side_a.company, title="Root")]
+    for depth in range(6):
+        chain.append(make_issue(side_a.company, title=f"Level {depth}", parent_id=chain[-1].id))
+    issue = make_issue(side_a.company, title="Task", parent_id=chain[-1].id)
+    body = side_a.agent_client.get(f"/api/issues/{issue.id}/heartbeat-context").json()
+    assert [a["id"] for a in body["ancestors"]] == [str(i.id) for i in reversed(chain[-5:])]
+
+
+def test_heartbeat_context_of_an_issue_without_comments_has_an_empty_cursor(side_a):
+    issue = make_issue(side_a.company)
+    body = side_a.agent_client.get(f"/api/issues/{issue.id}/heartbeat-context").json()
+    assert body["ancestors"] == []
+    assert body["commentCursor"] == {
+        "totalComments": 0,
+        "latestCommentId": None,
+        "latestCommentAt": None,
+    }
+    assert body["wakeComment"] is None
+
+
 # Issue activity, the OpenAPI document
 
 
@@ -493,6 +514,22 @@ def test_comments_after_comment_id_is_the_same_cursor_as_after(side_a):
     ids = [side_a.board.post(url, {"body": n}, format="json").json()["id"] for n in "abc"]
     rows = side_a.board.get(url, {"afterCommentId": ids[0]}).json()
     assert [row["id"] for row in rows] == ids[1:]
+
+
+def test_comments_after_a_comment_in_descending_order_are_the_older_ones(side_a):
+    issue = make_issue(side_a.company)
+    url = f"/api/issues/{issue.id}/comments"
+    ids = [side_a.board.post(url, {"body": n}, format="json").json()["id"] for n in "abcd"]
+    rows = side_a.board.get(url, {"after": ids[2], "order": "desc", "limit": 1}).json()
+    assert [row["id"] for row in rows] == [ids[1]]
+
+
+def test_comments_after_a_comment_of_another_issue_answers_400(side_a):
+    issue, other = make_issue(side_a.company), make_issue(side_a.company)
+    other_url = f"/api/issues/{other.id}/comments"
+    foreign = side_a.board.post(other_url, {"body": "x"}, format="json").json()["id"]
+    response = side_a.board.get(f"/api/issues/{issue.id}/comments", {"after": foreign})
+    assert response.status_code == 400
 
 
 def test_author_deletes_a_comment_and_a_tombstone_stays(side_a):

@@ -37,7 +37,7 @@ def queries_for(client, url: str, django_assert_num_queries, expected: int) -> N
         ("agent_client", "/api/agents/me", 1),
         ("agent_client", "/api/agents/me/inbox-lite", 2),
         ("agent_client", "/api/issues/{issue}", 2),
-        ("agent_client", "/api/issues/{issue}/heartbeat-context", 4),
+        ("agent_client", "/api/issues/{issue}/heartbeat-context", 3),
         ("agent_client", "/api/issues/{issue}/comments", 3),
         ("board", "/api/companies", 2),
         ("board", "/api/companies/{company}/issues", 3),
