@@ -39,7 +39,7 @@ from paperclip.api import (
     register_domain_errors,
 )
 from paperclip.models import ActivityLog, Company
-from paperclip.permissions import company_scope_sql, request_actor
+from paperclip.permissions import request_actor
 from paperclip.rows import ModelRows
 from paperclip.serializers import ActivitySerializer
 
@@ -81,14 +81,7 @@ _COMMENT_ROWS = ModelRows(IssueComment)
 
 
 def issue_for_request(request, issue_ref: str) -> Issue:
-    """The issue if the caller may see it; 404 alike for missing and foreign. Every issue
-    route starts here, so it is fixed SQL (see paperclip.rows)."""
-    ((column, value),) = issue_lookup(issue_ref).items()
-    scope, scope_params = company_scope_sql(request_actor(request))
-    issue = _ISSUE_ROWS.first(f"{column} = %s AND {scope}", [value, *scope_params])
-    if issue is None:
-        raise exceptions.NotFound("Issue not found")
-    return issue
+    return get_scoped_or_404(Issue.objects.all(), request, **issue_lookup(issue_ref))
 
 
 def actor_fields(request) -> dict:

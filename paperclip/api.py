@@ -8,13 +8,14 @@ HTTP and the mapping lives in one table per app.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -29,8 +30,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from paperclip import serializers as core_serializers
 from paperclip.authentication import Actor
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership
-from paperclip.permissions import IsActor, IsBoard, request_actor, scoped
+from paperclip.permissions import IsActor, IsBoard, company_scope_sql, request_actor, scoped
 from paperclip.rest import ArrayCursorPagination
+from paperclip.rows import ModelRows
 from paperclip.services import (
     BOARD_API_KEY_DEFAULT_TTL,
     CompanyBudgetSpent,
@@ -177,14 +179,33 @@ def query_params(serializer_class: type[serializers.Serializer], request) -> dic
 
 
 def get_scoped_or_404(queryset, request, **lookup):
-    """The row if it exists in a company the caller may see; 404 alike for missing and foreign."""
-    scope_field = "id" if queryset.model is Company else "company_id"
-    # A lookup by a unique key needs no ORDER BY (first() would add the model's default one).
-    rows = scoped(queryset, request_actor(request), field=scope_field).filter(**lookup)
-    row = next(iter(rows.order_by()[:1]), None)
+    """The row if it exists in a company the caller may see; 404 alike for missing and foreign.
+
+    Every route of an object starts here: for a model's whole table (`Model.objects.all()`) it
+    is one fixed statement (paperclip.rows); a filtered queryset goes through the ORM.
+    """
+    model = queryset.model
+    scope_field = "id" if model is Company else "company_id"
+    if queryset.query.where:
+        # A lookup by a unique key needs no ORDER BY (first() would add the model's default one).
+        rows = scoped(queryset, request_actor(request), field=scope_field).filter(**lookup)
+        row = next(iter(rows.order_by()[:1]), None)
+    else:
+        scope, params = company_scope_sql(request_actor(request), scope_field)
+        conditions = [scope]
+        for name, value in lookup.items():
+            field = model._meta.get_field(name)
+            conditions.append(f'"{field.column}" = %s')
+            params.append(field.get_db_prep_value(value, connection))
+        row = _model_rows(model).first(" AND ".join(conditions), params)
     if row is None:
-        raise exceptions.NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found")
+        raise exceptions.NotFound(f"{model._meta.verbose_name.capitalize()} not found")
     return row
+
+
+@functools.cache
+def _model_rows(model) -> ModelRows:
+    return ModelRows(model)
 
 
 def documented(*, responses: dict, errors: tuple[int, ...] = (), **kwargs) -> Callable:
