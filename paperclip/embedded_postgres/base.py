@@ -8,9 +8,9 @@ rather than a guess (pgserver moves it elsewhere when the checkout path is too l
 from pathlib import Path
 
 from django.conf import settings
-from django.db.backends.postgresql import base as postgresql
 
 from paperclip import embedded_db
+from paperclip.postgres import base as postgresql
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
