@@ -7,12 +7,15 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from rest_framework.test import APIClient
 
 from heartbeat.models import Agent
 from heartbeat.services import agent_key_create
 from paperclip.credentials import secret_generate
 from paperclip.models import BoardApiToken, Company, CompanyMembership
+from paperclip.wsgi import get_wsgi_application
 from tests.factories import make_agent, make_company
 
 
@@ -76,3 +79,14 @@ def admin_client(db) -> APIClient:
 @pytest.fixture
 def anonymous() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def wsgi_app():
+    """The production WSGI application on the test's connection: like Django's test client, it
+    must not close the connection at request end (that would end the test's transaction)."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield get_wsgi_application()
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)

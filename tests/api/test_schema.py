@@ -9,9 +9,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from django.core.management import call_command
-from django.core.signals import request_finished, request_started
-from django.core.wsgi import get_wsgi_application
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -49,17 +47,6 @@ def test_schema_generation_is_valid_without_warnings(tmp_path):
 def test_schema_and_docs_are_public(anonymous):
     assert anonymous.get("/api/schema/").status_code == 200
     assert anonymous.get("/api/docs/").status_code == 200
-
-
-@pytest.fixture
-def wsgi_app():
-    """The real WSGI application on the test's connection: like Django's test client, it must not
-    close the connection at request end (that would end the test's transaction)."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield get_wsgi_application()
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
 
 
 def _real_path_parameters(side) -> dict[str, str]:

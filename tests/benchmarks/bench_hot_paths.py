@@ -5,8 +5,9 @@
 
 Creates a scratch database (`bench_hot_paths`, dropped at the end) with one company, an agent
 holding an API key and a running run (its run credential), a board member with a personal token,
-a realistic inbox, an issue with a parent and comments, then calls Django's WSGI application in
-this process with the environ a WSGI server hands it (no network, no test client) and reports,
+a realistic inbox, an issue with a parent and comments, then calls the production WSGI
+application (paperclip.wsgi) in this process with the environ a WSGI server hands it (no
+network, no test client) and reports,
 per route, this process's CPU per request (`time.process_time`, median of the repeats) and the
 statements each request runs. PostgreSQL's CPU is not counted. CPU time holds however busy the
 machine is, so before/after comparisons stay meaningful on a shared machine; the load average is
@@ -36,7 +37,6 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.core.signals import request_started  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
@@ -46,6 +46,7 @@ from heartbeat.services import agent_key_create  # noqa: E402
 from issues.services import issue_comment_post  # noqa: E402
 from paperclip.credentials import run_credential_issue, secret_generate  # noqa: E402
 from paperclip.models import BoardApiToken, CompanyMembership  # noqa: E402
+from paperclip.wsgi import PaperclipWSGIHandler  # noqa: E402
 from tests.benchmarks.bench_api import database_drop, database_recreate  # noqa: E402
 from tests.factories import make_agent, make_company, make_issue, make_run  # noqa: E402
 
@@ -154,7 +155,7 @@ def fixture_create() -> list[Route]:
     ]
 
 
-def _call(app: WSGIHandler, route: Route) -> None:
+def _call(app: PaperclipWSGIHandler, route: Route) -> None:
     statuses = []
     body = app(route.environ(), lambda status, headers, *_: statuses.append(status))
     payload = b"".join(body)
@@ -165,7 +166,7 @@ def _call(app: WSGIHandler, route: Route) -> None:
         raise SystemExit(f"{route.name}: HTTP {code} {payload[:300]!r}")
 
 
-def cpu_per_request(app: WSGIHandler, route: Route, requests: int) -> float:
+def cpu_per_request(app: PaperclipWSGIHandler, route: Route, requests: int) -> float:
     """Microseconds of this process's CPU per request."""
     started = time.process_time()
     for _ in range(requests):
@@ -173,7 +174,7 @@ def cpu_per_request(app: WSGIHandler, route: Route, requests: int) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
-def statements_of_request(app: WSGIHandler, route: Route) -> list[str]:
+def statements_of_request(app: PaperclipWSGIHandler, route: Route) -> list[str]:
     # Django clears the query log when a request starts; keep it for this one request.
     request_started.disconnect(reset_queries)
     try:
@@ -184,7 +185,7 @@ def statements_of_request(app: WSGIHandler, route: Route) -> list[str]:
     return [query["sql"] for query in queries.captured_queries]
 
 
-def profile(app: WSGIHandler, route: Route, requests: int) -> None:
+def profile(app: PaperclipWSGIHandler, route: Route, requests: int) -> None:
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     for _ in range(requests):
@@ -208,7 +209,7 @@ def main() -> None:
     previous = database_recreate(DB_NAME)
     try:
         routes = fixture_create()
-        app = WSGIHandler()
+        app = PaperclipWSGIHandler()
         if args.profile:
             route = next(r for r in routes if args.profile in r.name)
             cpu_per_request(app, route, WARM_UP_REQUESTS)
