@@ -1,5 +1,6 @@
 """The product's long-running processes on the test database, for end-to-end tests: a real
-django-q2 cluster (`manage.py qcluster`) and a real run supervisor (`manage.py supervise_runs`).
+django-q2 cluster (`manage.py qcluster`), a real run supervisor (`manage.py supervise_runs`)
+and the production web server (gunicorn).
 
 Each reaches the test database through PAPERCLIP_DB_NAME (same server as the test process, the
 test database's name) and writes run logs under PAPERCLIP_RUN_LOG_DIR.
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,3 +88,45 @@ def running_supervisor(
         tmp_path, "supervise_runs", log_name="supervisor.log", env=environment, pass_fds=pass_fds
     ) as proc:
         yield proc
+
+
+@contextmanager
+def running_web_server(tmp_path: Path, **env: str) -> Iterator[str]:
+    """gunicorn serving the product on the test database (one worker process, so that every
+    request meets the same per-process caches); yields its origin, http://127.0.0.1:PORT."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "gunicorn", "paperclip.wsgi:application"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"]
+    command += ["--threads", "2", "--no-control-socket", "--log-level", "warning"]
+    with (tmp_path / "gunicorn.log").open("ab") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=settings.BASE_DIR,
+            env=product_env(tmp_path, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_until_serving(origin, proc)
+            yield origin
+        finally:
+            stop_gracefully(proc)
+
+
+def _wait_until_serving(origin: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(f"{origin}/api/health", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"gunicorn did not answer on {origin} within {timeout} s")
