@@ -212,8 +212,14 @@ class AgentWakeupRequest(models.Model):
     Source = WakeSource
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    company = models.ForeignKey("paperclip.Company", on_delete=models.CASCADE, related_name="+")
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="wakeup_requests")
+    # No index of their own: the composite indexes that start with them serve their lookups,
+    # and every index of a wake is written for each retry the reaper queues.
+    company = models.ForeignKey(
+        "paperclip.Company", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.CASCADE, related_name="wakeup_requests", db_index=False
+    )
     source = models.CharField(max_length=16, choices=WakeSource.choices)
     trigger_detail = models.CharField(max_length=32, null=True, blank=True)
     reason = models.TextField(null=True, blank=True)
@@ -271,8 +277,12 @@ class HeartbeatRun(models.Model):
     ErrorCode = RunErrorCode
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    company = models.ForeignKey("paperclip.Company", on_delete=models.CASCADE, related_name="+")
-    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
+    # No index of their own: the composite indexes that start with them serve their lookups,
+    # and a run's every index is written again when the reaper fails it and inserts its retry.
+    company = models.ForeignKey(
+        "paperclip.Company", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs", db_index=False)
     invocation_source = models.CharField(
         max_length=16, choices=WakeSource.choices, default=WakeSource.ON_DEMAND
     )
@@ -328,8 +338,14 @@ class HeartbeatRun(models.Model):
     # When the reaper found the process alive without its owner (error_code process_detached).
     detached_at = models.DateTimeField(null=True, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)
+    # Indexed by run_one_retry_per_run (unique where not null) alone.
     retry_of_run = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        db_index=False,
     )
     process_loss_retry_count = models.IntegerField(default=0)
     issue_comment_status = models.CharField(max_length=32, default="not_applicable")
@@ -443,8 +459,14 @@ class HeartbeatRunEvent(models.Model):
         ERROR = "error"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    company = models.ForeignKey("paperclip.Company", on_delete=models.CASCADE, related_name="+")
-    run = models.ForeignKey(HeartbeatRun, on_delete=models.PROTECT, related_name="events")
+    # No index of their own: (company, created_at) and run_event_seq_uniq (run, seq) serve
+    # their lookups, and each lost run writes two events.
+    company = models.ForeignKey(
+        "paperclip.Company", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    run = models.ForeignKey(
+        HeartbeatRun, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
     seq = models.IntegerField()
     event_type = models.CharField(max_length=32)

@@ -26,8 +26,9 @@ class Issue(models.Model):
     Priority = IssuePriority
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No index of its own: the composite indexes that start with it serve its lookups.
     company = models.ForeignKey(
-        "paperclip.Company", on_delete=models.CASCADE, related_name="issues"
+        "paperclip.Company", on_delete=models.CASCADE, related_name="issues", db_index=False
     )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"

@@ -154,7 +154,10 @@ class ActivityLog(models.Model):
         SYSTEM = "system"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="activity")
+    # No index of its own: activity_company_created_idx starts with it.
+    company = models.ForeignKey(
+        Company, on_delete=models.CASCADE, related_name="activity", db_index=False
+    )
     actor_type = models.CharField(max_length=16, choices=ActorType.choices, default="system")
     actor_id = models.TextField()
     action = models.TextField()
