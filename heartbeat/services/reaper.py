@@ -24,7 +24,7 @@ from enum import StrEnum
 from functools import partial
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
@@ -619,14 +619,16 @@ class _Sweep:
         runs failed as lost (in a dry run: those that would be). Runs whose agent ended while
         nobody watched go to `ended` with their exit report, to be finalized after commit;
         runs whose issue another transaction holds go to `deferred`, left for the next sweep."""
-        closed_issues = _closed_issue_ids(runs)
-        busy_issues = set() if self.dry_run else _issues_held_elsewhere(runs)
+        issue_of_run = {run.id: _normalised_issue_id(run) for run in runs}
+        batch_issues = set(issue_of_run.values()) - {None}
+        closed_issues = _closed_issue_ids(batch_issues)
+        busy_issues = set() if self.dry_run else _issues_held_elsewhere(batch_issues)
         markers: frozenset[str] | None = None
         planned: list[_Planned] = []
         for run, liveness, shim in zip(
             runs, self._probe_all(runs), self._probe_shims(runs), strict=True
         ):
-            if _normalised_issue_id(run) in busy_issues:
+            if issue_of_run[run.id] in busy_issues:
                 deferred.append(run.id)
                 continue
             if shim is Liveness.ALIVE:
@@ -659,7 +661,7 @@ class _Sweep:
                 has_process_record=run.process_pid is not None or run.process_group_id is not None,
                 retries_used=run.process_loss_retry_count,
                 retry_limit=self.conf.process_loss_retry_limit if allow_retry else 0,
-                issue_closed=_normalised_issue_id(run) in closed_issues,
+                issue_closed=issue_of_run[run.id] in closed_issues,
                 now=self.now,
                 detached_grace_sec=self.conf.detached_grace_sec,
                 monitor_died=monitor_died,
@@ -953,14 +955,23 @@ class _Sweep:
         # Each lost run freed one of its agent's slots: a run parked at the cap may start now
         # instead of waiting for resume_queued_runs. One query finds the few agents that have
         # such a run (paused agents' retries stay parked, reference 3.2).
-        waiting = (
-            HeartbeatRun.objects.filter(
-                queued_parked_filter(timezone.now()), agent_id__in=list(last_of_agent)
-            )
-            .exclude(agent__status__in=NOT_INVOKABLE_AGENT_STATUSES)
-            .values_list("agent_id", flat=True)
-            .distinct()
+        # Only agents that could run at lock time are probed (a paused agent's retries stay
+        # parked, and its resume starts them); the database checks the status again. The
+        # EXISTS is in the select list, evaluated per agent: as a condition the planner made
+        # it a join over every queued run, whose number grows with each batch of retries.
+        invokable = [agent_id for agent_id, p in last_of_agent.items() if p.run.agent.is_invokable]
+        if not invokable:
+            return
+        parked = HeartbeatRun.objects.filter(
+            queued_parked_filter(timezone.now()), agent_id=OuterRef("id")
         )
+        agents = (
+            Agent.objects.filter(id__in=invokable)
+            .exclude(status__in=NOT_INVOKABLE_AGENT_STATUSES)
+            .annotate(has_parked=Exists(parked))
+            .values_list("id", "has_parked")
+        )
+        waiting = [agent_id for agent_id, has_parked in agents if has_parked]
         for agent_id in sorted(waiting):
             agent_start_next_queued(agent_id=agent_id)
 
@@ -1072,28 +1083,34 @@ def _normalised_issue_id(run: HeartbeatRun) -> str | None:
         return None
 
 
-def _closed_issue_ids(runs: list[HeartbeatRun]) -> set[str]:
-    issue_ids = {_normalised_issue_id(run) for run in runs} - {None}
+def _closed_issue_ids(issue_ids: set[str]) -> set[str]:
     if not issue_ids:
         return set()
     closed = Issue.objects.filter(id__in=issue_ids, status__in=_CLOSED_ISSUE_STATUSES)
     return {str(issue_id) for issue_id in closed.values_list("id", flat=True)}
 
 
-def _issues_held_elsewhere(runs: list[HeartbeatRun]) -> set[str]:
+def _issues_held_elsewhere(issue_ids: set[str]) -> set[str]:
     """Lock the batch's issues without waiting; return those another transaction holds.
 
     The engine locks issue before run (a wake joining a run holds the issue, then updates the
     run); the reaper already holds the runs, so waiting here for an issue would deadlock. A run
-    whose issue is busy is left for the next sweep.
+    whose issue is busy is left for the next sweep. One statement: each existing issue, and
+    whether this transaction got its lock.
     """
-    issue_ids = {_normalised_issue_id(run) for run in runs} - {None}
     if not issue_ids:
         return set()
-    issues = Issue.objects.filter(id__in=issue_ids)
-    locked = issues.select_for_update(skip_locked=True).values_list("id", flat=True)
-    free = {str(issue_id) for issue_id in locked}
-    return {str(issue_id) for issue_id in issues.values_list("id", flat=True)} - free
+    rows = sql_execute(
+        f"""
+        SELECT issue.id, locked.id IS NULL FROM {Issue._meta.db_table} AS issue
+        LEFT JOIN LATERAL (
+            SELECT id FROM {Issue._meta.db_table} WHERE id = issue.id FOR UPDATE SKIP LOCKED
+        ) AS locked ON TRUE
+        WHERE issue.id = ANY(%(ids)s::uuid[])
+        """,
+        {"ids": sorted(issue_ids)},
+    )
+    return {str(issue_id) for issue_id, held_elsewhere in rows if held_elsewhere}
 
 
 def _detached_since(run: HeartbeatRun) -> datetime | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
+import orjson
 from django.db import DatabaseError, connection
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -151,8 +152,16 @@ def sql_execute(sql: str, params: dict) -> list[tuple]:
 
 
 def json_rows(rows: Sequence[dict]) -> str:
-    """A batch's per-item values as one JSON array (ids and times as strings)."""
-    return json.dumps(list(rows), default=str)
+    """A batch's per-item values as one JSON array (ids and times as strings).
+
+    orjson writes UUIDs and datetimes itself (a tenth of the time of json.dumps with a default
+    per value); anything it refuses goes through the standard library's encoder.
+    """
+    rows = list(rows)
+    try:
+        return orjson.dumps(rows, default=str).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(rows, default=str)
 
 
 @dataclass(frozen=True)
