@@ -127,6 +127,7 @@ def fixture_create() -> list[Route]:
         Route("inbox-lite, run credential", "GET", "/api/agents/me/inbox-lite", run_key),
         Route("issue read, agent key", "GET", f"/api/issues/{issue.id}", agent_key),
         Route("issue read by identifier", "GET", f"/api/issues/{issue.identifier}", agent_key),
+        Route("company read, board token", "GET", f"/api/companies/{company.id}", board),
         Route("issue list, board", "GET", f"/api/companies/{company.id}/issues", board),
         Route(
             "heartbeat-context, run credential",
