@@ -257,8 +257,9 @@ class RowCache:
     version with the id of the transaction that wrote it (row locks do not), so a cached
     instance is used only while it is the row as the database holds it now, whatever process
     or host changed it. The credential's own validity (a revoked key, an ended run, a revoked
-    or expired token) and the agent's status are in the same statement and never cached.
-    Instances are shared by the requests of a process: read them, never change them.
+    or expired token) is in that statement and never cached; the agent's status and the user's
+    are read from the row at the version the statement saw, or a newer one. Instances are
+    shared by the requests of a process: read them, never change them.
     """
 
     def __init__(self, model_label: str, max_rows: int = 4096) -> None:
@@ -270,12 +271,13 @@ class RowCache:
         cached = self._rows.get(pk)
         if cached is not None and cached[0] == version:
             return cached[1]
-        row = (
+        rows = (
             apps.get_model(self._model_label)
             .objects.annotate(row_version=RawSQL("xmin::text", ()))
             .filter(pk=pk)
-            .first()
+            .order_by()
         )
+        row = next(iter(rows[:1]), None)
         if row is None:
             # Deleted since the credential's statement: the caller refuses it.
             return None
@@ -283,9 +285,6 @@ class RowCache:
             self._rows.clear()
         self._rows[pk] = (row.row_version, row)
         return row
-
-    def clear(self) -> None:
-        self._rows.clear()
 
 
 _agent_rows = RowCache("heartbeat.Agent")
