@@ -7,6 +7,7 @@ paperclip never imports heartbeat, so agent rows are reached through `apps.get_m
 
 from __future__ import annotations
 
+import copy
 import functools
 import uuid
 from dataclasses import dataclass
@@ -258,8 +259,8 @@ class RowCache:
     instance is used only while it is the row as the database holds it now, whatever process
     or host changed it. The credential's own validity (a revoked key, an ended run, a revoked
     or expired token) is in that statement and never cached; the agent's status and the user's
-    are read from the row at the version the statement saw, or a newer one. Instances are
-    shared by the requests of a process: read them, never change them.
+    are read from the row at the version the statement saw, or a newer one. Each request gets a
+    shallow copy, so that what it caches on its instance (a related row) stays its own.
     """
 
     def __init__(self, model_label: str, max_rows: int = 4096) -> None:
@@ -270,7 +271,7 @@ class RowCache:
     def get(self, pk: Any, version: str) -> Any:
         cached = self._rows.get(pk)
         if cached is not None and cached[0] == version:
-            return cached[1]
+            return copy.copy(cached[1])
         rows = (
             apps.get_model(self._model_label)
             .objects.annotate(row_version=RawSQL("xmin::text", ()))
@@ -284,7 +285,7 @@ class RowCache:
         if len(self._rows) >= self._max_rows:
             self._rows.clear()
         self._rows[pk] = (row.row_version, row)
-        return row
+        return copy.copy(row)
 
 
 _agent_rows = RowCache("heartbeat.Agent")
