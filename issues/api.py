@@ -136,13 +136,6 @@ class CompanyIssuesView(ApiGenericView):
         actor = request_actor(request)
         company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
         data = json_body(issue_serializers.IssueCreateSerializer, request)
-        if data.get("assignee_agent_id") and data.get("assignee_user_id"):
-            raise IssueTransitionInvalid("Issue can only have one assignee")
-        if data["status"] == Issue.Status.IN_PROGRESS and not (
-            data.get("assignee_agent_id") or data.get("assignee_user_id")
-        ):
-            raise IssueTransitionInvalid("An in_progress issue needs an assignee")
-        _check_references(company, data)
         issue = issue_create(
             company_id=company.id,
             created_by_agent_id=actor.agent_id,
@@ -154,22 +147,6 @@ class CompanyIssuesView(ApiGenericView):
         )
         return Response(
             issue_serializers.IssueSerializer(issue).data, status=status.HTTP_201_CREATED
-        )
-
-
-def _check_references(company: Company, data: dict) -> None:
-    agent_model = Issue._meta.get_field("assignee_agent").related_model
-    agent_id = data.get("assignee_agent_id")
-    if agent_id and not agent_model.objects.filter(id=agent_id, company=company).exists():
-        raise IssueInvalidInput(
-            "assigneeAgentId: no such agent in this company",
-            {"assigneeAgentId": ["No such agent in this company."]},
-        )
-    parent_id = data.get("parent_id")
-    if parent_id and not Issue.objects.filter(id=parent_id, company=company).exists():
-        raise IssueInvalidInput(
-            "parentId: no such issue in this company",
-            {"parentId": ["No such issue in this company."]},
         )
 
 

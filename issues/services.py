@@ -62,23 +62,35 @@ def issue_create(
     actor_id: str = "system",
 ) -> Issue:
     """A new issue with the company's next number. With `wake_assignee` (the API, the admin), an
-    agent assignee is woken after commit unless the issue is in backlog (docs/wake-rules.md)."""
-    with transaction.atomic():
-        number, prefix = _next_issue_number(company_id)
-        issue = Issue.objects.create(
-            company_id=company_id,
-            title=title,
-            description=description,
-            status=status,
-            priority=priority,
-            assignee_agent_id=assignee_agent_id,
-            assignee_user_id=assignee_user_id,
-            parent_id=parent_id,
-            created_by_agent_id=created_by_agent_id,
-            created_by_user_id=created_by_user_id,
-            issue_number=number,
-            identifier=f"{prefix}-{number}",
+    agent assignee is woken after commit unless the issue is in backlog (docs/wake-rules.md).
+
+    Raises IssueTransitionInvalid (two assignees, in_progress without one) and IssueInvalidInput
+    (an assignee agent or a parent that is not in the company) before anything is written.
+    """
+    issue = Issue(
+        company_id=company_id,
+        title=title,
+        description=description,
+        status=status,
+        priority=priority,
+        assignee_agent_id=assignee_agent_id,
+        assignee_user_id=assignee_user_id,
+        parent_id=parent_id,
+        created_by_agent_id=created_by_agent_id,
+        created_by_user_id=created_by_user_id,
+    )
+    _check_assignment(issue)
+    if assignee_agent_id:
+        _check_agent_in_company(assignee_agent_id, company_id, "assigneeAgentId")
+    if parent_id and not Issue.objects.filter(id=parent_id, company_id=company_id).exists():
+        raise IssueInvalidInput(
+            "parentId: no such issue in this company",
+            {"parentId": ["No such issue in this company."]},
         )
+    with transaction.atomic():
+        issue.issue_number, prefix = _next_issue_number(company_id)
+        issue.identifier = f"{prefix}-{issue.issue_number}"
+        issue.save(force_insert=True)
         activity_log_record(
             company_id=company_id,
             action="issue.created",
