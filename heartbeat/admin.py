@@ -30,18 +30,19 @@ from heartbeat.models import (
     RunErrorCode,
     RunStatus,
     SweepRecord,
-    WakeSource,
 )
 from heartbeat.process_control import current_host
 from heartbeat.services import (
     AgentNotFound,
     AgentNotInvokable,
     RunNotFound,
+    RunNotRetryable,
+    agent_invoke,
     agent_session_reset,
     cancel_run,
     reap_orphaned_runs,
     reconcile_stranded_assigned_issues,
-    wake_agent,
+    run_retry_now,
 )
 from heartbeat.services.agents import (
     AGENT_EDITABLE_FIELDS,
@@ -71,7 +72,6 @@ from paperclip.admin import (
     short_id,
 )
 from paperclip.models import spend_month_of
-from paperclip.services import activity_log_record
 
 
 def run_duration_text(seconds: float) -> str:
@@ -443,23 +443,17 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
         cancelled, untouched = [], 0
         for run_id in queryset.values_list("pk", flat=True):
             try:
-                run = cancel_run(run_id, reason=f"Cancelled by board user {request.user}")
+                run = cancel_run(
+                    run_id,
+                    reason=f"Cancelled by board user {request.user}",
+                    via="admin",
+                    **actor_of(request),
+                )
             except RunNotFound:
                 untouched += 1
                 continue
             if run.status == RunStatus.CANCELLED and run.error_code == RunErrorCode.CANCELLED:
                 cancelled.append(run)
-                activity_log_record(
-                    company_id=run.company_id,
-                    action="heartbeat.cancelled",
-                    entity_type="heartbeat_run",
-                    entity_id=run.id,
-                    actor_type="user",
-                    actor_id=str(request.user.pk),
-                    agent_id=run.agent_id,
-                    run_id=run.id,
-                    details={"source": "admin"},
-                )
             else:
                 untouched += 1
         if cancelled:
@@ -482,43 +476,13 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
     )
     def retry_runs_now(self, request, queryset):
         for run in queryset.select_related("agent"):
-            if not run.is_terminal:
-                self.message_user(
-                    request,
-                    f"Run {short_id(run.pk)} is still {run.status}: cancel it first to retry.",
-                    messages.WARNING,
-                )
-                continue
-            if run.status == RunStatus.SUCCEEDED:
-                self.message_user(
-                    request,
-                    f"Run {short_id(run.pk)} succeeded: there is nothing to retry.",
-                    messages.WARNING,
-                )
-                continue
-            payload = {"retryOfRunId": str(run.pk)}
-            if run.issue_id:
-                payload["issueId"] = str(run.issue_id)
             try:
-                result = wake_agent(
-                    agent_id=run.agent_id,
-                    source=WakeSource.ON_DEMAND,
-                    trigger_detail="manual",
-                    reason="retry_now",
-                    payload=payload,
-                    requested_by_actor_type="user",
-                    requested_by_actor_id=str(request.user.pk),
-                    # The run's own context carries the task; the retry reason is a person's, so
-                    # the reconciler's once-only recovery budget is not spent by it.
-                    context={
-                        **(run.context_snapshot or {}),
-                        "retryOfRunId": str(run.pk),
-                        "retryReason": "manual_retry",
-                        "wakeReason": "retry_now",
-                        "triggeredBy": "user",
-                        "actorId": str(request.user.pk),
-                    },
+                result = run_retry_now(run_id=run.pk, via="admin", **actor_of(request))
+            except RunNotRetryable as exc:
+                self.message_user(
+                    request, f"Run {short_id(run.pk)} {exc.because}.", messages.WARNING
                 )
+                continue
             except (AgentNotInvokable, AgentNotFound) as exc:
                 self.message_user(
                     request,
@@ -526,7 +490,6 @@ class HeartbeatRunAdmin(BigTableAdmin, MachineOwnedAdmin):
                     messages.ERROR,
                 )
                 continue
-            _wake_activity_record(request, run.agent, result, retry_of=run)
             self.message_user(
                 request, _wake_message(run.agent, result, retry_of=run), messages.SUCCESS
             )
@@ -812,24 +775,6 @@ def _reconcile_counts(result) -> str:
     )
 
 
-def _wake_activity_record(request, agent: Agent, result, *, retry_of=None) -> None:
-    """The same activity row the API's wakeup endpoint writes, so both paths read alike."""
-    details = {"source": WakeSource.ON_DEMAND, "outcome": str(result.outcome), "via": "admin"}
-    if retry_of is not None:
-        details["retryOfRunId"] = str(retry_of.pk)
-    activity_log_record(
-        company_id=agent.company_id,
-        action="heartbeat.invoked",
-        entity_type="agent",
-        entity_id=agent.id,
-        actor_type="user",
-        actor_id=str(request.user.pk),
-        agent_id=agent.id,
-        run_id=result.run.id if result.run else None,
-        details=details,
-    )
-
-
 def _wake_message(agent: Agent, result, *, retry_of: HeartbeatRun | None = None) -> str:
     subject = (
         f"Run {short_id(retry_of.pk)}: agent {agent.name}" if retry_of else f"Agent {agent.name}"
@@ -1035,21 +980,18 @@ class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
     def wake_agents(self, request, queryset):
         for agent in queryset:
             try:
-                result = wake_agent(
+                result = agent_invoke(
                     agent_id=agent.pk,
-                    source=WakeSource.ON_DEMAND,
                     trigger_detail="manual",
                     reason="board_wake",
-                    requested_by_actor_type="user",
-                    requested_by_actor_id=str(request.user.pk),
-                    context={"triggeredBy": "user", "actorId": str(request.user.pk)},
+                    via="admin",
+                    **actor_of(request),
                 )
             except (AgentNotInvokable, AgentNotFound) as exc:
                 self.message_user(
                     request, f"Agent {agent.name} cannot be woken ({exc}).", messages.ERROR
                 )
                 continue
-            _wake_activity_record(request, agent, result)
             self.message_user(request, _wake_message(agent, result), messages.SUCCESS)
 
     def get_queryset(self, request):

@@ -36,8 +36,10 @@ from heartbeat.services import (
     AgentNotInvokable,
     AgentStateConflict,
     RunNotFound,
+    RunNotRetryable,
     WakeOutcome,
     agent_create,
+    agent_invoke,
     agent_key_create,
     agent_key_revoke,
     agent_pause,
@@ -49,9 +51,9 @@ from heartbeat.services import (
     get_run,
     reap_orphaned_runs,
     reconcile_stranded_assigned_issues,
+    run_retry_now,
     runs_of_issue,
     sweeps_latest,
-    wake_agent,
 )
 from issues.api import issue_for_request
 from issues.models import Issue
@@ -69,7 +71,6 @@ from paperclip.authentication import Actor
 from paperclip.models import Company
 from paperclip.permissions import IsAgent, request_actor
 from paperclip.serializers import ErrorSerializer
-from paperclip.services import activity_log_record
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ register_domain_errors(
         AgentNotFound: 404,
         AgentNotInvokable: 409,
         RunNotFound: 404,
+        RunNotRetryable: 409,
     }
 )
 
@@ -413,31 +415,16 @@ class AgentWakeView(ApiView):
         data = json_body(hb_serializers.WakeupRequestSerializer, request)
         source = "on_demand" if self.invoke else data["source"]
         trigger_detail = "manual" if self.invoke else data.get("triggerDetail")
-        result = wake_agent(
+        result = agent_invoke(
             agent_id=agent.id,
+            actor_type=actor.actor_type,
+            actor_id=actor.actor_id,
             source=source,
             trigger_detail=trigger_detail,
             reason=data.get("reason"),
             payload=data.get("payload") or {},
             idempotency_key=data.get("idempotencyKey"),
-            requested_by_actor_type=actor.actor_type,
-            requested_by_actor_id=actor.actor_id,
-            context={
-                "triggeredBy": actor.actor_type,
-                "actorId": actor.actor_id,
-                "forceFreshSession": data["forceFreshSession"],
-            },
-        )
-        activity_log_record(
-            company_id=agent.company_id,
-            action="heartbeat.invoked",
-            entity_type="agent",
-            entity_id=agent.id,
-            actor_type=actor.actor_type,
-            actor_id=actor.actor_id,
-            agent_id=agent.id,
-            run_id=result.run.id if result.run else None,
-            details={"source": source, "outcome": result.outcome.value},
+            context={"forceFreshSession": data["forceFreshSession"]},
         )
         return _wake_response(result)
 
@@ -489,20 +476,21 @@ class RunCancelView(ApiView):
         run = run_for_request(request, run_id)
         _board_only(request)
         actor = request_actor(request)
-        previous_status = run.status
-        run = cancel_run(run.id)
-        activity_log_record(
-            company_id=run.company_id,
-            action="heartbeat.cancelled",
-            entity_type="heartbeat_run",
-            entity_id=run.id,
-            actor_type=actor.actor_type,
-            actor_id=actor.actor_id,
-            agent_id=run.agent_id,
-            run_id=run.id,
-            details={"previousStatus": previous_status, "status": run.status},
-        )
+        run = cancel_run(run.id, actor_type=actor.actor_type, actor_id=actor.actor_id)
         return Response(hb_serializers.RunSerializer(run).data)
+
+
+class RunRetryView(ApiView):
+    """Retry a run that failed, timed out or was cancelled, now (board only): its agent is woken
+    again on the run's task, as the console's "Retry now"."""
+
+    @documented(request=None, responses=WAKE_RESPONSES, errors=(409,))
+    def post(self, request, run_id):
+        run = run_for_request(request, run_id)
+        _board_only(request)
+        actor = request_actor(request)
+        result = run_retry_now(run_id=run.id, actor_type=actor.actor_type, actor_id=actor.actor_id)
+        return _wake_response(result)
 
 
 class RunLogView(ApiView):

@@ -145,6 +145,11 @@ api_patterns = [
         name="run-cancel",
     ),
     path(
+        "api/heartbeat-runs/<uuid:run_id>/retry",
+        heartbeat_api.RunRetryView.as_view(),
+        name="run-retry",
+    ),
+    path(
         "api/heartbeat-runs/<uuid:run_id>/log",
         heartbeat_api.RunLogView.as_view(),
         name="run-log",

@@ -62,6 +62,7 @@ from heartbeat.services.runs import (
     CANCELLED_BY_CONTROL_PLANE,
     ResumeResult,
     RunNotFound,
+    RunNotRetryable,
     cancel_run,
     company_start_parked_runs,
     get_run,
@@ -69,6 +70,7 @@ from heartbeat.services.runs import (
     report_run_activity,
     resume_queued_runs,
     run_process_identity,
+    run_retry_now,
     run_shim_identity,
 )
 from heartbeat.services.sessions import (
@@ -90,6 +92,7 @@ from heartbeat.services.wakeups import (
     BudgetBlocked,
     WakeOutcome,
     WakeResult,
+    agent_invoke,
     wake_agent,
     wake_context_enrich,
 )
@@ -118,6 +121,7 @@ __all__ = [
     "RolloverResult",
     "RunCost",
     "RunNotFound",
+    "RunNotRetryable",
     "RunOutcome",
     "SessionReset",
     "SessionScope",
@@ -128,6 +132,7 @@ __all__ = [
     "agent_budget_settle",
     "agent_create",
     "agent_finalize_status",
+    "agent_invoke",
     "agent_key_create",
     "agent_key_revoke",
     "agent_name_key",
@@ -165,6 +170,7 @@ __all__ = [
     "run_outcome_with_cli_output",
     "run_process_identity",
     "run_retry_context",
+    "run_retry_now",
     "run_scope_lock",
     "run_session_record",
     "run_session_to_resume",

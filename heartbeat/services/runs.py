@@ -24,6 +24,7 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunErrorCode,
     RunStatus,
+    WakeSource,
     WakeupStatus,
 )
 from heartbeat.services.events import run_event_append
@@ -37,7 +38,9 @@ from heartbeat.services.lifecycle import (
     run_scope_lock,
 )
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from heartbeat.services.wakeups import WakeResult, agent_invoke
 from paperclip.models import Company
+from paperclip.services import activity_log_record
 
 CANCELLED_BY_CONTROL_PLANE = "Cancelled by control plane"
 DETACHED_CLEARED_MESSAGE = "Detached child process reported activity; cleared detached warning"
@@ -55,6 +58,21 @@ class RunNotFound(Exception):
         self.run_id = run_id
 
 
+class RunNotRetryable(Exception):
+    """The run is still active, or it succeeded: there is nothing to retry (the API answers 409)."""
+
+    def __init__(self, run_id: object, status: str) -> None:
+        # Why, after the run's name: "Run <id> succeeded: there is nothing to retry".
+        self.because = (
+            "succeeded: there is nothing to retry"
+            if status == RunStatus.SUCCEEDED
+            else f"is still {status}: cancel it first to retry"
+        )
+        super().__init__(f"Run {self.because}")
+        self.run_id = run_id
+        self.details = {"status": status}
+
+
 def _run_or_none(run_id: uuid.UUID | str) -> HeartbeatRun | None:
     try:
         return HeartbeatRun.objects.filter(pk=run_id).first()
@@ -63,20 +81,27 @@ def _run_or_none(run_id: uuid.UUID | str) -> HeartbeatRun | None:
 
 
 def cancel_run(
-    run_id: uuid.UUID | str, *, reason: str = CANCELLED_BY_CONTROL_PLANE
+    run_id: uuid.UUID | str,
+    *,
+    reason: str = CANCELLED_BY_CONTROL_PLANE,
+    actor_type: str | None = None,
+    actor_id: str = "system",
+    via: str | None = None,
 ) -> HeartbeatRun:
     """Cancel a queued or running run; a finished run is returned unchanged.
 
     The cancel is written first (compare-and-set): the run supervisor of the run's host, on any
     host, sees it within a poll interval and stops the run through its shim. When the run
     executes on this host, its shim is asked to stop at once, after commit and only if its
-    identity still matches.
+    identity still matches. A cancel someone asked for (`actor_type`; `via` names the console
+    or client) is in the activity log as `heartbeat.cancelled`, only when it cancelled the run.
     """
     run = _run_or_none(run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in ACTIVE_RUN_STATUSES:
         return run
+    previous_status = run.status
     now = timezone.now()
     with transaction.atomic():
         run_scope_lock(run=run)
@@ -102,6 +127,19 @@ def cancel_run(
             level=HeartbeatRunEvent.Level.WARN,
             payload={"reason": reason},
         )
+        if actor_type is not None:
+            details = {"previousStatus": previous_status, "status": run.status}
+            activity_log_record(
+                company_id=run.company_id,
+                action="heartbeat.cancelled",
+                entity_type="heartbeat_run",
+                entity_id=run.id,
+                actor_type=actor_type,
+                actor_id=actor_id,
+                agent_id=run.agent_id,
+                run_id=run.id,
+                details={**details, "via": via} if via else details,
+            )
         issue_release_and_promote(run=run, now=now)
         agent_finalize_status(agent_id=run.agent_id, outcome=RunStatus.CANCELLED, now=now)
         transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
@@ -116,6 +154,43 @@ def cancel_run(
             identity, marker=str(run.id), grace=heartbeat_conf().terminate_grace_sec
         )
     return run
+
+
+def run_retry_now(
+    *, run_id: uuid.UUID | str, actor_type: str, actor_id: str, via: str | None = None
+) -> WakeResult:
+    """A person's retry of a run that failed, timed out or was cancelled: its agent is woken
+    again on the run's task (an on-demand wake, in the activity log as `heartbeat.invoked`).
+
+    Raises RunNotFound, RunNotRetryable, and what wake_agent raises (a paused agent cannot be
+    woken).
+    """
+    run = _run_or_none(run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    if not run.is_terminal or run.status == RunStatus.SUCCEEDED:
+        raise RunNotRetryable(run.id, run.status)
+    payload = {"retryOfRunId": str(run.id)}
+    if run.issue_id:
+        payload["issueId"] = str(run.issue_id)
+    return agent_invoke(
+        agent_id=run.agent_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        source=WakeSource.ON_DEMAND,
+        trigger_detail="manual",
+        reason="retry_now",
+        payload=payload,
+        # The run's own context carries the task; the retry reason is a person's, so the
+        # reconciler's once-only recovery budget is not spent by it.
+        context={
+            **(run.context_snapshot or {}),
+            "retryOfRunId": str(run.id),
+            "retryReason": "manual_retry",
+            "wakeReason": "retry_now",
+        },
+        via=via,
+    )
 
 
 def run_shim_identity(run: HeartbeatRun) -> process_control.ProcessIdentity | None:

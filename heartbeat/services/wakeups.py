@@ -36,6 +36,7 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from issues.models import Issue
+from paperclip.services import activity_log_record
 
 ISSUE_NOT_FOUND_REASON = "issue_execution_issue_not_found"
 TIMER_DISABLED_REASON = "heartbeat.disabled"
@@ -279,6 +280,55 @@ def wake_agent(
             if earlier is not None:
                 return earlier
         raise
+
+
+def agent_invoke(
+    *,
+    agent_id: uuid.UUID | str,
+    actor_type: str,
+    actor_id: str,
+    source: str = WakeSource.ON_DEMAND,
+    trigger_detail: str | None = None,
+    reason: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    via: str | None = None,
+) -> WakeResult:
+    """A wake someone asked for (the API's wakeup and invoke routes, the console's wake and
+    retry actions): wake_agent with the caller in the run's context, and a `heartbeat.invoked`
+    activity row saying who asked and what came of it (`via` names the console or client).
+
+    Raises what wake_agent raises; a refused wake writes no activity.
+    """
+    result = wake_agent(
+        agent_id=agent_id,
+        source=source,
+        trigger_detail=trigger_detail,
+        reason=reason,
+        payload=payload,
+        idempotency_key=idempotency_key,
+        requested_by_actor_type=actor_type,
+        requested_by_actor_id=actor_id,
+        context={**(context or {}), "triggeredBy": actor_type, "actorId": actor_id},
+    )
+    details = {"source": source, "outcome": result.outcome.value}
+    if via:
+        details["via"] = via
+    if payload and payload.get("retryOfRunId"):
+        details["retryOfRunId"] = str(payload["retryOfRunId"])
+    activity_log_record(
+        company_id=result.wakeup.company_id,
+        action="heartbeat.invoked",
+        entity_type="agent",
+        entity_id=result.wakeup.agent_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        agent_id=result.wakeup.agent_id,
+        run_id=result.run.id if result.run else None,
+        details=details,
+    )
+    return result
 
 
 def _json_safe(document: Mapping[str, Any]) -> dict[str, Any]:

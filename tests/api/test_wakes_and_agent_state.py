@@ -143,6 +143,44 @@ def test_board_cancels_a_run(side_a):
     assert ActivityLog.objects.filter(action="heartbeat.cancelled", run=run).exists()
 
 
+def test_cancelling_a_finished_run_logs_no_cancel(side_a):
+    run = make_run(side_a.agent, status="succeeded")
+    response = side_a.board.post(f"/api/heartbeat-runs/{run.id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert not ActivityLog.objects.filter(action="heartbeat.cancelled").exists()
+
+
+def test_board_retries_a_failed_run_now(side_a):
+    issue = make_issue(side_a.company, status="todo", assignee_agent_id=side_a.agent.id)
+    lost = make_run(
+        side_a.agent,
+        status="failed",
+        error_code="process_lost",
+        context_snapshot={"issueId": str(issue.id)},
+    )
+    response = side_a.board.post(f"/api/heartbeat-runs/{lost.id}/retry")
+    assert response.status_code == 202
+    retry = HeartbeatRun.objects.get(pk=response.json()["id"])
+    assert retry.status == "queued"
+    assert retry.context_snapshot["retryOfRunId"] == str(lost.id)
+    assert ActivityLog.objects.filter(action="heartbeat.invoked", run=retry).exists()
+
+
+def test_retrying_a_running_run_is_a_conflict(side_a):
+    run = make_run(side_a.agent, status=RUNNING)
+    response = side_a.board.post(f"/api/heartbeat-runs/{run.id}/retry")
+    assert response.status_code == 409
+    assert response.json()["error"] == "Run is still running: cancel it first to retry"
+    assert HeartbeatRun.objects.count() == 1
+
+
+def test_agents_cannot_retry_runs(side_a):
+    run = make_run(side_a.agent, status="failed")
+    response = side_a.agent_client.post(f"/api/heartbeat-runs/{run.id}/retry")
+    assert response.status_code == 403
+    assert HeartbeatRun.objects.count() == 1
+
+
 def test_agents_cannot_cancel_runs(side_a):
     run = make_run(side_a.agent, status=RUNNING)
     assert side_a.agent_client.post(f"/api/heartbeat-runs/{run.id}/cancel").status_code == 403

@@ -1,4 +1,4 @@
-"""cancel_run, report_run_activity, get_run (reference 4) and resume_queued_runs."""
+"""cancel_run, run_retry_now, report_run_activity, get_run (reference 4) and resume_queued_runs."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from django.utils import timezone
 from heartbeat.models import AgentWakeupRequest, HeartbeatRun
 from heartbeat.services import (
     RunNotFound,
+    RunNotRetryable,
     cancel_run,
     get_run,
     report_run_activity,
     resume_queued_runs,
+    run_retry_now,
     wake_agent,
 )
 from issues.models import Issue
+from paperclip.models import ActivityLog
 from tests.factories import make_agent, make_company, make_issue, make_run
 
 pytestmark = pytest.mark.django_db
@@ -123,3 +126,51 @@ def test_resume_dispatches_parked_runs_up_to_each_agents_free_slots(
     assert str(in_flight.id) not in dispatched and str(too_young.id) not in dispatched
     # Their dispatch lease is out now: a second sweep right after hands nothing out twice.
     assert resume_queued_runs().dispatched == 0
+
+
+def test_cancel_asked_for_by_a_person_is_in_the_activity_log():
+    run = make_run(make_agent(), status="running")
+    cancel_run(run.id, actor_type="user", actor_id="u1", via="admin")
+    activity = ActivityLog.objects.get(action="heartbeat.cancelled", run=run)
+    assert (activity.actor_type, activity.actor_id) == ("user", "u1")
+    assert activity.details == {"previousStatus": "running", "status": "cancelled", "via": "admin"}
+
+
+def test_cancel_of_a_finished_run_writes_no_cancelled_activity():
+    run = make_run(make_agent(), status="failed", error_code="process_lost")
+    cancel_run(run.id, actor_type="user", actor_id="u1")
+    assert not ActivityLog.objects.filter(action="heartbeat.cancelled").exists()
+
+
+def test_retry_now_wakes_the_agent_again_on_the_runs_issue(dispatched):
+    agent = make_agent()
+    issue = make_issue(agent.company, status="todo", assignee_agent_id=agent.id)
+    lost = make_run(
+        agent,
+        status="failed",
+        error_code="process_lost",
+        context_snapshot={"issueId": str(issue.id), "taskKey": "k1"},
+    )
+    result = run_retry_now(run_id=lost.id, actor_type="user", actor_id="u1")
+    assert result.run.status == "queued" and result.run.pk != lost.pk
+    assert result.run.context_snapshot["retryOfRunId"] == str(lost.pk)
+    assert result.run.context_snapshot["retryReason"] == "manual_retry"
+    assert result.run.context_snapshot["taskKey"] == "k1"
+    assert result.wakeup.payload == {"retryOfRunId": str(lost.pk), "issueId": str(issue.id)}
+    invoked = ActivityLog.objects.get(action="heartbeat.invoked", run=result.run)
+    assert invoked.details["retryOfRunId"] == str(lost.pk)
+    assert (invoked.actor_type, invoked.actor_id) == ("user", "u1")
+
+
+def test_retry_now_refuses_a_run_that_is_still_active():
+    run = make_run(make_agent(), status="queued")
+    with pytest.raises(RunNotRetryable, match="is still queued: cancel it first to retry"):
+        run_retry_now(run_id=run.id, actor_type="user", actor_id="u1")
+    assert HeartbeatRun.objects.count() == 1
+
+
+def test_retry_now_refuses_a_run_that_succeeded():
+    run = make_run(make_agent(), status="succeeded")
+    with pytest.raises(RunNotRetryable, match="there is nothing to retry"):
+        run_retry_now(run_id=run.id, actor_type="user", actor_id="u1")
+    assert not ActivityLog.objects.filter(action="heartbeat.invoked").exists()

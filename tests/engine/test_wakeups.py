@@ -11,12 +11,14 @@ from heartbeat.services import (
     AgentNotFound,
     AgentNotInvokable,
     WakeOutcome,
+    agent_invoke,
     heartbeat_policy,
     wake_agent,
     wake_context_enrich,
 )
 from heartbeat.services import wakeups as wakeups_module
 from issues.models import Issue
+from paperclip.models import ActivityLog
 from tests.factories import make_agent, make_company, make_issue, make_run
 
 
@@ -260,3 +262,25 @@ def test_ids_in_the_payload_are_stored_as_strings(dispatched):
     assert result.run.context_snapshot["issueId"] == str(issue.id)
     assert result.run.context_snapshot["wakeCommentIds"] == [str(comment_id)]
     assert result.wakeup.payload["commentId"] == str(comment_id)
+
+
+@pytest.mark.django_db
+def test_invoke_records_who_asked_in_the_run_and_the_activity_log(dispatched):
+    agent = make_agent()
+    result = agent_invoke(
+        agent_id=agent.id, actor_type="user", actor_id="u1", reason="look", via="admin"
+    )
+    assert result.run.context_snapshot["triggeredBy"] == "user"
+    assert result.run.context_snapshot["actorId"] == "u1"
+    assert result.wakeup.requested_by_actor_id == "u1"
+    invoked = ActivityLog.objects.get(action="heartbeat.invoked", entity_id=str(agent.id))
+    assert invoked.run_id == result.run.id and invoked.actor_id == "u1"
+    assert invoked.details == {"source": "on_demand", "outcome": "queued", "via": "admin"}
+
+
+@pytest.mark.django_db
+def test_refused_invoke_writes_no_activity():
+    agent = make_agent(status="paused")
+    with pytest.raises(AgentNotInvokable):
+        agent_invoke(agent_id=agent.id, actor_type="user", actor_id="u1")
+    assert not ActivityLog.objects.filter(action="heartbeat.invoked").exists()
