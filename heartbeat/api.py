@@ -69,7 +69,14 @@ from paperclip.api import (
 )
 from paperclip.authentication import Actor
 from paperclip.models import Company
-from paperclip.permissions import IsAgent, request_actor
+from paperclip.permissions import (
+    IsActor,
+    IsAgent,
+    IsBoardOnObject,
+    IsBoardToChange,
+    IsInstanceAdmin,
+    request_actor,
+)
 from paperclip.serializers import ErrorSerializer
 
 logger = logging.getLogger(__name__)
@@ -98,11 +105,6 @@ def run_for_request(request, run_id) -> HeartbeatRun:
     return get_scoped_or_404(HeartbeatRun.objects.all(), request, id=run_id)
 
 
-def _board_only(request) -> None:
-    if not request_actor(request).is_board:
-        raise exceptions.PermissionDenied("Board access required")
-
-
 # Agents
 
 
@@ -112,6 +114,8 @@ def _agent_json(request, agent: Agent) -> dict:
 
 
 class CompanyAgentsView(ApiGenericView):
+    permission_classes = [IsActor, IsBoardToChange]
+
     queryset = Agent.objects.none()
     serializer_class = hb_serializers.AgentSerializer
     pagination_class = cursor_pagination("created_at")
@@ -128,7 +132,7 @@ class CompanyAgentsView(ApiGenericView):
     )
     def post(self, request, company_id):
         company = get_scoped_or_404(Company.objects.all(), request, id=company_id)
-        _board_only(request)
+        self.check_object_permissions(request, company)
         data = dict(json_body(hb_serializers.AgentWriteSerializer, request))
         actor = request_actor(request)
         agent = agent_create(
@@ -142,6 +146,8 @@ class CompanyAgentsView(ApiGenericView):
 
 
 class AgentDetailView(ApiView):
+    permission_classes = [IsActor, IsBoardToChange]
+
     @documented(responses={200: hb_serializers.AgentSerializer})
     def get(self, request, agent_id):
         return Response(_agent_json(request, agent_for_request(request, agent_id)))
@@ -152,7 +158,7 @@ class AgentDetailView(ApiView):
     )
     def patch(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         data = json_body(hb_serializers.AgentUpdateSerializer, request)
         actor = request_actor(request)
         agent = agent_update(
@@ -277,10 +283,12 @@ class AgentTaskSessionsView(ApiView):
     """The agent's CLI session per task, newest first (board only: session ids let a CLI
     resume the agent's conversations)."""
 
+    permission_classes = [IsActor, IsBoardOnObject]
+
     @documented(responses={200: hb_serializers.TaskSessionSerializer(many=True)})
     def get(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         sessions = AgentTaskSession.objects.filter(agent=agent).order_by("-updated_at", "id")
         return Response(hb_serializers.TaskSessionSerializer(sessions, many=True).data)
 
@@ -288,6 +296,8 @@ class AgentTaskSessionsView(ApiView):
 class AgentSessionResetView(ApiView):
     """Drop the agent's session for one task, or all its sessions: the next run starts fresh.
     Answers the runtime state (null when the agent has not run yet)."""
+
+    permission_classes = [IsActor, IsBoardOnObject]
 
     @documented(
         request=hb_serializers.SessionResetSerializer,
@@ -303,7 +313,7 @@ class AgentSessionResetView(ApiView):
     )
     def post(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         data = json_body(hb_serializers.SessionResetSerializer, request)
         actor = request_actor(request)
         task_key = (data.get("taskKey") or "").strip() or None
@@ -321,6 +331,8 @@ class AgentSessionResetView(ApiView):
 class AgentKeysView(ApiGenericView):
     """Board only; the agent is looked up first so another company's agent answers 404."""
 
+    permission_classes = [IsActor, IsBoardOnObject]
+
     queryset = AgentApiKey.objects.none()
     serializer_class = hb_serializers.AgentKeySerializer
     pagination_class = cursor_pagination("-created_at")
@@ -328,7 +340,7 @@ class AgentKeysView(ApiGenericView):
     @documented(responses={200: hb_serializers.AgentKeySerializer(many=True)})
     def get(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         page = self.paginate_queryset(AgentApiKey.objects.filter(agent=agent))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -339,7 +351,7 @@ class AgentKeysView(ApiGenericView):
     )
     def post(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         data = json_body(hb_serializers.AgentKeyCreateSerializer, request)
         actor = request_actor(request)
         created = agent_key_create(
@@ -356,10 +368,12 @@ class AgentKeysView(ApiGenericView):
 
 
 class AgentKeyRevokeView(ApiView):
+    permission_classes = [IsActor, IsBoardOnObject]
+
     @documented(responses={200: hb_serializers.AgentKeySerializer})
     def delete(self, request, agent_id, key_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         if not AgentApiKey.objects.filter(pk=key_id, agent=agent).exists():
             raise exceptions.NotFound("Key not found")
         actor = request_actor(request)
@@ -437,6 +451,8 @@ class AgentStateView(ApiView):
     """pause, resume, terminate (board only), answering the agent as Paperclip does. Pause and
     terminate cancel the agent's active runs (each cancel is in the run's events and activity)."""
 
+    permission_classes = [IsActor, IsBoardOnObject]
+
     action_name = ""
 
     @documented(
@@ -446,7 +462,7 @@ class AgentStateView(ApiView):
     )
     def post(self, request, agent_id):
         agent = agent_for_request(request, agent_id)
-        _board_only(request)
+        self.check_object_permissions(request, agent)
         actor = request_actor(request)
         who = {"actor_type": actor.actor_type, "actor_id": actor.actor_id}
         if self.action_name == "pause":
@@ -471,10 +487,12 @@ class RunDetailView(ApiView):
 
 
 class RunCancelView(ApiView):
+    permission_classes = [IsActor, IsBoardOnObject]
+
     @documented(request=None, responses={200: hb_serializers.RunSerializer})
     def post(self, request, run_id):
         run = run_for_request(request, run_id)
-        _board_only(request)
+        self.check_object_permissions(request, run)
         actor = request_actor(request)
         run = cancel_run(run.id, actor_type=actor.actor_type, actor_id=actor.actor_id)
         return Response(hb_serializers.RunSerializer(run).data)
@@ -484,10 +502,12 @@ class RunRetryView(ApiView):
     """Retry a run that failed, timed out or was cancelled, now (board only): its agent is woken
     again on the run's task, as the console's "Retry now"."""
 
+    permission_classes = [IsActor, IsBoardOnObject]
+
     @documented(request=None, responses=WAKE_RESPONSES, errors=(409,))
     def post(self, request, run_id):
         run = run_for_request(request, run_id)
-        _board_only(request)
+        self.check_object_permissions(request, run)
         actor = request_actor(request)
         result = run_retry_now(run_id=run.id, actor_type=actor.actor_type, actor_id=actor.actor_id)
         return _wake_response(result)
@@ -660,21 +680,17 @@ class IssueRunsView(ApiGenericView):
 # Recovery (instance admins: a sweep spans every company)
 
 
-def _instance_admin_only(request) -> None:
-    if not request_actor(request).is_instance_admin:
-        raise exceptions.PermissionDenied("Instance admin access required")
-
-
 class RecoveryReapView(ApiView):
     """Run the orphaned-run reaper now (as `manage.py reap_orphans`): runs whose worker is gone
     fail as process_lost with one retry; live processes without a worker are marked detached."""
+
+    permission_classes = [IsActor, IsInstanceAdmin]
 
     @documented(
         request=hb_serializers.RecoveryRequestSerializer,
         responses={200: hb_serializers.ReapResultSerializer},
     )
     def post(self, request):
-        _instance_admin_only(request)
         data = json_body(hb_serializers.RecoveryRequestSerializer, request)
         result = reap_orphaned_runs(dry_run=data["dryRun"])
         return Response(hb_serializers.ReapResultSerializer(result).data)
@@ -684,12 +700,13 @@ class RecoveryReconcileView(ApiView):
     """Run the stranded-issue reconciler now (as `manage.py reconcile_stranded`): assigned
     issues with no live execution path are re-dispatched once, then escalated to blocked."""
 
+    permission_classes = [IsActor, IsInstanceAdmin]
+
     @documented(
         request=hb_serializers.RecoveryRequestSerializer,
         responses={200: hb_serializers.ReconcileResultSerializer},
     )
     def post(self, request):
-        _instance_admin_only(request)
         data = json_body(hb_serializers.RecoveryRequestSerializer, request)
         result = reconcile_stranded_assigned_issues(dry_run=data["dryRun"])
         return Response(hb_serializers.ReconcileResultSerializer(result).data)

@@ -39,7 +39,7 @@ from paperclip.api import (
     register_domain_errors,
 )
 from paperclip.models import ActivityLog, Company
-from paperclip.permissions import request_actor
+from paperclip.permissions import IsActor, IsBoardToDelete, request_actor
 from paperclip.rows import ModelRows
 from paperclip.serializers import ActivitySerializer
 
@@ -151,6 +151,8 @@ class CompanyIssuesView(ApiGenericView):
 
 
 class IssueDetailView(ApiView):
+    permission_classes = [IsActor, IsBoardToDelete]
+
     @documented(responses={200: issue_serializers.IssueSerializer})
     def get(self, request, issue_ref):
         return Response(
@@ -182,8 +184,7 @@ class IssueDetailView(ApiView):
     def delete(self, request, issue_ref):
         actor = request_actor(request)
         issue = issue_for_request(request, issue_ref)
-        if not actor.is_board:
-            raise exceptions.PermissionDenied("Board access required")
+        self.check_object_permissions(request, issue)
         issue_delete(
             issue_id=issue.id,
             company_id=issue.company_id,

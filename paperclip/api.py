@@ -30,7 +30,16 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from paperclip import serializers as core_serializers
 from paperclip.authentication import Actor
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership
-from paperclip.permissions import IsActor, IsBoard, company_scope_sql, request_actor, scoped
+from paperclip.permissions import (
+    IsActor,
+    IsBoard,
+    IsBoardAuthenticated,
+    IsBoardOrReadOnly,
+    IsBoardToChange,
+    company_scope_sql,
+    request_actor,
+    scoped,
+)
 from paperclip.rest import ArrayCursorPagination
 from paperclip.rows import ModelRows
 from paperclip.services import (
@@ -259,6 +268,7 @@ class ApiRootView(APIView):
 
 
 class CompanyListCreateView(ApiGenericView):
+    permission_classes = [IsBoardOrReadOnly]
     serializer_class = core_serializers.CompanySerializer
     pagination_class = cursor_pagination("name")
 
@@ -277,8 +287,6 @@ class CompanyListCreateView(ApiGenericView):
     )
     def post(self, request):
         actor = request_actor(request)
-        if not actor.is_board:
-            raise exceptions.PermissionDenied("Board access required")
         data = json_body(core_serializers.CompanyCreateSerializer, request)
         company = company_create(creator_user_id=actor.user.pk, **data)
         return Response(
@@ -287,6 +295,8 @@ class CompanyListCreateView(ApiGenericView):
 
 
 class CompanyDetailView(ApiView):
+    permission_classes = [IsActor, IsBoardToChange]
+
     def _company(self, request, company_id) -> Company:
         return get_scoped_or_404(Company.objects.all(), request, id=company_id)
 
@@ -302,8 +312,7 @@ class CompanyDetailView(ApiView):
     def patch(self, request, company_id):
         actor = request_actor(request)
         company = self._company(request, company_id)
-        if not actor.is_board:
-            raise exceptions.PermissionDenied("Board access required")
+        self.check_object_permissions(request, company)
         data = json_body(core_serializers.CompanyUpdateSerializer, request)
         company = company_update(
             company=company, actor_type="user", actor_id=actor.actor_id, changes=data
@@ -379,20 +388,14 @@ class BoardTokenRevokeView(ApiView):
 # Paperclip's names for the same board tokens (its CLI's `whoami` and `token board ...`)
 
 
-def _board_caller(request) -> Actor:
-    """The board actor, or 401 as Paperclip answers agents on these routes."""
-    actor = request_actor(request)
-    if not actor.is_board:
-        raise exceptions.NotAuthenticated("Board authentication required")
-    return actor
-
-
 class CliAuthMeView(ApiView):
     """Who the board caller is: user, instance admin, memberships, and how it authenticated."""
 
+    permission_classes = [IsActor, IsBoardAuthenticated]
+
     @documented(responses={200: core_serializers.CliAuthMeSerializer})
     def get(self, request):
-        actor = _board_caller(request)
+        actor = request_actor(request)
         user = actor.user
         memberships = list(CompanyMembership.objects.filter(user=user).order_by("created_at"))
         body = {
@@ -412,6 +415,8 @@ class CliAuthMeView(ApiView):
 
 
 class BoardApiKeyListCreateView(ApiView):
+    permission_classes = [IsActor, IsBoardAuthenticated]
+
     @documented(
         responses={200: core_serializers.BoardTokenSerializer(many=True)},
         parameters=[
@@ -419,7 +424,7 @@ class BoardApiKeyListCreateView(ApiView):
         ],
     )
     def get(self, request):
-        actor = _board_caller(request)
+        actor = request_actor(request)
         keys = BoardApiToken.objects.filter(user_id=actor.user.pk).order_by("-created_at")
         if request.query_params.get("includeInactive") != "true":
             keys = keys.filter(revoked_at__isnull=True).filter(
@@ -432,7 +437,7 @@ class BoardApiKeyListCreateView(ApiView):
         responses={201: core_serializers.BoardTokenCreatedSerializer},
     )
     def post(self, request):
-        actor = _board_caller(request)
+        actor = request_actor(request)
         data = json_body(core_serializers.BoardApiKeyCreateSerializer, request)
         company_id = data.get("requestedCompanyId")
         if company_id is not None:
@@ -447,9 +452,11 @@ class BoardApiKeyListCreateView(ApiView):
 
 
 class BoardApiKeyRevokeView(ApiView):
+    permission_classes = [IsActor, IsBoardAuthenticated]
+
     @documented(responses={200: core_serializers.BoardApiKeyRevokedSerializer})
     def delete(self, request, key_id):
-        actor = _board_caller(request)
+        actor = request_actor(request)
         token = BoardApiToken.objects.filter(id=key_id, user_id=actor.user.pk).first()
         if token is None:
             raise exceptions.NotFound("Board API key not found")

@@ -77,6 +77,51 @@ class IsBoardOrReadOnly(permissions.BasePermission):
         return request.method in permissions.SAFE_METHODS or request.auth.is_board
 
 
+class IsBoardOnObject(permissions.BasePermission):
+    """Only the board may use `methods` (default: all) on the object a route names.
+
+    Checked on the object (the view calls check_object_permissions once it found it), not on the
+    request: an object of a company the caller cannot see answers 404 before any 403.
+    """
+
+    message = "Board access required"
+    methods: frozenset[str] | None = None
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        if self.methods is not None and request.method not in self.methods:
+            return True
+        return request_actor(request).is_board
+
+
+class IsBoardToChange(IsBoardOnObject):
+    """Whoever sees the object reads it; only the board changes it."""
+
+    methods = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+class IsBoardToDelete(IsBoardOnObject):
+    methods = frozenset(("DELETE",))
+
+
+class IsBoardAuthenticated(permissions.BasePermission):
+    """Board users only; an agent is told to authenticate as one (401), as Paperclip answers
+    on its board-key routes."""
+
+    def has_permission(self, request, view) -> bool:
+        if not request_actor(request).is_board:
+            raise exceptions.NotAuthenticated("Board authentication required")
+        return True
+
+
+class IsInstanceAdmin(permissions.BasePermission):
+    """Instance admins only (a recovery sweep spans every company)."""
+
+    message = "Instance admin access required"
+
+    def has_permission(self, request, view) -> bool:
+        return request_actor(request).is_instance_admin
+
+
 class IsAgent(permissions.BasePermission):
     message = "Agent authentication required"
 
