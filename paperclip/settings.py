@@ -43,7 +43,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
@@ -173,7 +172,6 @@ PAPERCLIP_TELEMETRY_CLIENT = os.environ.get(
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "paperclip.rest.ArrayCursorPagination",
     "PAGE_SIZE": 50,
     # Bearer first: its WWW-Authenticate header makes a missing credential a 401, not a 403.
