@@ -148,7 +148,7 @@ def test_log_tail_refuses_a_path_outside_the_log_root(agent_a, settings, tmp_pat
 
 @pytest.mark.django_db
 def test_unfiltered_big_table_is_counted_from_planner_statistics(agent_a, monkeypatch):
-    monkeypatch.setattr("paperclip.admin._EXACT_COUNT_BELOW", 1)
+    monkeypatch.setattr("paperclip.admin.paging._EXACT_COUNT_BELOW", 1)
     run = make_run(agent_a, status="running")
     HeartbeatRunEvent.objects.bulk_create(
         HeartbeatRunEvent(
@@ -170,7 +170,7 @@ def test_unfiltered_big_table_is_counted_from_planner_statistics(agent_a, monkey
 
 @pytest.mark.django_db
 def test_small_filtered_result_is_counted_exactly(agent_a, monkeypatch):
-    monkeypatch.setattr("paperclip.admin._EXACT_COUNT_BELOW", 1000)
+    monkeypatch.setattr("paperclip.admin.paging._EXACT_COUNT_BELOW", 1000)
     run = make_run(agent_a, status="running")
     HeartbeatRunEvent.objects.bulk_create(
         HeartbeatRunEvent(

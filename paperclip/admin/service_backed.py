@@ -1,0 +1,97 @@
+"""Admin saves through the app's services (activity log, lock release, wakes), and credentials
+shown once."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Model
+from django.template.response import TemplateResponse
+
+
+class ServiceBackedAdmin(admin.ModelAdmin):
+    """Saves go through the app's services (activity log, lock release, wakes), not model.save().
+
+    The service runs once the form (and the model's constraints) validated, inside the admin's
+    transaction; a domain error it raises shows on the form like any validation error instead of
+    a server error, and its own transaction has rolled back.
+    """
+
+    # Domain errors of the services, shown as form errors.
+    service_errors: tuple[type[Exception], ...] = ()
+    # Text columns that hold one line (names, titles): a text input, not a 10-row box.
+    single_line_fields: tuple[str, ...] = ("name", "title")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in self.single_line_fields:
+            kwargs["widget"] = forms.TextInput(attrs={"class": "vTextField"})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def save_through_service(self, request, form, obj: Model | None) -> Model:
+        """Create (obj None) or change the object with the form's cleaned data; return it."""
+        raise NotImplementedError
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        base = super().get_form(request, obj, change=change, **kwargs)
+        model_admin = self
+
+        class ServiceForm(base):
+            def _post_clean(self):
+                super()._post_clean()
+                if self.errors:
+                    return
+                try:
+                    self.service_result = model_admin.save_through_service(request, self, obj)
+                except model_admin.service_errors as exc:
+                    self.add_error(None, str(exc))
+
+        return ServiceForm
+
+    def save_model(self, request, obj, form, change):
+        saved = form.service_result
+        for field in obj._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+        obj._state = saved._state
+
+
+class CredentialAdmin(ServiceBackedAdmin):
+    """Credentials are made by their service, and the secret is shown once, on the page that
+    answers the creation: only its hash is stored, and it never goes into a message (messages
+    travel back in a cookie or sit in the session)."""
+
+    # What the created credential is for and how to use it, shown beside the secret.
+    usage = ""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        obj.secret_shown_once = form.secret
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{self.opts.verbose_name.capitalize()} created",
+            "credential": obj,
+            "secret": obj.secret_shown_once,
+            "usage": self.usage,
+        }
+        return TemplateResponse(request, "admin/credential_created.html", context)
+
+
+def form_changes(form, fields) -> dict:
+    """The changed form fields among `fields`, keyed by attname (`assignee_agent_id`)."""
+    changes = {}
+    for name in form.changed_data:
+        if name not in fields:
+            continue
+        field = form._meta.model._meta.get_field(name)
+        value = form.cleaned_data[name]
+        if field.is_relation:
+            changes[field.attname] = value.pk if value is not None else None
+        else:
+            changes[field.attname] = value
+    return changes
+
+
+def actor_of(request) -> dict:
+    return {"actor_type": "user", "actor_id": str(request.user.pk)}
