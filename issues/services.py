@@ -79,14 +79,7 @@ def issue_create(
         created_by_agent_id=created_by_agent_id,
         created_by_user_id=created_by_user_id,
     )
-    _check_assignment(issue)
-    if assignee_agent_id:
-        _check_agent_in_company(assignee_agent_id, company_id, "assigneeAgentId")
-    if parent_id and not Issue.objects.filter(id=parent_id, company_id=company_id).exists():
-        raise IssueInvalidInput(
-            "parentId: no such issue in this company",
-            {"parentId": ["No such issue in this company."]},
-        )
+    _check_new_issue(issue)
     with transaction.atomic():
         issue.issue_number, prefix = _next_issue_number(company_id)
         issue.identifier = f"{prefix}-{issue.issue_number}"
@@ -111,6 +104,18 @@ def issue_create(
                 actor_id=actor_id,
             )
         return issue
+
+
+def _check_new_issue(issue: Issue) -> None:
+    _check_assignment(issue)
+    if issue.assignee_agent_id:
+        _check_agent_in_company(issue.assignee_agent_id, issue.company_id, "assigneeAgentId")
+    parent_id, company_id = issue.parent_id, issue.company_id
+    if parent_id and not Issue.objects.filter(id=parent_id, company_id=company_id).exists():
+        raise IssueInvalidInput(
+            "parentId: no such issue in this company",
+            {"parentId": ["No such issue in this company."]},
+        )
 
 
 def issue_comment_create(

@@ -128,32 +128,51 @@ def cancel_run(
             payload={"reason": reason},
         )
         if actor_type is not None:
-            details = {"previousStatus": previous_status, "status": run.status}
-            activity_log_record(
-                company_id=run.company_id,
-                action="heartbeat.cancelled",
-                entity_type="heartbeat_run",
-                entity_id=run.id,
+            _cancel_activity_record(
+                run=run,
+                previous_status=previous_status,
                 actor_type=actor_type,
                 actor_id=actor_id,
-                agent_id=run.agent_id,
-                run_id=run.id,
-                details={**details, "via": via} if via else details,
+                via=via,
             )
         issue_release_and_promote(run=run, now=now)
         agent_finalize_status(agent_id=run.agent_id, outcome=RunStatus.CANCELLED, now=now)
         transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
+    _cancelled_run_stop(run)
+    return run
+
+
+def _cancel_activity_record(
+    *, run: HeartbeatRun, previous_status: str, actor_type: str, actor_id: str, via: str | None
+) -> None:
+    details = {"previousStatus": previous_status, "status": run.status}
+    if via:
+        details["via"] = via
+    activity_log_record(
+        company_id=run.company_id,
+        action="heartbeat.cancelled",
+        entity_type="heartbeat_run",
+        entity_id=run.id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        agent_id=run.agent_id,
+        run_id=run.id,
+        details=details,
+    )
+
+
+def _cancelled_run_stop(run: HeartbeatRun) -> None:
+    """Stop the process of a run just cancelled, when it executes on this host."""
     shim = run_shim_identity(run)
     if shim is not None:
         process_control.shim_stop(shim)
-        return run
+        return
     # A run started before runs had shims: its worker's tree is terminated directly.
     identity = run_process_identity(run)
     if identity is not None:
         process_control.terminate_tree(
             identity, marker=str(run.id), grace=heartbeat_conf().terminate_grace_sec
         )
-    return run
 
 
 def run_retry_now(
