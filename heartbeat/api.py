@@ -28,7 +28,7 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunStatus,
 )
-from heartbeat.run_log import run_log_path
+from heartbeat.run_log import run_log_path_inside_root
 from heartbeat.selectors import company_summary
 from heartbeat.services import (
     AgentInvalidInput,
@@ -516,9 +516,10 @@ class RunLogView(ApiView):
         run = run_for_request(request, run_id)
         params = query_params(hb_serializers.RunLogQuerySerializer, request)
         content, next_offset = b"", None
-        if run.log_ref:
+        path = run_log_path_inside_root(run.log_ref) if run.log_ref else None
+        if path is not None:
             try:
-                with run_log_path(run.log_ref).open("rb") as log:
+                with path.open("rb") as log:
                     # Seeking far past the end is an OSError on some file systems: an offset
                     # beyond the log reads nothing, like one just at its end.
                     if params["offset"] < os.fstat(log.fileno()).st_size:

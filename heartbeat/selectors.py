@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, F, OuterRef, Q, Subquery, TextField
 from django.db.models.fields.json import KT
@@ -34,6 +33,7 @@ from heartbeat.models import (
     SweepRecord,
 )
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
+from heartbeat.run_log import run_log_path_inside_root
 from heartbeat.services import sweeps_latest
 from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
@@ -121,25 +121,13 @@ class LogTail:
     note: str = ""
 
 
-def run_log_path(run: HeartbeatRun) -> Path | None:
-    """The run's log file, only if it lies inside PAPERCLIP_HOME/run-logs (never a path outside)."""
-    if not run.log_ref:
-        return None
-    root = (Path(settings.PAPERCLIP_HOME) / "run-logs").resolve()
-    candidate = Path(run.log_ref)
-    if not candidate.is_absolute():
-        candidate = root / candidate
-    candidate = candidate.resolve()
-    if not candidate.is_relative_to(root):
-        return None
-    return candidate
-
-
 def run_log_tail(run: HeartbeatRun, *, max_lines: int = 80) -> LogTail:
     """The last lines of the run's NDJSON log, read backwards from the end of the file."""
-    path = run_log_path(run)
+    if not run.log_ref:
+        return LogTail((), False, 0, "no log recorded")
+    path = run_log_path_inside_root(run.log_ref)
     if path is None:
-        return LogTail((), False, 0, "no log recorded" if not run.log_ref else "log outside home")
+        return LogTail((), False, 0, "log outside the log directory")
     if run.log_compressed:
         return LogTail((), False, run.log_bytes or 0, "log is compressed; no inline tail")
     try:
