@@ -35,7 +35,6 @@ from heartbeat.models import (
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
 from heartbeat.run_log import run_log_path_inside_root
 from heartbeat.services import sweeps_latest
-from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
 from issues.wake_rules import CLOSED_STATUSES as CLOSED_ISSUE_STATUSES
 from paperclip.models import Company, spend_month_of
@@ -674,12 +673,12 @@ def _issue_rows(queryset) -> list[IssueRow]:
 
 def issues_stranded(*, company_ids) -> list[IssueRow]:
     """Assigned issues with no live execution path: the reconciler's next candidates."""
-    return _issue_rows(_scoped(Issue.objects.filter(issues_stranded_condition()), company_ids))
+    return _issue_rows(_scoped(Issue.objects.stranded(), company_ids))
 
 
 def issues_escalated(*, company_ids) -> list[IssueRow]:
     """Issues the reconciler gave up on (blocked with its comment): they need a person."""
-    return _issue_rows(_scoped(Issue.objects.filter(issues_escalated_condition()), company_ids))
+    return _issue_rows(_scoped(Issue.objects.escalated(), company_ids))
 
 
 def sweeps_status(*, now: datetime) -> list[SweepRow]:
