@@ -826,7 +826,7 @@ def _truncate(moment: datetime, bucket: str) -> datetime:
 def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -> DashboardData:
     """Everything the dashboard shows for these companies (None: all), in a fixed query count."""
     counts = dict(
-        _scoped(HeartbeatRun.objects.filter(status__in=ACTIVE_RUN_STATUSES), company_ids)
+        _scoped(HeartbeatRun.objects.active(), company_ids)
         .values_list("status")
         .annotate(n=Count("pk"))
         .order_by()
