@@ -6,12 +6,10 @@ import functools
 import logging
 import os
 import re
-from datetime import timedelta
 
 from django.db import DatabaseError, connection
 from django.http import HttpResponse
 from django.utils import timezone
-from django_q.models import OrmQ, Schedule
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -28,13 +26,14 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunStatus,
 )
-from heartbeat.run_log import run_log_path
-from heartbeat.selectors import company_summary
+from heartbeat.run_log import run_log_path_inside_root
+from heartbeat.selectors import cluster_health, company_summary
 from heartbeat.services import (
     AgentInvalidInput,
     AgentNotFound,
     AgentNotInvokable,
     AgentStateConflict,
+    LatestSweep,
     RunNotFound,
     RunNotRetryable,
     WakeOutcome,
@@ -524,9 +523,10 @@ class RunLogView(ApiView):
         run = run_for_request(request, run_id)
         params = query_params(hb_serializers.RunLogQuerySerializer, request)
         content, next_offset = b"", None
-        if run.log_ref:
+        path = run_log_path_inside_root(run.log_ref) if run.log_ref else None
+        if path is not None:
             try:
-                with run_log_path(run.log_ref).open("rb") as log:
+                with path.open("rb") as log:
                     # Seeking far past the end is an OSError on some file systems: an offset
                     # beyond the log reads nothing, like one just at its end.
                     if params["offset"] < os.fstat(log.fileno()).st_size:
@@ -714,27 +714,10 @@ class RecoveryReconcileView(ApiView):
 
 # Health
 
-# A queued django-q2 task or a schedule this much overdue means no cluster is consuming the queue.
-CLUSTER_STALL_SEC = 120
 
-
-def _cluster_health(now) -> dict:
-    """django-q2 keeps cluster stats in a per-process cache, so liveness is judged from the
-    broker table instead: tasks waiting, and schedules that should have fired."""
-    # A task's lock is its enqueue time until a worker pulls it (then it moves into the future).
-    waiting = OrmQ.objects.filter(lock__lte=now)
-    oldest_task = waiting.order_by("lock").values_list("lock", flat=True).first()
-    overdue = Schedule.objects.filter(
-        next_run__lt=now - timedelta(seconds=CLUSTER_STALL_SEC)
-    ).exclude(repeats=0)
-    stalled_for = (now - oldest_task).total_seconds() if oldest_task else 0.0
-    ok = stalled_for < CLUSTER_STALL_SEC and not overdue.exists()
-    return {"ok": ok, "queuedTasks": waiting.count(), "oldestQueuedTaskAgeSec": stalled_for}
-
-
-def _sweeps_health(now) -> dict:
+def _sweeps_health(now, sweeps: dict[str, LatestSweep]) -> dict:
     report = {}
-    for kind, latest in sweeps_latest(now=now).items():
+    for kind, latest in sweeps.items():
         record = latest.record
         report[kind] = {
             "ok": not latest.overdue and not (record and record.error),
@@ -787,9 +770,17 @@ class HealthView(ApiView):
             logger.warning("health check: the database is unavailable: %s", exc)
             body = {"status": "unavailable", "database": {"ok": False}}
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        cluster = _cluster_health(now)
-        sweeps = _sweeps_health(now)
-        degraded = not cluster["ok"] or not all(sweep["ok"] for sweep in sweeps.values())
+        latest = sweeps_latest(now=now)
+        health = cluster_health(
+            now=now, sweeps_overdue=all(sweep.overdue for sweep in latest.values())
+        )
+        cluster = {
+            "ok": not health.down,
+            "queuedTasks": health.queued_tasks,
+            "oldestQueuedTaskAgeSec": health.oldest_queued_task_age_sec,
+        }
+        sweeps = _sweeps_health(now, latest)
+        degraded = health.down or not all(sweep["ok"] for sweep in sweeps.values())
         body = {
             "status": "degraded" if degraded else "ok",
             "checkedAt": now,

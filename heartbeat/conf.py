@@ -68,7 +68,8 @@ class HeartbeatConf:
     shim_start_timeout_sec: float = 10.0
     # A cluster whose queue head has not moved for this long is stuck (heartbeat/cluster_watch.py
     # says how that happens) and exits, for `start` to restart it: four sweep intervals, so a
-    # backlog that merely moves slowly is never taken for it.
+    # backlog that merely moves slowly is never taken for it. /api/health and the dashboard call
+    # the cluster down once a task or a schedule waits this long (selectors.cluster_health).
     cluster_stuck_after_sec: int = 120
     # Where run logs are written; empty means PAPERCLIP_HOME/run-logs (the reference's
     # RUN_LOG_BASE_PATH override, so tests and operators can put logs elsewhere).

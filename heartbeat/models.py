@@ -1,5 +1,6 @@
 import uuid
 from datetime import date, datetime
+from typing import Self
 
 from django.db import models
 from django.db.models import F, Q
@@ -65,6 +66,8 @@ class RunStatus(models.TextChoices):
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# A wake that has not become a run yet: a live execution path for its issue, like an active run.
+WAITING_WAKEUP_STATUSES = (WakeupStatus.QUEUED, WakeupStatus.DEFERRED_ISSUE_EXECUTION)
 TERMINAL_RUN_STATUSES = (
     RunStatus.SUCCEEDED,
     RunStatus.FAILED,
@@ -207,6 +210,12 @@ class AgentRuntimeState(models.Model):
         return f"runtime state of {self.agent_id}"
 
 
+class AgentWakeupRequestQuerySet(models.QuerySet):
+    def waiting(self) -> Self:
+        """Wakes queued or deferred behind their issue's run: each will still become a run."""
+        return self.filter(status__in=WAITING_WAKEUP_STATUSES)
+
+
 class AgentWakeupRequest(models.Model):
     Status = WakeupStatus
     Source = WakeSource
@@ -245,6 +254,8 @@ class AgentWakeupRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = AgentWakeupRequestQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -270,6 +281,16 @@ class AgentWakeupRequest(models.Model):
 
     def __str__(self) -> str:
         return f"wake {self.id} ({self.status})"
+
+
+class HeartbeatRunQuerySet(models.QuerySet):
+    def active(self) -> Self:
+        """Queued or running: the runs that still hold their issue and a slot of their agent."""
+        return self.filter(status__in=ACTIVE_RUN_STATUSES)
+
+    def running_on_host(self, host: str) -> Self:
+        """Running runs owned on `host`: by its run supervisor, or the worker that launched them."""
+        return self.filter(status=RunStatus.RUNNING, owner_host=host)
 
 
 class HeartbeatRun(models.Model):
@@ -356,6 +377,8 @@ class HeartbeatRun(models.Model):
     event_seq = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = HeartbeatRunQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -1,4 +1,4 @@
-"""The run log: a run's stdout and stderr as NDJSON lines under PAPERCLIP_HOME/run-logs.
+"""The run log: a run's stdout and stderr as NDJSON lines under the log root (run_log_root).
 
 The run shim writes it as output arrives and never holds it whole in memory: the writer keeps a
 SHA-256, a byte count and the last excerpt of each stream, so a run printing gigabytes costs the
@@ -41,6 +41,7 @@ __all__ = [
     "run_exit_report_path",
     "run_exit_report_read",
     "run_log_path",
+    "run_log_path_inside_root",
     "run_log_read",
     "run_log_ref",
     "run_log_root",
@@ -59,12 +60,22 @@ def run_log_ref(*, company_id: object, agent_id: object, run_id: object) -> str:
 
 
 def run_log_root() -> Path:
+    """Where every run log lives: PAPERCLIP_RUN_LOG_DIR, else PAPERCLIP_HOME/run-logs."""
     configured = heartbeat_conf().run_log_dir
     return Path(configured) if configured else Path(settings.PAPERCLIP_HOME) / "run-logs"
 
 
 def run_log_path(log_ref: str) -> Path:
+    """The run's log file: its log_ref under the log root (the one place that says so)."""
     return run_log_root() / log_ref
+
+
+def run_log_path_inside_root(log_ref: str) -> Path | None:
+    """The run's log file for reading, or None when its log_ref reaches outside the log root (an
+    absolute or `..` ref written into the row by hand): readers never open a file elsewhere."""
+    root = run_log_root().resolve()
+    path = (root / log_ref).resolve()
+    return path if path.is_relative_to(root) else None
 
 
 def run_exit_report_path(log_ref: str) -> Path:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, F, OuterRef, Q, Subquery, TextField
 from django.db.models.fields.json import KT
@@ -34,8 +33,8 @@ from heartbeat.models import (
     SweepRecord,
 )
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
+from heartbeat.run_log import run_log_path_inside_root
 from heartbeat.services import sweeps_latest
-from issues.admin import issues_escalated_condition, issues_stranded_condition
 from issues.models import Issue, IssueComment
 from issues.wake_rules import CLOSED_STATUSES as CLOSED_ISSUE_STATUSES
 from paperclip.models import Company, spend_month_of
@@ -121,25 +120,13 @@ class LogTail:
     note: str = ""
 
 
-def run_log_path(run: HeartbeatRun) -> Path | None:
-    """The run's log file, only if it lies inside PAPERCLIP_HOME/run-logs (never a path outside)."""
-    if not run.log_ref:
-        return None
-    root = (Path(settings.PAPERCLIP_HOME) / "run-logs").resolve()
-    candidate = Path(run.log_ref)
-    if not candidate.is_absolute():
-        candidate = root / candidate
-    candidate = candidate.resolve()
-    if not candidate.is_relative_to(root):
-        return None
-    return candidate
-
-
 def run_log_tail(run: HeartbeatRun, *, max_lines: int = 80) -> LogTail:
     """The last lines of the run's NDJSON log, read backwards from the end of the file."""
-    path = run_log_path(run)
+    if not run.log_ref:
+        return LogTail((), False, 0, "no log recorded")
+    path = run_log_path_inside_root(run.log_ref)
     if path is None:
-        return LogTail((), False, 0, "no log recorded" if not run.log_ref else "log outside home")
+        return LogTail((), False, 0, "log outside the log directory")
     if run.log_compressed:
         return LogTail((), False, run.log_bytes or 0, "log is compressed; no inline tail")
     try:
@@ -513,11 +500,25 @@ class SweepRow:
 
 @dataclass(frozen=True)
 class ClusterHealth:
+    """Whether a django-q2 cluster consumes the queue (cluster_health says how it is judged)."""
+
     # Clusters reporting through django-q2's stat cache (only visible with a shared cache).
     clusters: tuple[str, ...]
+    # Tasks waiting for a worker to take them, and how long the oldest has waited.
     queued_tasks: int
+    oldest_queued_task_age_sec: float
+    # Repeating schedules that should have fired a stall period ago (the first ten).
     overdue_schedules: tuple[str, ...]
-    down: bool
+    # A task waited for a worker longer than the stall period.
+    queue_stalled: bool
+    # Every recovery sweep is overdue and no cluster reports its status.
+    sweeps_silent: bool
+
+    @property
+    def down(self) -> bool:
+        """Any one sign is enough: the queue stalled, a schedule did not fire, or the sweeps
+        stopped finishing with no cluster reporting."""
+        return self.queue_stalled or bool(self.overdue_schedules) or self.sweeps_silent
 
 
 @dataclass(frozen=True)
@@ -686,12 +687,12 @@ def _issue_rows(queryset) -> list[IssueRow]:
 
 def issues_stranded(*, company_ids) -> list[IssueRow]:
     """Assigned issues with no live execution path: the reconciler's next candidates."""
-    return _issue_rows(_scoped(Issue.objects.filter(issues_stranded_condition()), company_ids))
+    return _issue_rows(_scoped(Issue.objects.stranded(), company_ids))
 
 
 def issues_escalated(*, company_ids) -> list[IssueRow]:
     """Issues the reconciler gave up on (blocked with its comment): they need a person."""
-    return _issue_rows(_scoped(Issue.objects.filter(issues_escalated_condition()), company_ids))
+    return _issue_rows(_scoped(Issue.objects.escalated(), company_ids))
 
 
 def sweeps_status(*, now: datetime) -> list[SweepRow]:
@@ -706,31 +707,37 @@ def sweeps_status(*, now: datetime) -> list[SweepRow]:
     ]
 
 
-def cluster_health(*, now: datetime, sweeps: list[SweepRow]) -> ClusterHealth:
-    """Whether the django-q2 cluster works, from what the database shows.
+def cluster_health(*, now: datetime, sweeps_overdue: bool) -> ClusterHealth:
+    """Whether the django-q2 cluster works, from what the database shows: the one judgement
+    behind the dashboard's warning and /api/health.
 
     django-q2's own cluster stats live in Django's cache, which is per process unless a shared
-    cache is configured, so an empty stat list alone does not mean "down": the cluster is called
-    down when every sweep is overdue and its schedules have not fired for three intervals.
+    cache is configured: a reporting cluster is worth naming, an empty list proves nothing. So
+    the broker table decides (a task waiting, a schedule not fired, past the stall period the
+    cluster itself uses to call its queue stuck), and the sweeps (`sweeps_overdue`: every
+    recovery sweep missed its intervals) where no cluster reports.
     """
+    stall = timedelta(seconds=heartbeat_conf().cluster_stuck_after_sec)
     clusters = tuple(
         f"{stat.host} ({stat.status})" for stat in Stat.get_all() if getattr(stat, "host", None)
     )
-    late = now - timedelta(seconds=heartbeat_conf().sweep_interval_sec * 3)
+    # A task's lock is its enqueue time until a worker pulls it (then it moves into the future).
+    waiting = OrmQ.objects.filter(lock__lte=now)
+    oldest_task = waiting.order_by("lock").values_list("lock", flat=True).first()
+    oldest_age = (now - oldest_task).total_seconds() if oldest_task else 0.0
     overdue_schedules = tuple(
-        Schedule.objects.filter(next_run__lt=late)
+        Schedule.objects.filter(next_run__lt=now - stall)
         .exclude(repeats=0)
         .order_by("next_run")
         .values_list("name", flat=True)[:10]
     )
-    queued_tasks = OrmQ.objects.count()
-    all_sweeps_overdue = all(sweep.overdue for sweep in sweeps)
-    down = not clusters and all_sweeps_overdue
     return ClusterHealth(
         clusters=clusters,
-        queued_tasks=queued_tasks,
+        queued_tasks=waiting.count(),
+        oldest_queued_task_age_sec=oldest_age,
         overdue_schedules=tuple(name or "(unnamed)" for name in overdue_schedules),
-        down=down,
+        queue_stalled=oldest_age >= stall.total_seconds(),
+        sweeps_silent=sweeps_overdue and not clusters,
     )
 
 
@@ -819,7 +826,7 @@ def _truncate(moment: datetime, bucket: str) -> datetime:
 def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -> DashboardData:
     """Everything the dashboard shows for these companies (None: all), in a fixed query count."""
     counts = dict(
-        _scoped(HeartbeatRun.objects.filter(status__in=ACTIVE_RUN_STATUSES), company_ids)
+        _scoped(HeartbeatRun.objects.active(), company_ids)
         .values_list("status")
         .annotate(n=Count("pk"))
         .order_by()
@@ -835,7 +842,7 @@ def dashboard_data(*, company_ids: frozenset[uuid.UUID] | None, now: datetime) -
         stranded=issues_stranded(company_ids=company_ids),
         escalated=issues_escalated(company_ids=company_ids),
         sweeps=sweeps,
-        cluster=cluster_health(now=now, sweeps=sweeps),
+        cluster=cluster_health(now=now, sweeps_overdue=all(sweep.overdue for sweep in sweeps)),
         supervisors=supervisors,
         unwatched_hosts=unwatched_hosts,
         chart_24h=_runs_by_outcome_cached(

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.contrib import admin, messages
-from django.db.models import Exists, OuterRef, Q, TextField
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
 from django.utils.html import format_html
 
 from issues.models import Issue, IssueComment
@@ -28,50 +25,11 @@ from paperclip.admin import (
     form_changes,
     short_id,
 )
-from paperclip.models import ActivityLog, Company
-
-_ACTIVE_RUN_STATUSES = ("queued", "running")
+from paperclip.models import ActivityLog
 
 
 def _run_model():
     return apps.get_model("heartbeat", "HeartbeatRun")
-
-
-def _wakeup_model():
-    return apps.get_model("heartbeat", "AgentWakeupRequest")
-
-
-def issues_stranded_condition() -> Q:
-    """Assigned to an agent, todo or in progress, and no live execution path: no queued or running
-    run and no deferred wake for it (the reconciler's candidates, reference section 5). Issues of
-    a paused company wait for it, as the reconciler lets them."""
-    issue_key = Cast(OuterRef("pk"), TextField())
-    live_run = (
-        _run_model()
-        .objects.filter(status__in=_ACTIVE_RUN_STATUSES)
-        .alias(issue_key=KT("context_snapshot__issueId"))
-        .filter(issue_key=issue_key)
-    )
-    deferred_wake = (
-        _wakeup_model()
-        .objects.filter(status="deferred_issue_execution")
-        .alias(issue_key=KT("payload__issueId"))
-        .filter(issue_key=issue_key)
-    )
-    return (
-        Q(assignee_agent__isnull=False, status__in=(Issue.Status.TODO, Issue.Status.IN_PROGRESS))
-        & ~Q(company__status=Company.Status.PAUSED)
-        & ~Exists(live_run)
-        & ~Exists(deferred_wake)
-    )
-
-
-def issues_escalated_condition() -> Q:
-    """Blocked with a comment from no author: the reconciler's escalation note."""
-    system_comment = IssueComment.objects.filter(
-        issue=OuterRef("pk"), author_agent__isnull=True, author_user_id__isnull=True
-    )
-    return Q(status=Issue.Status.BLOCKED) & Exists(system_comment)
 
 
 class IssueAttentionFilter(admin.SimpleListFilter):
@@ -87,9 +45,9 @@ class IssueAttentionFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "stranded":
-            return queryset.filter(issues_stranded_condition())
+            return queryset.stranded()
         if self.value() == "escalated":
-            return queryset.filter(issues_escalated_condition())
+            return queryset.escalated()
         if self.value() == "locked":
             return queryset.filter(execution_run__isnull=False)
         return queryset

@@ -1,7 +1,13 @@
 import uuid
+from typing import Self
 
+from django.apps import apps
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+
+from paperclip.models import Company
 
 
 class IssueStatus(models.TextChoices):
@@ -19,6 +25,37 @@ class IssuePriority(models.TextChoices):
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"
+
+
+class IssueQuerySet(models.QuerySet):
+    def stranded(self) -> Self:
+        """Assigned to an agent, todo or in progress, and no live execution path: no queued or
+        running run for it (its execution lock included) and no wake waiting to become one.
+        Issues of a paused company wait for it. These are the reconciler's candidates (reference
+        section 5); the reconciler selects the same rows a locked page at a time, set-based
+        (heartbeat/services/reconciler.py: issues_stranded)."""
+        # Runs and wakes are heartbeat's: reached by model name, never imported (layering).
+        runs = apps.get_model("heartbeat", "HeartbeatRun").objects.active()
+        wakes = apps.get_model("heartbeat", "AgentWakeupRequest").objects.waiting()
+        issue_key = Cast(OuterRef("pk"), TextField())
+        live_run = runs.alias(issue_key=KT("context_snapshot__issueId")).filter(issue_key=issue_key)
+        waiting_wake = wakes.alias(issue_key=KT("payload__issueId")).filter(issue_key=issue_key)
+        executing = runs.filter(pk=OuterRef("execution_run_id"))
+        return self.filter(
+            Q(assignee_agent__isnull=False, assignee_user_id__isnull=True)
+            & Q(status__in=(IssueStatus.TODO, IssueStatus.IN_PROGRESS))
+            & ~Q(company__status=Company.Status.PAUSED)
+            & ~Exists(executing)
+            & ~Exists(live_run)
+            & ~Exists(waiting_wake)
+        )
+
+    def escalated(self) -> Self:
+        """Blocked with a comment from no author: the reconciler's escalation note."""
+        system_comment = IssueComment.objects.filter(
+            issue=OuterRef("pk"), author_agent__isnull=True, author_user_id__isnull=True
+        )
+        return self.filter(Q(status=IssueStatus.BLOCKED) & Exists(system_comment))
 
 
 class Issue(models.Model):
@@ -79,6 +116,8 @@ class Issue(models.Model):
     request_depth = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = IssueQuerySet.as_manager()
 
     class Meta:
         # company_id, not company: ordering through the relation joins paperclip_company, and a

@@ -346,7 +346,7 @@ def _clear_locks(issue: Issue) -> None:
 def _run_is_active(run_id) -> bool:
     if run_id is None:
         return False
-    return _run_model().objects.filter(pk=run_id, status__in=_ACTIVE_RUN_STATUSES).exists()
+    return _run_model().objects.active().filter(pk=run_id).exists()
 
 
 def _assert_run_ownership(

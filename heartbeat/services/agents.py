@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from heartbeat.models import ACTIVE_RUN_STATUSES, Agent, AgentApiKey, AgentStatus, HeartbeatRun
+from heartbeat.models import Agent, AgentApiKey, AgentStatus, HeartbeatRun
 from heartbeat.services.budgets import agent_budget_settle
 from heartbeat.services.lifecycle import agent_start_next_queued
 from heartbeat.services.runs import cancel_run
@@ -236,7 +236,8 @@ def _agent_cancel_active_runs(agent: Agent, reason: str) -> tuple[uuid.UUID, ...
     """Cancel the agent's queued and running runs (killing their processes); called after the
     agent's new status committed, so nothing claims or dispatches for it meanwhile."""
     run_ids = list(
-        HeartbeatRun.objects.filter(agent=agent, status__in=ACTIVE_RUN_STATUSES)
+        HeartbeatRun.objects.active()
+        .filter(agent=agent)
         .order_by("created_at")
         .values_list("id", flat=True)
     )

@@ -155,7 +155,7 @@ def _host_full(host: str, cap: int) -> bool:
             "SELECT pg_advisory_xact_lock(%s, %s)",
             [advisory_lock_key(AdvisoryLock.HOST_RUNS), sweep_lock_scope(host)],
         )
-    running = HeartbeatRun.objects.filter(status=RunStatus.RUNNING, owner_host=host).count()
+    running = HeartbeatRun.objects.running_on_host(host).count()
     return running >= cap
 
 

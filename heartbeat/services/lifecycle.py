@@ -25,7 +25,6 @@ from django_q.tasks import async_task
 
 from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
-    ACTIVE_RUN_STATUSES,
     Agent,
     AgentRuntimeState,
     AgentStatus,
@@ -279,7 +278,7 @@ def issue_release_and_promote(*, run: HeartbeatRun, now: datetime) -> HeartbeatR
 
 def _promote_deferred_wake(*, issue: Issue, now: datetime) -> HeartbeatRun | None:
     # Another active run still holds the issue (one active run per issue, enforced by the DB).
-    if runs_of_issue(issue.id).filter(status__in=ACTIVE_RUN_STATUSES).exists():
+    if runs_of_issue(issue.id).active().exists():
         return None
     deferred = (
         wakeups_of_issue(issue.id)

@@ -28,6 +28,8 @@ from django.utils import timezone
 from heartbeat import process_control
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
 from heartbeat.models import (
+    ACTIVE_RUN_STATUSES,
+    WAITING_WAKEUP_STATUSES,
     Agent,
     AgentStatus,
     AgentWakeupRequest,
@@ -210,8 +212,10 @@ class ReconcileResult:
 
 # --- Selector -----------------------------------------------------------------------------------
 
-_ACTIVE_SQL = "('queued', 'running')"
-_WAITING_SQL = "('deferred_issue_execution', 'queued')"
+# Issue.objects.stranded() defines a stranded issue; these statements select the same rows a
+# locked page at a time, so the statuses come from the same constants.
+_ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE_RUN_STATUSES) + ")"
+_WAITING_SQL = "(" + ", ".join(f"'{status}'" for status in WAITING_WAKEUP_STATUSES) + ")"
 
 # The page: agent-assigned todo/in_progress issues in creation order, locked. Locked first and
 # checked after: a wake creates a run for an issue under that issue's row lock, so no run can
@@ -302,7 +306,8 @@ def issues_stranded(
     issue_id: uuid.UUID | None = None,
 ) -> StrandedPage:
     """The next page of agent-assigned open issues (creation order), reduced to the stranded
-    ones: no queued or running run, no deferred or queued wake. Optionally locked (SKIP LOCKED).
+    ones (the rows of Issue.objects.stranded(), checked after locking and set-based over the
+    page). Optionally locked (SKIP LOCKED).
     """
     sql = _PAGE_SQL.replace(
         "{only_issue}", "AND i.id = %(issue_id)s" if issue_id is not None else ""
@@ -321,7 +326,7 @@ def issues_stranded(
         return StrandedPage(issues=[], scanned=0, last_key=None)
     last_key = (page[-1][4], page[-1][0])
     # An execution lock on an active run is a live path too.
-    open_rows = [row for row in page if row[10] not in ("queued", "running")]
+    open_rows = [row for row in page if row[10] not in ACTIVE_RUN_STATUSES]
     keys = [str(row[0]) for row in open_rows]
     busy = {row[0] for row in sql_execute(_ACTIVE_PATH_SQL, {"ids": keys})} if keys else set()
     open_rows = [row for row in open_rows if str(row[0]) not in busy]

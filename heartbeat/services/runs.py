@@ -380,7 +380,7 @@ def host_start_parked_runs(*, host: str, now: datetime | None = None) -> ResumeR
     costs one count; other parked runs wait for resume_queued_runs.
     """
     cap = heartbeat_conf().host_max_concurrent_runs
-    running = HeartbeatRun.objects.filter(status=RunStatus.RUNNING, owner_host=host).count()
+    running = HeartbeatRun.objects.running_on_host(host).count()
     if running != cap - 1:
         return ResumeResult(dispatched=0, run_ids=[])
     # Parked runs of any age: a refusal parked them, so no first dispatch is still out.

@@ -452,7 +452,8 @@ def _issue_active_run(issue: Issue, *, now: datetime) -> HeartbeatRun | None:
         issue.execution_agent_name_key = None
     run = (
         runs_of_issue(issue.id)
-        .filter(company_id=issue.company_id, status__in=ACTIVE_RUN_STATUSES)
+        .active()
+        .filter(company_id=issue.company_id)
         .select_related("agent")
         .order_by(
             Case(
@@ -515,7 +516,7 @@ def _wake_without_issue(wake: _Wake) -> WakeResult:
         Q(task_key=task_key) if task_key else Q(task_key__isnull=True),
         agent=wake.agent,
     )
-    active = list(scope.filter(status__in=ACTIVE_RUN_STATUSES).order_by("-created_at")[:50])
+    active = list(scope.active().order_by("-created_at")[:50])
     queued = next((run for run in active if run.status == RunStatus.QUEUED), None)
     running = next((run for run in active if run.status == RunStatus.RUNNING), None)
     # A comment that arrives while its scope is running needs a follow-up run to be read.

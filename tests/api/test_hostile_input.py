@@ -120,6 +120,16 @@ def test_log_offset_far_beyond_the_log_reads_nothing(side_a, tmp_path):
     assert (response.json()["content"], response.json()["nextOffset"]) == ("", None)
 
 
+def test_log_ref_reaching_outside_the_log_dir_is_not_served(side_a, tmp_path):
+    (tmp_path / "secret.txt").write_text("password=hunter2\n")
+    (tmp_path / "logs").mkdir()
+    with override_settings(PAPERCLIP_HEARTBEAT={"run_log_dir": str(tmp_path / "logs")}):
+        run = make_run(side_a.agent, log_store="local_file", log_ref="../secret.txt")
+        response = side_a.board.get(f"/api/heartbeat-runs/{run.id}/log")
+    assert response.status_code == 200
+    assert response.json()["content"] == ""
+
+
 def test_log_offset_past_its_documented_maximum_answers_400(side_a):
     run = make_run(side_a.agent, status=HeartbeatRun.Status.SUCCEEDED)
     response = side_a.agent_client.get(f"/api/heartbeat-runs/{run.id}/log", {"offset": 2**63})

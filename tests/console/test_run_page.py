@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from heartbeat import selectors
 from heartbeat.models import HeartbeatRunEvent
+from heartbeat.run_log import run_log_path
 from paperclip.admin import EstimatedCountPaginator
 from tests.factories import make_agent, make_run
 
@@ -116,6 +117,21 @@ def test_run_page_shows_the_log_tail(admin_client_, agent_a, settings, tmp_path)
 
 
 @pytest.mark.django_db
+def test_run_page_shows_a_log_written_under_the_configured_log_dir(
+    admin_client_, agent_a, settings, tmp_path
+):
+    settings.PAPERCLIP_HOME = tmp_path / "home"
+    settings.PAPERCLIP_HEARTBEAT = {"run_log_dir": str(tmp_path / "elsewhere")}
+    run = make_run(agent_a, status="running", log_ref="c/a/r.ndjson")
+    log = run_log_path(run.log_ref)
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"ts": "t1", "stream": "stdout", "chunk": "hello\n"}) + "\n")
+    page = _run_page(admin_client_, run)
+    assert "t1 stdout hello" in page
+    assert "log file not found" not in page
+
+
+@pytest.mark.django_db
 def test_log_tail_of_a_multi_gigabyte_log_reads_only_its_end(agent_a, settings, tmp_path):
     settings.PAPERCLIP_HOME = tmp_path
     log = tmp_path / "run-logs" / "huge.ndjson"
@@ -143,7 +159,7 @@ def test_log_tail_refuses_a_path_outside_the_log_root(agent_a, settings, tmp_pat
     run = make_run(agent_a, status="failed", log_ref="../../secret.txt")
     tail = selectors.run_log_tail(run)
     assert tail.lines == ()
-    assert tail.note == "log outside home"
+    assert tail.note == "log outside the log directory"
 
 
 @pytest.mark.django_db

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from heartbeat.models import ACTIVE_RUN_STATUSES, Agent
+from heartbeat.models import Agent
 from heartbeat.services import AgentNotInvokable, agent_create, runs_of_issue, wake_agent
 from issues.models import Issue
 from issues.services import issue_create
@@ -78,7 +78,7 @@ class Command(BaseCommand):
         if issue.status in (Issue.Status.DONE, Issue.Status.CANCELLED):
             self.stdout.write("The demo issue is already closed; its run is in the admin.")
             return
-        if runs_of_issue(issue.id).filter(status__in=ACTIVE_RUN_STATUSES).exists():
+        if runs_of_issue(issue.id).active().exists():
             self.stdout.write("A run for the demo issue is already queued or running.")
             return
         try:
