@@ -15,6 +15,14 @@ def pytest_configure(config):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that start the product's processes or a browser are slow too, so that
+    `-m "not slow"` alone gives the quick loop."""
+    for item in items:
+        if item.get_closest_marker("cluster") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def supervisor(db) -> Iterator[SupervisorDriver]:
     """This host's run supervisor, in the test process (use with transaction=True tests)."""

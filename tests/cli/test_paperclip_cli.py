@@ -26,7 +26,7 @@ import pytest
 from tests.cli import npm_cache
 from tests.polling import wait_until
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SEC = 180

@@ -24,7 +24,7 @@ from tests.cluster import product_env, running_command, running_qcluster, runnin
 from tests.factories import make_agent
 from tests.polling import wait_until
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 WAIT_SECONDS = 90.0
 

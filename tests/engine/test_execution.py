@@ -27,7 +27,7 @@ from tests.factories import make_agent, make_company, make_issue
 from tests.polling import wait_until
 from tests.supervision import SupervisorDriver
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 WAIT_SECONDS = 30.0
 

@@ -20,7 +20,7 @@ from tests.faults.product import terminate_runs
 from tests.polling import wait_until
 from tests.recovery.processes import WAIT_SECONDS, is_gone, is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 # Short leases so that the test sees one expire.
 FAST_LEASES = {"PAPERCLIP_LEASE_EXPIRY_SEC": "3", "PAPERCLIP_LEASE_RENEW_INTERVAL_SEC": "1"}

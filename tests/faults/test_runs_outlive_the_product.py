@@ -20,7 +20,7 @@ from tests.faults.product import PrivatePostgres, Product, terminate_runs
 from tests.polling import wait_until
 from tests.recovery.processes import is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 SLEEP_THEN_DONE = "sleep 25; echo done"
 

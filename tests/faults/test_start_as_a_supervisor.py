@@ -25,7 +25,7 @@ from tests.faults.product import ROOT, Product, terminate_runs
 from tests.polling import wait_until
 from tests.recovery.processes import is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 # Long enough to be in flight through a kill and a restart, short enough to end in the test.
 WORK_THEN_DONE = "sleep 20; echo done"

@@ -34,6 +34,7 @@ def _status_of(url: str) -> int | None:
         return None
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(400)
 def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
     port = free_port()

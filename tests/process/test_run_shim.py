@@ -23,7 +23,7 @@ from heartbeat.process_control import ShimStarted, ShimStartError
 from tests.polling import wait_until
 from tests.recovery.processes import WAIT_SECONDS, is_gone
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 class ShimRun:

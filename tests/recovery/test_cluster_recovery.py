@@ -25,7 +25,7 @@ from tests.factories import make_agent
 from tests.polling import wait_until
 from tests.recovery.processes import WAIT_SECONDS, is_gone, is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 CLUSTER_WAIT_SECONDS = 150.0
 # First attempt: report, then hang; the process-loss retry (its wake reason) succeeds at once.

@@ -21,6 +21,7 @@ from tests.recovery.processes import WAIT_SECONDS, RunProcesses, is_gone, is_run
 
 pytestmark = [
     pytest.mark.process,
+    pytest.mark.slow,
     pytest.mark.timeout(90),
     pytest.mark.django_db(transaction=True),
 ]

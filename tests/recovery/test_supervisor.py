@@ -37,6 +37,7 @@ from tests.supervision import SupervisorDriver
 
 pytestmark = [
     pytest.mark.process,
+    pytest.mark.slow,
     pytest.mark.timeout(120),
     pytest.mark.django_db(transaction=True),
 ]
@@ -103,6 +104,7 @@ def test_leases_of_all_watched_runs_are_renewed_in_one_statement(launch, run_log
     assert all(after[run.id] > before[run.id] for run in runs)
 
 
+@pytest.mark.cluster
 def test_restarted_supervisor_adopts_the_live_run_and_finalizes_it(launch, run_logs, tmp_path):
     with running_supervisor(tmp_path) as first:
         run = launch("sleep 4; echo done")
@@ -146,6 +148,7 @@ def test_run_that_ended_while_no_supervisor_ran_is_finalized_when_one_starts(lau
     assert not HeartbeatRun.objects.filter(retry_of_run_id=run.id).exists()
 
 
+@pytest.mark.cluster
 def test_second_supervisor_on_one_host_is_refused(run_logs, tmp_path):
     with running_supervisor(tmp_path) as first:
         wait_until(
@@ -185,6 +188,7 @@ def test_supervisor_start_stops_an_agent_whose_run_already_ended_elsewhere(launc
     assert run.stdout_excerpt == "started\n"
 
 
+@pytest.mark.cluster
 def test_cancel_written_on_another_host_stops_the_run_within_two_seconds(
     launch, run_logs, tmp_path
 ):
@@ -272,6 +276,7 @@ def test_reaper_leaves_a_live_shim_to_the_running_supervisor_of_its_host(
     assert _owner_pid(run.id) == os.getpid()
 
 
+@pytest.mark.cluster
 def test_supervisor_stopped_cleanly_leaves_runs_running(launch, run_logs, tmp_path):
     with running_supervisor(tmp_path) as supervisor_proc:
         run = launch("sleep 300")
@@ -287,6 +292,7 @@ def test_supervisor_stopped_cleanly_leaves_runs_running(launch, run_logs, tmp_pa
     assert _status(run.id) == "running"
 
 
+@pytest.mark.cluster
 def test_supervisor_asked_to_stop_runs_cancels_them_and_exits_once_they_ended(
     launch, run_logs, tmp_path
 ):
@@ -307,6 +313,7 @@ def test_supervisor_asked_to_stop_runs_cancels_them_and_exits_once_they_ended(
         assert is_gone(run.process_pid) and is_gone(run.shim_pid)
 
 
+@pytest.mark.cluster
 def test_supervisor_tells_its_launcher_it_is_up_and_how_many_runs_are_in_flight(
     launch, run_logs, tmp_path
 ):
