@@ -6,6 +6,7 @@ key); code never imports upwards, and reaches a model of an app above its own th
 from __future__ import annotations
 
 import ast
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +46,7 @@ GET_MODEL_ALLOWED = {
 }
 
 
+@functools.cache
 def _app_modules() -> list[tuple[str, ast.Module]]:
     """(path from the repository root, parsed source) of every module of the three apps but
     their migrations, which use `apps.get_model` as Django intends (historical models)."""
