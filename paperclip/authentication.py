@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from django.apps import apps
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -342,7 +343,7 @@ def _agent_by_active_run(credential: RunCredential, subject: str) -> tuple | Non
 
 @functools.cache
 def _board_token_by_hash_sql() -> str:
-    user_table = apps.get_model(settings.AUTH_USER_MODEL)._meta.db_table
+    user_table = get_user_model()._meta.db_table
     return (
         f"SELECT token.id, token.revoked_at, token.expires_at, token.last_used_at, "
         f"person.id, person.xmin::text, {LOCKED_FOR_SQL} "

@@ -13,15 +13,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
+
+from tests.polling import wait_until
 
 
 def product_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -111,22 +113,25 @@ def running_web_server(tmp_path: Path, **env: str) -> Iterator[str]:
             start_new_session=True,
         )
         try:
-            _wait_until_serving(origin, proc)
+            wait_until(
+                lambda: _serving(origin, proc),
+                timeout=60,
+                interval=0.2,
+                message=f"gunicorn answers on {origin}",
+            )
             yield origin
         finally:
             stop_gracefully(proc)
 
 
-def _wait_until_serving(origin: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {proc.returncode} while starting")
-        try:
-            with urllib.request.urlopen(f"{origin}/api/health", timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"gunicorn did not answer on {origin} within {timeout} s")
+def _serving(origin: str, proc: subprocess.Popen) -> bool:
+    """Whether gunicorn answers (any status); fails at once if it exited while starting."""
+    if proc.poll() is not None:
+        pytest.fail(f"gunicorn exited with {proc.returncode} while starting")
+    try:
+        with urllib.request.urlopen(f"{origin}/api/health", timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False

@@ -3,8 +3,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 
 from tests.supervision import SupervisorDriver
+
+
+def pytest_configure(config):
+    # Users made with a password cost 0.2 s each at PBKDF2's production work factor; the tests
+    # check who may log in, not how hard a stolen hash is to crack. Product processes that tests
+    # start keep the production hashers (no test logs in to them with a password made here).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that start the product's processes or a browser are slow too, so that
+    `-m "not slow"` alone gives the quick loop."""
+    for item in items:
+        if item.get_closest_marker("cluster") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

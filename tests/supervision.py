@@ -3,13 +3,12 @@ the supervisor that watches them runs in the test process, on the test database.
 
 from __future__ import annotations
 
-import time
 import uuid
-
-import pytest
+from collections.abc import Callable
 
 from heartbeat.models import TERMINAL_RUN_STATUSES, HeartbeatRun
 from heartbeat.supervisor import Supervisor
+from tests.polling import wait_until
 
 # Generous: the suite shares two cores with other suites, and Python takes a while to start.
 SETTLE_SECONDS = 30.0
@@ -29,25 +28,32 @@ class SupervisorDriver:
     def settle(self, *run_ids: uuid.UUID | str, seconds: float = SETTLE_SECONDS) -> None:
         """Tick until every run is terminal and its shim is done (output recorded)."""
         ids = {uuid.UUID(str(run_id)) for run_id in run_ids}
-        deadline = time.monotonic() + seconds
-        while True:
+
+        def settled() -> bool:
             self.tick()
             ended = HeartbeatRun.objects.filter(id__in=ids, status__in=TERMINAL_RUN_STATUSES)
             busy = ids & (set(self.supervisor.watched) | set(self.supervisor.stopping)) | set(
                 self.supervisor.exited
             )
-            if ended.count() == len(ids) and not busy:
-                return
-            if time.monotonic() >= deadline:
-                pytest.fail(f"runs {sorted(map(str, ids))} did not settle in {seconds:g}s")
+            return ended.count() == len(ids) and not busy
 
-    def settle_until(self, condition, *, seconds: float = SETTLE_SECONDS) -> None:
-        """Tick until condition() holds."""
-        deadline = time.monotonic() + seconds
-        while not condition():
-            if time.monotonic() >= deadline:
-                pytest.fail(f"condition not reached in {seconds:g}s")
+        # No sleep between polls: each tick waits for the supervisor's own events.
+        wait_until(
+            settled, timeout=seconds, interval=0, message=f"runs {sorted(map(str, ids))} settle"
+        )
+
+    def settle_until(
+        self, condition: Callable[[], bool], *, message: str, seconds: float = SETTLE_SECONDS
+    ) -> None:
+        """Tick until condition() holds; `message` says what that means, for the failure."""
+
+        def ticked_until() -> bool:
+            if condition():
+                return True
             self.tick()
+            return False
+
+        wait_until(ticked_until, timeout=seconds, interval=0, message=message)
 
     def close(self) -> None:
         self.supervisor.close()

@@ -26,7 +26,11 @@ from paperclip.services import board_token_revoke
 from tests.cluster import running_web_server
 from tests.factories import make_agent, make_company, make_run
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(120),
+]
 
 
 def _get(origin: str, path: str, secret: str) -> tuple[int, dict]:

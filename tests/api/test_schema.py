@@ -100,6 +100,7 @@ def _fuzz(operation, real: dict[str, str], auth_headers: dict[str, str]) -> str 
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("actor", ["board", "agent_client"])
 def test_api_conforms_to_its_schema(side_a, actor, wsgi_app):
@@ -130,6 +131,7 @@ STATEFUL_SCENARIOS = 40
 STATEFUL_STEPS = 8
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("actor", ["board", "agent_client"])
 def test_api_sequences_following_schema_links_conform(side_a, actor, wsgi_app):

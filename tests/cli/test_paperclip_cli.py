@@ -16,18 +16,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.cli import npm_cache
+from tests.polling import wait_until
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SEC = 180
@@ -108,7 +107,12 @@ def product(cli, tmp_path_factory) -> Product:
     )
     origin = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: _answers(f"{origin}/api/health"), START_TIMEOUT_SEC, "start")
+        wait_until(
+            lambda: _answers(f"{origin}/api/health"),
+            timeout=START_TIMEOUT_SEC,
+            interval=0.3,
+            message="`start` answers /api/health",
+        )
         yield Product(origin=origin, env=env)
     finally:
         process.send_signal(signal.SIGINT)
@@ -126,17 +130,6 @@ def _answers(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def _wait_until(condition: Callable[[], object], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 @dataclass
@@ -219,7 +212,9 @@ def _finished_run_of(product: Product, board: Runner, issue_id: str, reason: str
                 return run
         return None
 
-    return _wait_until(finished, RUN_TIMEOUT_SEC, f"a finished {reason} run")
+    return wait_until(
+        finished, timeout=RUN_TIMEOUT_SEC, interval=0.3, message=f"a {reason} run has succeeded"
+    )
 
 
 # Server, identity, documents

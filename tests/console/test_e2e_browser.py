@@ -29,10 +29,13 @@ ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 # Generous: two shared cores, several suites side by side.
 STEP_TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
+    ),
+]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from heartbeat.process_control import current_host
 from heartbeat.services import ClaimRefusal, RunOutcome, run_claim, run_finalize, wake_agent
 from issues.models import Issue
 from tests.factories import make_agent, make_issue, make_run
+from tests.polling import wait_until
 from tests.threads import race
 
 
@@ -116,19 +116,14 @@ def test_issue_locked_by_another_run_keeps_its_lock(dispatched):
     assert issue.execution_run_id == other.id
 
 
-def _wait_for_lock_waiter() -> None:
-    """Until some backend of this database waits on a row lock."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.05)
-    pytest.fail("nobody waited on the lock")
+def _lock_waiters() -> int:
+    """How many backends of this database wait on a row lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -167,7 +162,7 @@ def test_finishing_run_waits_for_a_wake_joining_it_instead_of_deadlocking(dispat
     holding.wait(30)
     finisher = threading.Thread(target=finish)
     finisher.start()
-    _wait_for_lock_waiter()
+    wait_until(_lock_waiters, timeout=30, message="some backend waits on the lock")
     release.set()
     waker.join(30)
     finisher.join(30)

@@ -24,7 +24,7 @@ from paperclip.models import Company
 from tests.factories import make_agent, make_company, make_issue
 from tests.supervision import SupervisorDriver
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 FAKE_CLI = Path(__file__).resolve().parent.parent / "fake_cli"
 SUMMARY = "Fixed the typo in README.md and checked the build."

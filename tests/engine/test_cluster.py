@@ -9,8 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,18 +22,11 @@ from heartbeat.services import BudgetBlocked, agent_update, budgets_month_rollov
 from paperclip.models import ActivityLog, spend_month_of
 from tests.cluster import product_env, running_command, running_qcluster, running_supervisor
 from tests.factories import make_agent
+from tests.polling import wait_until
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 WAIT_SECONDS = 90.0
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -58,9 +50,11 @@ def test_cluster_executes_woken_runs_end_to_end_one_at_a_time_per_agent(cluster)
         for key in ("a", "b")
     ]
 
-    _wait_for(
+    wait_until(
         lambda: HeartbeatRun.objects.filter(agent=agent, status="succeeded").count() == 2,
-        "both runs succeeded in the cluster",
+        timeout=WAIT_SECONDS,
+        interval=0.1,
+        message="both runs succeeded in the cluster",
     )
 
     first, second = (HeartbeatRun.objects.get(pk=run.pk) for run in runs)
@@ -120,9 +114,11 @@ def test_budget_stops_and_resumes_a_claude_agent_through_the_cluster(cluster, tm
         wake_agent(agent_id=agent.id, reason="test", payload={"taskKey": key}).run
         for key in ("a", "b")
     )
-    _wait_for(
+    wait_until(
         lambda: {_run_status(first.id), _run_status(second.id)} == {"succeeded"},
-        "both runs in flight finished",
+        timeout=WAIT_SECONDS,
+        interval=0.1,
+        message="both runs in flight finished",
     )
     first, second = (HeartbeatRun.objects.get(pk=run.pk) for run in (first, second))
     assert max(first.started_at, second.started_at) < min(first.finished_at, second.finished_at)
@@ -143,7 +139,12 @@ def test_budget_stops_and_resumes_a_claude_agent_through_the_cluster(cluster, tm
     agent.refresh_from_db()
     assert agent.status == "idle"
     again = wake_agent(agent_id=agent.id, reason="test", payload={"taskKey": "a"}).run
-    _wait_for(lambda: _run_status(again.id) == "succeeded", "the run after the raise finished")
+    wait_until(
+        lambda: _run_status(again.id) == "succeeded",
+        timeout=WAIT_SECONDS,
+        interval=0.1,
+        message="the run after the raise finished",
+    )
     again.refresh_from_db()
     assert again.session_id_before == first.session_id_after
     assert again.session_id_after == first.session_id_after
@@ -158,7 +159,12 @@ def test_budget_stops_and_resumes_a_claude_agent_through_the_cluster(cluster, tm
     agent.refresh_from_db()
     assert (agent.status, agent.spent_monthly_cents) == ("idle", 0)
     fresh_month = wake_agent(agent_id=agent.id, reason="test", payload={"taskKey": "d"}).run
-    _wait_for(lambda: _run_status(fresh_month.id) == "succeeded", "the new month's run finished")
+    wait_until(
+        lambda: _run_status(fresh_month.id) == "succeeded",
+        timeout=WAIT_SECONDS,
+        interval=0.1,
+        message="the new month's run finished",
+    )
     agent.refresh_from_db()
     assert agent.spent_monthly_cents == 60
     assert CostEvent.objects.filter(agent=agent).count() == 4

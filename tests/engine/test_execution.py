@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,9 +24,10 @@ from heartbeat.services import cancel_run, run_execute, wake_agent
 from issues.models import Issue
 from paperclip.credentials import run_credential_parse
 from tests.factories import make_agent, make_company, make_issue
+from tests.polling import wait_until
 from tests.supervision import SupervisorDriver
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 WAIT_SECONDS = 30.0
 
@@ -54,14 +54,6 @@ time.sleep(300)
 """
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.05)
-
-
 def _process_agent(script: str, *args: str, **config) -> Agent:
     return make_agent(
         role="engineer",
@@ -75,7 +67,7 @@ def _queued(agent: Agent, **payload) -> HeartbeatRun:
 
 
 def _tree_processes(pids_file: Path) -> list[psutil.Process]:
-    _wait_for(pids_file.exists, "the run's process tree is up")
+    wait_until(pids_file.exists, timeout=WAIT_SECONDS, message="the run's process tree is up")
     pids = json.loads(pids_file.read_text())
     assert set(pids) == {"root", "child", "grandchild", "escapee"}
     return [psutil.Process(pid) for pid in pids.values()]
@@ -246,9 +238,11 @@ def test_cancel_written_by_another_host_is_carried_out_by_the_runs_supervisor(
         status="cancelled", finished_at=timezone.now(), error_code="cancelled"
     )
     cancelled_at = time.monotonic()
-    while not all(_gone(proc) for proc in tree):
-        supervisor.tick()
-        assert time.monotonic() - cancelled_at < WAIT_SECONDS
+    supervisor.settle_until(
+        lambda: all(_gone(proc) for proc in tree),
+        seconds=WAIT_SECONDS,
+        message="the cancelled run's tree is gone",
+    )
     stopped_after = time.monotonic() - cancelled_at
     supervisor.settle(run.id)
 

@@ -22,7 +22,6 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from django.conf import settings
 from django.db import connection
 
 from heartbeat import process_control
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = "paperclip: ready:"
@@ -112,11 +112,19 @@ class Product:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_SECONDS
-        while READY not in self.said():
-            if self.launcher.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the product did not start:\n{self.said()[-3000:]}")
-            time.sleep(0.2)
+        wait_until(
+            self._ready,
+            timeout=START_SECONDS,
+            interval=0.2,
+            message=lambda: f"the product is ready; it said:\n{self.said()[-3000:]}",
+        )
+
+    def _ready(self) -> bool:
+        """Whether it said "ready"; fails at once if the launcher exited without saying it."""
+        ready = READY in self.said()
+        if not ready and self.launcher.poll() is not None:
+            pytest.fail(f"the product did not start:\n{self.said()[-3000:]}")
+        return ready
 
     def said(self) -> str:
         """What the launcher (and its children) printed since the last start."""
@@ -297,16 +305,6 @@ warnings.simplefilter("ignore")
 import pgserver
 print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_uri().split("host=", 1)[1])
 """
-
-
-def wait_for(condition: Callable[[], object], what: str, seconds: float) -> object:
-    """Poll until condition() is truthy; its value."""
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {seconds:g}s waiting until {what}")
-        time.sleep(0.2)
-    return result
 
 
 def terminate_runs(run_ids: list[str]) -> None:

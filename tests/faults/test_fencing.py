@@ -17,9 +17,10 @@ from issues.models import Issue
 from tests.cluster import running_supervisor
 from tests.factories import make_agent, make_issue
 from tests.faults.product import terminate_runs
-from tests.recovery.processes import is_gone, is_running, wait_for
+from tests.polling import wait_until
+from tests.recovery.processes import WAIT_SECONDS, is_gone, is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 # Short leases so that the test sees one expire.
 FAST_LEASES = {"PAPERCLIP_LEASE_EXPIRY_SEC": "3", "PAPERCLIP_LEASE_RENEW_INTERVAL_SEC": "1"}
@@ -54,13 +55,18 @@ def test_host_back_after_its_run_was_retried_elsewhere_stops_its_old_agent_at_on
         run_execute(run_id=run.id)
         run.refresh_from_db()
         with running_supervisor(tmp_path, **FAST_LEASES) as host_a:
-            wait_for(lambda: HeartbeatRun.objects.get(pk=run.id).owner_pid == host_a.pid, "A")
+            wait_until(
+                lambda: HeartbeatRun.objects.get(pk=run.id).owner_pid == host_a.pid,
+                timeout=WAIT_SECONDS,
+                message="host A watches the run",
+            )
             # Host A is cut off: its supervisor is gone and its lease runs out.
             host_a.kill()
             host_a.wait()
-        wait_for(
+        wait_until(
             lambda: HeartbeatRun.objects.get(pk=run.id).lease_expires_at < timezone.now(),
-            "the lease expires",
+            timeout=WAIT_SECONDS,
+            message="the lease expires",
         )
 
         # Host B's reaper fails the run (by lease alone, never signalling A) and retries it.
@@ -76,7 +82,9 @@ def test_host_back_after_its_run_was_retried_elsewhere_stops_its_old_agent_at_on
         # Host A is back: its supervisor stops the old agent at once.
         with running_supervisor(tmp_path, **FAST_LEASES):
             back = time.monotonic()
-            wait_for(lambda: is_gone(run.process_pid), "the old agent is stopped", 20)
+            wait_until(
+                lambda: is_gone(run.process_pid), timeout=20, message="the old agent is stopped"
+            )
             stopped_after = time.monotonic() - back
             # Only now does host B start the retry: one agent on the issue, never two.
             monkeypatch.setenv("PAPERCLIP_HOST_NAME", "host-b")
@@ -84,11 +92,12 @@ def test_host_back_after_its_run_was_retried_elsewhere_stops_its_old_agent_at_on
             monkeypatch.delenv("PAPERCLIP_HOST_NAME")
             retry.refresh_from_db()
             assert _agents_working_on(issue) == [retry.process_pid]
-            wait_for(
+            wait_until(
                 lambda: HeartbeatRun.objects.get(pk=run.id).events.filter(
                     message__contains="found this run's agent still running"
                 ),
-                "the fence is recorded",
+                timeout=WAIT_SECONDS,
+                message="the fence is recorded",
             )
 
         # Stopped in the supervisor's first pass (its start-up, Django's included, is most of it).

@@ -16,10 +16,11 @@ from heartbeat.models import HeartbeatRun, SweepRecord
 from heartbeat.run_log import run_log_path
 from heartbeat.services import cancel_run, wake_agent
 from tests.factories import make_agent
-from tests.faults.product import PrivatePostgres, Product, terminate_runs, wait_for
+from tests.faults.product import PrivatePostgres, Product, terminate_runs
+from tests.polling import wait_until
 from tests.recovery.processes import is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 SLEEP_THEN_DONE = "sleep 25; echo done"
 
@@ -75,7 +76,9 @@ def _assert_no_work_lost(runs: list[HeartbeatRun]) -> None:
 def test_ctrl_c_and_start_again_costs_no_agent_work(product):
     product.start()
     runs = _wake(6, SLEEP_THEN_DONE)
-    running = wait_for(lambda: _all_running(runs), "all six runs execute", 60)
+    running = wait_until(
+        lambda: _all_running(runs), timeout=60, interval=0.2, message="all six runs execute"
+    )
     agents = [run.process_pid for run in running]
 
     product.ctrl_c()
@@ -84,7 +87,9 @@ def test_ctrl_c_and_start_again_costs_no_agent_work(product):
     # Nothing of the product is left, and every agent still works.
     assert all(is_running(pid) for pid in agents)
     product.start()
-    wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
+    wait_until(
+        lambda: _all_ended(runs), timeout=180, interval=0.2, message="all six runs are finalized"
+    )
     _assert_no_work_lost(runs)
 
 
@@ -92,7 +97,9 @@ def test_ctrl_c_and_start_again_costs_no_agent_work(product):
 def test_kill_9_of_every_product_process_and_start_again_costs_no_agent_work(product):
     product.start()
     runs = _wake(6, SLEEP_THEN_DONE)
-    running = wait_for(lambda: _all_running(runs), "all six runs execute", 60)
+    running = wait_until(
+        lambda: _all_running(runs), timeout=60, interval=0.2, message="all six runs execute"
+    )
     agents = [run.process_pid for run in running]
     product_pids = {proc.pid for proc in product.processes()}
     shims = {run.shim_pid for run in running}
@@ -104,7 +111,9 @@ def test_kill_9_of_every_product_process_and_start_again_costs_no_agent_work(pro
     assert not (shims | set(agents)) & product_pids
     assert all(is_running(pid) for pid in agents)
     product.start()
-    wait_for(lambda: _all_ended(runs), "all six runs are finalized", 180)
+    wait_until(
+        lambda: _all_ended(runs), timeout=180, interval=0.2, message="all six runs are finalized"
+    )
     _assert_no_work_lost(runs)
 
 
@@ -125,7 +134,12 @@ def test_database_killed_and_restarted_30s_later_kills_no_agent(tmp_path):
 
             return check
 
-        started = wait_for(when_all(lambda run: run["pid"]), "the three runs execute", 90)
+        started = wait_until(
+            when_all(lambda run: run["pid"]),
+            timeout=90,
+            interval=0.2,
+            message="the three runs execute",
+        )
         agents = [run["pid"] for run in started]
 
         database.kill()
@@ -134,10 +148,11 @@ def test_database_killed_and_restarted_30s_later_kills_no_agent(tmp_path):
         assert all(is_running(pid) for pid in agents[1:])
         database.start()
 
-        ended = wait_for(
+        ended = wait_until(
             when_all(lambda run: run["status"] != "running"),
-            "every run is finalized once the database is back",
-            120,
+            timeout=120,
+            interval=0.2,
+            message="every run is finalized once the database is back",
         )
         assert [(run["status"], run["exit"], run["stdout"]) for run in ended] == [
             ("succeeded", 0, "done\n")
@@ -157,7 +172,9 @@ def test_eight_long_runs_run_at_once_and_sweeps_never_wait_behind_them(product):
     product.start()
     woken = time.monotonic()
     runs = _wake(8, "sleep 420")
-    wait_for(lambda: _all_running(runs), "all eight runs execute", 10)
+    wait_until(
+        lambda: _all_running(runs), timeout=10, interval=0.2, message="all eight runs execute"
+    )
     started_within = time.monotonic() - woken
     # Every run slot of the host is busy: a ninth run waits for one.
     ninth = _wake(1, "echo ninth")[0]

@@ -21,10 +21,11 @@ from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
 from heartbeat.services.supervision import CANCELLED_AT_STOP
 from tests.factories import make_agent
-from tests.faults.product import ROOT, Product, terminate_runs, wait_for
+from tests.faults.product import ROOT, Product, terminate_runs
+from tests.polling import wait_until
 from tests.recovery.processes import is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 # Long enough to be in flight through a kill and a restart, short enough to end in the test.
 WORK_THEN_DONE = "sleep 20; echo done"
@@ -158,21 +159,26 @@ def test_kill_9_of_a_child_is_undone_within_10s_and_runs_in_flight_are_unharmed(
     product = embedded_product
     product.start()
     run_ids = product.wake([WORK_THEN_DONE] * 2)
-    wait_for(lambda: _in_flight(product, run_ids), "both runs execute", 90)
+    wait_until(
+        lambda: _in_flight(product, run_ids), timeout=90, interval=0.2, message="both runs execute"
+    )
     victim = product.child(name)
     # Its workers (gunicorn, django-q2) or backends (PostgreSQL), which must not outlive it.
     descendants = victim.children(recursive=True)
 
     victim.kill()
-    wait_for(
+    wait_until(
         lambda: f"{name} is back" in product.said() and product.health() == 200,
-        f"the {name} is back and the API healthy",
-        10,
+        timeout=10,
+        interval=0.2,
+        message=f"the {name} is back and the API healthy",
     )
 
     assert product.child(name).pid != victim.pid
     assert not any(is_running(proc.pid) for proc in [victim, *descendants])
-    ended = wait_for(lambda: _ended(product, run_ids), "both runs end", 120)
+    ended = wait_until(
+        lambda: _ended(product, run_ids), timeout=120, interval=0.2, message="both runs end"
+    )
     assert _no_work_lost(ended), ended
 
 
@@ -199,15 +205,21 @@ def test_cluster_stuck_after_its_idle_workers_were_killed_is_restarted_and_launc
             proc.kill()
         run_ids = product.wake(["echo done"])
 
-        wait_for(
+        wait_until(
             lambda: (
                 "django-q2 cluster stuck" in product.said()
                 and "django-q2 cluster is back" in product.said()
             ),
-            "the stuck cluster is killed and started again",
-            180,
+            timeout=180,
+            interval=0.2,
+            message="the stuck cluster is killed and started again",
         )
-        ended = wait_for(lambda: _ended(product, run_ids), "the run is launched and ends", 120)
+        ended = wait_until(
+            lambda: _ended(product, run_ids),
+            timeout=120,
+            interval=0.2,
+            message="the run is launched and ends",
+        )
         said = product.said()
     finally:
         product.close()
@@ -224,16 +236,25 @@ def test_kill_9_of_the_launcher_leaves_only_runs_and_the_next_start_adopts_them(
     product = embedded_product
     product.start()
     run_ids = product.wake([WORK_THEN_DONE] * 2)
-    running = wait_for(lambda: _in_flight(product, run_ids), "both runs execute", 90)
+    running = wait_until(
+        lambda: _in_flight(product, run_ids), timeout=90, interval=0.2, message="both runs execute"
+    )
     home = product.env["PAPERCLIP_HOME"]
     assert len(_product_processes_of(home)) > 8
 
     product.kill_launcher()
 
-    wait_for(lambda: not _product_processes_of(home), "no product process is left", 30)
+    wait_until(
+        lambda: not _product_processes_of(home),
+        timeout=30,
+        interval=0.2,
+        message="no product process is left",
+    )
     assert all(is_running(run["pid"]) and is_running(run["shim"]) for run in running)
     product.start()
-    ended = wait_for(lambda: _ended(product, run_ids), "both runs end", 120)
+    ended = wait_until(
+        lambda: _ended(product, run_ids), timeout=120, interval=0.2, message="both runs end"
+    )
     assert _no_work_lost(ended), ended
     assert {run["owner"] for run in ended} == {product.child("run supervisor").pid}
 
@@ -266,7 +287,9 @@ def test_ctrl_c_stops_web_cluster_supervisor_then_the_database_and_leaves_runs_r
     product = embedded_product
     product.start()
     run_ids = product.wake(["sleep 120"] * 2)
-    running = wait_for(lambda: _in_flight(product, run_ids), "both runs execute", 90)
+    running = wait_until(
+        lambda: _in_flight(product, run_ids), timeout=90, interval=0.2, message="both runs execute"
+    )
 
     said = product.ctrl_c()
 
@@ -284,10 +307,20 @@ def test_second_ctrl_c_cancels_the_runs_in_flight_before_the_product_stops(produ
     product.start()
     woken = _wake(2, "sleep 300")
     supervisor = product.child("run supervisor").pid
-    runs = wait_for(lambda: _watched_by(supervisor, woken), "both runs execute", 60)
+    runs = wait_until(
+        lambda: _watched_by(supervisor, woken),
+        timeout=60,
+        interval=0.2,
+        message="both runs execute",
+    )
 
     product.launcher.send_signal(signal.SIGINT)
-    wait_for(lambda: "Ctrl-C again within 5 s" in product.said(), "the launcher offers it", 30)
+    wait_until(
+        lambda: "Ctrl-C again within 5 s" in product.said(),
+        timeout=30,
+        interval=0.2,
+        message="the launcher offers it",
+    )
     product.launcher.send_signal(signal.SIGINT)
     product.launcher.wait(timeout=120)
 
@@ -304,7 +337,12 @@ def test_start_with_stop_runs_cancels_them_at_the_first_ctrl_c(product):
     product.start("--stop-runs")
     woken = _wake(2, "sleep 300")
     supervisor = product.child("run supervisor").pid
-    runs = wait_for(lambda: _watched_by(supervisor, woken), "both runs execute", 60)
+    runs = wait_until(
+        lambda: _watched_by(supervisor, woken),
+        timeout=60,
+        interval=0.2,
+        message="both runs execute",
+    )
 
     product.ctrl_c()
 

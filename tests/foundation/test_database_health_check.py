@@ -1,12 +1,11 @@
 """The persistent connection's health check: a connection the server closed is replaced before
 the next request uses it; a quiet idle one is trusted without a round trip."""
 
-import time
-
 import pytest
 from django.db import close_old_connections, connection
 
 from paperclip.postgres.base import _idle_and_quiet
+from tests.polling import wait_until
 
 
 def _terminate_from_another_connection(backend_pid: int) -> None:
@@ -14,15 +13,14 @@ def _terminate_from_another_connection(backend_pid: int) -> None:
     try:
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
+
+            def backend_gone() -> bool:
                 cursor.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend_pid]
                 )
-                if cursor.fetchone()[0] == 0:
-                    return
-                time.sleep(0.05)
-        raise AssertionError(f"backend {backend_pid} still alive")
+                return cursor.fetchone()[0] == 0
+
+            wait_until(backend_gone, timeout=10, message=f"backend {backend_pid} is gone")
     finally:
         other.close()
 

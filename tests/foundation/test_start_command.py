@@ -6,12 +6,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # The interpreter the README's command runs on, outside the project's venv: the launcher claims
@@ -25,18 +26,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(url: str, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+def _status_of(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(400)
 def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
     port = free_port()
@@ -52,7 +50,11 @@ def test_start_serves_admin_and_ctrl_c_stops_everything(tmp_path):
     )
     children: list[psutil.Process] = []
     try:
-        assert wait_for(f"http://127.0.0.1:{port}/admin/login/", timeout=240) == 200
+        login = f"http://127.0.0.1:{port}/admin/login/"
+        status = wait_until(
+            lambda: _status_of(login), timeout=240, interval=0.5, message=f"{login} answers"
+        )
+        assert status == 200
         assert psutil.Process(launcher.pid).cmdline()[0] == str(ROOT / ".venv" / "bin" / "python")
         children = psutil.Process(launcher.pid).children(recursive=True)
         assert any("run_cluster" in " ".join(c.cmdline()) for c in children)

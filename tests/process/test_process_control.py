@@ -26,6 +26,7 @@ from heartbeat.process_control import (
     probe,
     terminate_tree,
 )
+from tests.polling import wait_until
 from tests.spawning import SpawnedProcess, spawn
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]
@@ -36,14 +37,6 @@ WAIT_SECONDS = 15.0
 SLEEPER = "import time; time.sleep(300)"
 
 Spawner = Callable[..., SpawnedProcess]
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 def _is_gone(proc: psutil.Process) -> bool:
@@ -136,7 +129,11 @@ def test_probe_after_exit_and_reap_is_dead(start: Spawner) -> None:
 def test_exited_unreaped_child_is_zombie_and_dead(start: Spawner) -> None:
     child = start("pass")
     proc = psutil.Process(child.identity.pid)
-    _wait_for(lambda: proc.status() == psutil.STATUS_ZOMBIE, "the child is a zombie")
+    wait_until(
+        lambda: proc.status() == psutil.STATUS_ZOMBIE,
+        timeout=WAIT_SECONDS,
+        message="the child is a zombie",
+    )
 
     liveness = probe(child.identity)
 
@@ -205,9 +202,10 @@ def test_identity_from_previous_boot_is_rebooted_and_never_signalled(
 def test_find_marked_finds_only_processes_with_that_marker(start: Spawner, marker: str) -> None:
     child = start(SLEEPER)
     # The environment is readable once the child has exec'd; before that it is the parent's.
-    _wait_for(
+    wait_until(
         lambda: child.identity.pid in {found.pid for found in find_marked(marker)},
-        "the child is found by its marker",
+        timeout=WAIT_SECONDS,
+        message="the child is found by its marker",
     )
 
     assert find_marked(f"other-{marker}") == []
@@ -256,7 +254,7 @@ def test_terminate_tree_kills_setsid_escapee_found_by_marker(
 
     assert report.terminated == (escapee.pid,)
     assert report.survivors == ()
-    _wait_for(lambda: _is_gone(escapee), "the escapee is gone")
+    wait_until(lambda: _is_gone(escapee), timeout=WAIT_SECONDS, message="the escapee is gone")
 
 
 def test_process_ignoring_sigterm_is_killed_after_grace(start: Spawner) -> None:
@@ -285,7 +283,11 @@ def test_group_of_only_zombies_is_not_alive(start: Spawner) -> None:
     pgid = child.identity.pgid
     assert pgid is not None
     leader = psutil.Process(child.identity.pid)
-    _wait_for(lambda: leader.status() == psutil.STATUS_ZOMBIE, "the leader is a zombie")
+    wait_until(
+        lambda: leader.status() == psutil.STATUS_ZOMBIE,
+        timeout=WAIT_SECONDS,
+        message="the leader is a zombie",
+    )
 
     # The kernel still accepts signals for the zombie-only group: that is why group_alive scans.
     os.killpg(pgid, 0)

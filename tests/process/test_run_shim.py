@@ -20,9 +20,10 @@ import pytest
 
 from heartbeat import process_control
 from heartbeat.process_control import ShimStarted, ShimStartError
-from tests.recovery.processes import WAIT_SECONDS, is_gone, wait_for
+from tests.polling import wait_until
+from tests.recovery.processes import WAIT_SECONDS, is_gone
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 class ShimRun:
@@ -59,7 +60,9 @@ class ShimRun:
         }
 
     def report(self) -> dict:
-        wait_for(self.report_path.exists, "the shim writes its exit report")
+        wait_until(
+            self.report_path.exists, timeout=WAIT_SECONDS, message="the shim writes its exit report"
+        )
         return json.loads(self.report_path.read_text())
 
     def lines(self) -> list[dict]:
@@ -111,7 +114,11 @@ def test_agent_output_and_exit_status_are_reported_atomically_beside_the_log(shi
     assert report["log"]["stderrExcerpt"] == "oops\n"
     assert "token-abcdef" not in shim_run.log.read_text()
     assert not shim_run.report_path.with_suffix(".json.tmp").exists()
-    wait_for(lambda: is_gone(started.shim.pid), "the shim exits after reporting")
+    wait_until(
+        lambda: is_gone(started.shim.pid),
+        timeout=WAIT_SECONDS,
+        message="the shim exits after reporting",
+    )
 
 
 def test_recorded_identities_match_the_process_table(shim_run):
@@ -152,7 +159,7 @@ def test_shim_outlives_the_process_that_launched_it(shim_run, tmp_path):
 
     assert launcher.returncode == -signal.SIGKILL
     assert (report["exitCode"], report["log"]["stdoutExcerpt"]) == (0, "finished\n")
-    wait_for(lambda: is_gone(shim_pid), "the shim exits")
+    wait_until(lambda: is_gone(shim_pid), timeout=WAIT_SECONDS, message="the shim exits")
 
 
 def test_timeout_terminates_the_whole_tree_including_escapees(shim_run, tmp_path):
@@ -168,7 +175,7 @@ def test_timeout_terminates_the_whole_tree_including_escapees(shim_run, tmp_path
     started = _start(
         shim_run, shim_run.spec(_python(tree, str(pids_file)), timeoutSec=1.5, graceSec=1)
     )
-    wait_for(pids_file.exists, "the tree is up")
+    wait_until(pids_file.exists, timeout=WAIT_SECONDS, message="the tree is up")
     child, escapee = map(int, pids_file.read_text().split())
 
     report = shim_run.report()

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
-from collections.abc import Callable
 
 import psutil
-import pytest
 
 from heartbeat.models import HeartbeatRun
 from tests.spawning import SpawnedProcess, spawn
@@ -16,14 +13,6 @@ from tests.spawning import SpawnedProcess, spawn
 # Generous: these tests share two cores with other suites, and Python takes a while to start.
 WAIT_SECONDS = 20.0
 SLEEPER = "import time; time.sleep(300)"
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 def is_gone(pid: int) -> bool:

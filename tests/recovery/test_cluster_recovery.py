@@ -22,11 +22,12 @@ from heartbeat.models import HeartbeatRun
 from heartbeat.services import wake_agent
 from tests.cluster import product_env, running_qcluster, running_supervisor
 from tests.factories import make_agent
-from tests.recovery.processes import is_gone, is_running, wait_for
+from tests.polling import wait_until
+from tests.recovery.processes import WAIT_SECONDS, is_gone, is_running
 
-pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.process, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
-WAIT_SECONDS = 150.0
+CLUSTER_WAIT_SECONDS = 150.0
 # First attempt: report, then hang; the process-loss retry (its wake reason) succeeds at once.
 AGENT_CODE = (
     "import os, sys, time\n"
@@ -69,7 +70,11 @@ def _start_run(agent_pids: list[int]) -> HeartbeatRun:
         adapter_config={"command": sys.executable, "args": ["-c", AGENT_CODE]},
     )
     run = wake_agent(agent_id=agent.id, reason="test_recovery").run
-    wait_for(lambda: _running_with_process(run.id), "the run executes in a worker", WAIT_SECONDS)
+    wait_until(
+        lambda: _running_with_process(run.id),
+        timeout=CLUSTER_WAIT_SECONDS,
+        message="the run executes in a worker",
+    )
     run.refresh_from_db()
     agent_pids.append(run.process_pid)
     return run
@@ -102,10 +107,10 @@ def test_run_nobody_watches_is_detached_then_finalized_from_its_exit_report(tmp_
 
     # A cluster starting on the host reaps at once: the shim lives, so the run is detached.
     with running_qcluster(tmp_path):
-        wait_for(
+        wait_until(
             lambda: HeartbeatRun.objects.get(pk=run.id).error_code == "process_detached",
-            "the run is marked detached",
-            WAIT_SECONDS,
+            timeout=CLUSTER_WAIT_SECONDS,
+            message="the run is marked detached",
         )
         run.refresh_from_db()
         assert run.status == "running"
@@ -113,13 +118,17 @@ def test_run_nobody_watches_is_detached_then_finalized_from_its_exit_report(tmp_
         assert is_running(run.process_pid) and is_running(run.shim_pid)
 
         os.kill(run.process_pid, signal.SIGTERM)
-        wait_for(lambda: is_gone(run.shim_pid), "the shim reports and exits")
+        wait_until(
+            lambda: is_gone(run.shim_pid),
+            timeout=WAIT_SECONDS,
+            message="the shim reports and exits",
+        )
 
         # The periodic reap finds the exit report: the run ends as the agent did, not as lost.
-        wait_for(
+        wait_until(
             lambda: HeartbeatRun.objects.get(pk=run.id).status == "failed",
-            "the detached run is finalized",
-            WAIT_SECONDS,
+            timeout=CLUSTER_WAIT_SECONDS,
+            message="the detached run is finalized",
         )
     run.refresh_from_db()
     assert (run.error_code, run.error) == ("adapter_failed", "Process terminated by SIGTERM")
@@ -139,7 +148,9 @@ def test_killed_shim_and_agent_give_a_lost_run_whose_retry_succeeds(supervised_c
         retry = HeartbeatRun.objects.filter(retry_of_run_id=run.id).first()
         return retry is not None and retry.status == "succeeded"
 
-    wait_for(retry_succeeded, "the process-loss retry succeeds", WAIT_SECONDS)
+    wait_until(
+        retry_succeeded, timeout=CLUSTER_WAIT_SECONDS, message="the process-loss retry succeeds"
+    )
     run.refresh_from_db()
     assert (run.status, run.error_code) == ("failed", "process_lost")
     assert f"monitor (shim pid {run.shim_pid}) died" in run.error

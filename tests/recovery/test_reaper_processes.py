@@ -15,11 +15,13 @@ from heartbeat import process_control
 from heartbeat.models import Agent, AgentWakeupRequest, HeartbeatRun, HeartbeatRunEvent
 from heartbeat.services import reap_orphaned_runs
 from tests.factories import make_agent, make_issue
+from tests.polling import wait_until
 from tests.recovery.builders import DEAD_PID, make_running_run
-from tests.recovery.processes import RunProcesses, is_gone, is_running, wait_for
+from tests.recovery.processes import WAIT_SECONDS, RunProcesses, is_gone, is_running
 
 pytestmark = [
     pytest.mark.process,
+    pytest.mark.slow,
     pytest.mark.timeout(90),
     pytest.mark.django_db(transaction=True),
 ]
@@ -90,7 +92,11 @@ def test_detached_run_silent_past_its_grace_is_terminated_and_lost(agent, proces
     result = reap_orphaned_runs()
 
     assert result.run_ids == [run.id]
-    wait_for(lambda: is_gone(spawned.identity.pid), "the silent process is terminated")
+    wait_until(
+        lambda: is_gone(spawned.identity.pid),
+        timeout=WAIT_SECONDS,
+        message="the silent process is terminated",
+    )
     run.refresh_from_db()
     assert "reported no activity for 30 minutes and was terminated" in run.error
 
@@ -110,7 +116,7 @@ def test_descendant_left_in_the_group_is_terminated_and_run_retried(agent, proce
     result = reap_orphaned_runs()
 
     assert result.run_ids == [run.id]
-    wait_for(lambda: is_gone(descendant), "the descendant exits", seconds=5)
+    wait_until(lambda: is_gone(descendant), timeout=5, message="the descendant exits")
     run.refresh_from_db()
     assert (run.status, run.error_code) == ("failed", "process_lost")
     assert "descendant process group" in run.error
@@ -135,7 +141,7 @@ def test_setsid_escapee_of_a_lost_run_is_terminated(agent, processes):
     result = reap_orphaned_runs()
 
     assert result.run_ids == [run.id]
-    wait_for(lambda: is_gone(escapee), "the setsid escapee exits", seconds=5)
+    wait_until(lambda: is_gone(escapee), timeout=5, message="the setsid escapee exits")
 
 
 def test_live_process_with_another_start_time_is_lost_and_never_signalled(agent, processes):
@@ -159,8 +165,10 @@ def test_live_process_with_another_start_time_is_lost_and_never_signalled(agent,
 def test_zombie_counts_as_dead(agent, processes):
     run = make_running_run(agent, pid=None)
     spawned = processes.start(run, "pass")
-    wait_for(
-        lambda: process_control.probe(spawned.identity).value == "zombie", "the child is a zombie"
+    wait_until(
+        lambda: process_control.probe(spawned.identity).value == "zombie",
+        timeout=WAIT_SECONDS,
+        message="the child is a zombie",
     )
 
     result = reap_orphaned_runs()

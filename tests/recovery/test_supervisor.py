@@ -30,12 +30,14 @@ from heartbeat.services.supervision import CANCELLED_AT_STOP
 from paperclip.models import ActivityLog
 from tests.cluster import product_env, running_supervisor, stop_gracefully
 from tests.factories import make_agent
+from tests.polling import wait_until
 from tests.recovery.builders import DEAD_PID
-from tests.recovery.processes import is_gone, is_running, wait_for
+from tests.recovery.processes import WAIT_SECONDS, is_gone, is_running
 from tests.supervision import SupervisorDriver
 
 pytestmark = [
     pytest.mark.process,
+    pytest.mark.slow,
     pytest.mark.timeout(120),
     pytest.mark.django_db(transaction=True),
 ]
@@ -102,16 +104,21 @@ def test_leases_of_all_watched_runs_are_renewed_in_one_statement(launch, run_log
     assert all(after[run.id] > before[run.id] for run in runs)
 
 
+@pytest.mark.cluster
 def test_restarted_supervisor_adopts_the_live_run_and_finalizes_it(launch, run_logs, tmp_path):
     with running_supervisor(tmp_path) as first:
         run = launch("sleep 4; echo done")
-        wait_for(lambda: _owner_pid(run.id) == first.pid, "the first supervisor watches it")
+        wait_until(
+            lambda: _owner_pid(run.id) == first.pid,
+            timeout=WAIT_SECONDS,
+            message="the first supervisor watches it",
+        )
         first.kill()
         first.wait()
     assert is_running(run.process_pid)
 
     with running_supervisor(tmp_path) as second:
-        wait_for(lambda: _status(run.id) != "running", "the run is finalized", 30)
+        wait_until(lambda: _status(run.id) != "running", timeout=30, message="the run is finalized")
 
     run.refresh_from_db()
     assert (run.status, run.stdout_excerpt, run.owner_pid) == ("succeeded", "done\n", second.pid)
@@ -123,7 +130,11 @@ def test_restarted_supervisor_adopts_the_live_run_and_finalizes_it(launch, run_l
 
 def test_run_that_ended_while_no_supervisor_ran_is_finalized_when_one_starts(launch, run_logs):
     run = launch("echo finished while nobody watched")
-    wait_for(lambda: run_exit_report_path(run.log_ref).exists(), "the agent ends")
+    wait_until(
+        lambda: run_exit_report_path(run.log_ref).exists(),
+        timeout=WAIT_SECONDS,
+        message="the agent ends",
+    )
 
     driver = SupervisorDriver()
     try:
@@ -137,11 +148,13 @@ def test_run_that_ended_while_no_supervisor_ran_is_finalized_when_one_starts(lau
     assert not HeartbeatRun.objects.filter(retry_of_run_id=run.id).exists()
 
 
+@pytest.mark.cluster
 def test_second_supervisor_on_one_host_is_refused(run_logs, tmp_path):
     with running_supervisor(tmp_path) as first:
-        wait_for(
+        wait_until(
             lambda: "watching host" in (tmp_path / "supervisor.log").read_text(),
-            "the first supervisor is up",
+            timeout=WAIT_SECONDS,
+            message="the first supervisor is up",
         )
         with pytest.raises(CommandError, match="another run supervisor is running on"):
             call_command("supervise_runs")
@@ -158,9 +171,9 @@ def test_supervisor_start_stops_an_agent_whose_run_already_ended_elsewhere(launc
     started = time.monotonic()
     driver = SupervisorDriver()
     try:
-        while is_running(run.process_pid):
-            driver.tick()
-            assert time.monotonic() - started < 10, "the agent still runs"
+        driver.settle_until(
+            lambda: not is_running(run.process_pid), seconds=10, message="the agent is stopped"
+        )
         stopped_after = time.monotonic() - started
         driver.settle(run.id)
     finally:
@@ -175,12 +188,17 @@ def test_supervisor_start_stops_an_agent_whose_run_already_ended_elsewhere(launc
     assert run.stdout_excerpt == "started\n"
 
 
+@pytest.mark.cluster
 def test_cancel_written_on_another_host_stops_the_run_within_two_seconds(
     launch, run_logs, tmp_path
 ):
     with running_supervisor(tmp_path) as supervisor_proc:
         run = launch("sleep 300")
-        wait_for(lambda: _owner_pid(run.id) == supervisor_proc.pid, "the supervisor watches it")
+        wait_until(
+            lambda: _owner_pid(run.id) == supervisor_proc.pid,
+            timeout=WAIT_SECONDS,
+            message="the supervisor watches it",
+        )
 
         # The cancel is issued by a process of another host: it can only write the database.
         other_host = product_env(tmp_path, PAPERCLIP_HOST_NAME="host-b")
@@ -198,11 +216,12 @@ def test_cancel_written_on_another_host_stops_the_run_within_two_seconds(
             capture_output=True,
         )
         cancelled = time.monotonic()
-        wait_for(lambda: is_gone(run.process_pid), "the agent is stopped", 10)
+        wait_until(lambda: is_gone(run.process_pid), timeout=10, message="the agent is stopped")
         stopped_after = time.monotonic() - cancelled
-        wait_for(
+        wait_until(
             lambda: HeartbeatRun.objects.get(pk=run.id).signal is not None,
-            "the shim's report is merged",
+            timeout=WAIT_SECONDS,
+            message="the shim's report is merged",
         )
 
     assert stopped_after < 2.0
@@ -217,15 +236,17 @@ def test_shim_killed_mid_run_leaves_its_agent_detached_then_lost_when_it_exits(
     supervisor.tick()
 
     os.kill(run.shim_pid, signal.SIGKILL)
-    wait_for(lambda: is_gone(run.shim_pid), "the shim is gone")
-    supervisor.settle_until(lambda: _error_code(run.id) == "process_detached")
+    wait_until(lambda: is_gone(run.shim_pid), timeout=WAIT_SECONDS, message="the shim is gone")
+    supervisor.settle_until(
+        lambda: _error_code(run.id) == "process_detached", message="the run is detached"
+    )
 
     run.refresh_from_db()
     assert run.status == "running" and is_running(run.process_pid)
     assert f"monitor (shim pid {run.shim_pid}) died" in run.error
 
     os.kill(run.process_pid, signal.SIGKILL)
-    wait_for(lambda: is_gone(run.process_pid), "the agent is gone")
+    wait_until(lambda: is_gone(run.process_pid), timeout=WAIT_SECONDS, message="the agent is gone")
     result = reap_orphaned_runs()
 
     assert result.run_ids == [run.id]
@@ -255,10 +276,15 @@ def test_reaper_leaves_a_live_shim_to_the_running_supervisor_of_its_host(
     assert _owner_pid(run.id) == os.getpid()
 
 
+@pytest.mark.cluster
 def test_supervisor_stopped_cleanly_leaves_runs_running(launch, run_logs, tmp_path):
     with running_supervisor(tmp_path) as supervisor_proc:
         run = launch("sleep 300")
-        wait_for(lambda: _owner_pid(run.id) == supervisor_proc.pid, "the supervisor watches it")
+        wait_until(
+            lambda: _owner_pid(run.id) == supervisor_proc.pid,
+            timeout=WAIT_SECONDS,
+            message="the supervisor watches it",
+        )
         stop_gracefully(supervisor_proc)
 
     assert supervisor_proc.returncode == 0
@@ -266,14 +292,16 @@ def test_supervisor_stopped_cleanly_leaves_runs_running(launch, run_logs, tmp_pa
     assert _status(run.id) == "running"
 
 
+@pytest.mark.cluster
 def test_supervisor_asked_to_stop_runs_cancels_them_and_exits_once_they_ended(
     launch, run_logs, tmp_path
 ):
     with running_supervisor(tmp_path) as supervisor_proc:
         runs = [launch("sleep 300"), launch("sleep 300")]
-        wait_for(
+        wait_until(
             lambda: all(_owner_pid(run.id) == supervisor_proc.pid for run in runs),
-            "the supervisor watches both",
+            timeout=WAIT_SECONDS,
+            message="the supervisor watches both",
         )
         supervisor_proc.send_signal(signal.SIGUSR1)
         supervisor_proc.wait(timeout=60)
@@ -285,6 +313,7 @@ def test_supervisor_asked_to_stop_runs_cancels_them_and_exits_once_they_ended(
         assert is_gone(run.process_pid) and is_gone(run.shim_pid)
 
 
+@pytest.mark.cluster
 def test_supervisor_tells_its_launcher_it_is_up_and_how_many_runs_are_in_flight(
     launch, run_logs, tmp_path
 ):
@@ -303,9 +332,15 @@ def test_supervisor_tells_its_launcher_it_is_up_and_how_many_runs_are_in_flight(
             tmp_path, pass_fds=(write_end,), PAPERCLIP_LAUNCHER_FD=str(write_end)
         ) as supervisor_proc:
             os.close(write_end)
-            wait_for(lambda: said("ready"), "the supervisor says it is up")
+            wait_until(
+                lambda: said("ready"), timeout=WAIT_SECONDS, message="the supervisor says it is up"
+            )
             run = launch("sleep 300")
-            wait_for(lambda: said("runs 1"), "the supervisor counts the run")
+            wait_until(
+                lambda: said("runs 1"),
+                timeout=WAIT_SECONDS,
+                message="the supervisor counts the run",
+            )
             stop_gracefully(supervisor_proc)
         while chunk := os.read(read_end, 4096):
             heard += chunk
