@@ -36,13 +36,14 @@ GET_MODEL_ALLOWED = {
     # The credential row cache is generic: it holds heartbeat.Agent and the user model by label.
     ("paperclip/authentication.py", "RowCache.get"): 1,
     # The company and activity pages link to the agents, runs and issues of heartbeat and issues.
-    ("paperclip/admin.py", "CompanyAdmin.links"): 3,
-    ("paperclip/admin.py", "ActivityLogAdmin.entity"): 1,
-    ("paperclip/admin.py", "ActivityLogAdmin.run_link"): 1,
+    ("paperclip/admin/core.py", "CompanyAdmin.links"): 3,
+    ("paperclip/admin/core.py", "ActivityLogAdmin.entity"): 1,
+    ("paperclip/admin/core.py", "ActivityLogAdmin.run_link"): 1,
     # "Stranded" is an issue with no queued or running run and no pending wakeup: heartbeat's
-    # tables, read by the issues changelist's filter.
+    # tables, read by the issue QuerySet that the changelist's filter and the dashboard use.
+    ("issues/models.py", "IssueQuerySet.stranded"): 2,
+    # The issue pages link to the runs that created and worked on the issue (heartbeat's).
     ("issues/admin.py", "_run_model"): 1,
-    ("issues/admin.py", "_wakeup_model"): 1,
 }
 
 
