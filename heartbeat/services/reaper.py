@@ -56,7 +56,7 @@ from heartbeat.services.lifecycle import (
     queued_parked_filter,
     run_retry_context,
 )
-from heartbeat.services.runs import run_shim_identity
+from heartbeat.services.runs import run_process_identity, run_shim_identity
 from heartbeat.services.supervision import supervisor_renewing_since
 from heartbeat.services.sweeps import (
     SWEEP_RECORD_MAX_IDS,
@@ -711,15 +711,7 @@ class _Sweep:
         return [next(probed) if identity is not None else None for identity in identities]
 
     def _identity(self, run: HeartbeatRun) -> ProcessIdentity | None:
-        if run.process_pid is None or run.process_pid <= 0:
-            return None
-        return ProcessIdentity(
-            pid=run.process_pid,
-            pgid=run.process_group_id,
-            started_at=run.process_started_at,
-            host=run.process_host or run.owner_host or self.host,
-            boot_id=run.process_boot_id or self.boot_id,
-        )
+        return run_process_identity(run, host=self.host, boot_id=self.boot_id)
 
     def _write_detached(self, planned: list[_Planned]) -> list[uuid.UUID]:
         # Other hosts leave the run alone while this host watches it: its lease covers the grace.
