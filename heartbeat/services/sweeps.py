@@ -21,7 +21,9 @@ from heartbeat.conf import heartbeat_conf
 from heartbeat.models import HeartbeatRun, HeartbeatRunEvent, RunStatus, SweepKind, SweepRecord
 from heartbeat.services.lifecycle import dispatch_lease_expiry, run_dispatch_on_commit
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from heartbeat.shim.run_shim import redact_document, redact_text
 from paperclip.models import ActivityLog
+from paperclip.services import activity_details_redacted
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ class EventRow:
 
 
 def run_events_insert(rows: Sequence[EventRow], *, now: datetime) -> None:
-    """Insert a batch's run events in one statement."""
+    """Insert a batch's run events in one statement, redacted as run_event_append redacts one."""
     if not rows:
         return
     sql_execute(
@@ -192,7 +194,17 @@ def run_events_insert(rows: Sequence[EventRow], *, now: datetime) -> None:
         FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(company_id uuid, run_id uuid,
             agent_id uuid, seq int, event_type text, level text, message text, payload jsonb)
         """,
-        {"now": now, "rows": json_rows(vars(row) for row in rows)},
+        {
+            "now": now,
+            "rows": json_rows(
+                {
+                    **vars(row),
+                    "message": redact_text(row.message),
+                    "payload": redact_document(row.payload),
+                }
+                for row in rows
+            ),
+        },
     )
 
 
@@ -211,7 +223,8 @@ class ActivityRow:
 
 
 def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
-    """Insert a batch's activity-log rows in one statement (details carry no secrets)."""
+    """Insert a batch's activity-log rows in one statement, their details redacted as
+    activity_log_record redacts one row's."""
     if not rows:
         return
     sql_execute(
@@ -225,7 +238,12 @@ def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
             action text, entity_type text, entity_id text, agent_id uuid, run_id uuid,
             details jsonb)
         """,
-        {"now": now, "rows": json_rows(vars(row) for row in rows)},
+        {
+            "now": now,
+            "rows": json_rows(
+                {**vars(row), "details": activity_details_redacted(row.details)} for row in rows
+            ),
+        },
     )
 
 
