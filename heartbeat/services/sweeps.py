@@ -6,14 +6,15 @@ import json
 import logging
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -139,6 +140,129 @@ def sweep_record_save_quietly(
     except Exception:
         # The record is for observers; losing one must not fail the sweep that did the work.
         logger.exception("could not record the %s sweep", kind)
+
+
+class SweepResult(Protocol):
+    """What a sweep reports: counts and ids (see ReapResult, ReconcileResult)."""
+
+    @property
+    def noteworthy(self) -> bool:
+        """Whether the sweep changed or failed anything (worth a log line)."""
+
+    def as_dict(self, *, max_ids: int | None = None) -> dict: ...
+
+
+R = TypeVar("R", bound=SweepResult)
+
+
+class Sweep(Protocol[R]):
+    """One sweep's work: run() does it, result() says what it did so far."""
+
+    def run(self) -> None: ...
+
+    def result(self) -> R: ...
+
+
+def sweep_run(
+    *,
+    kind: SweepKind,
+    lock: SweepLock,
+    host: str,
+    scope: int = 0,
+    single_flight: bool,
+    dry_run: bool,
+    skipped: R,
+    sweep_start: Callable[[datetime], Sweep[R]],
+) -> R:
+    """The frame both sweeps share: single flight, a log line, and the sweep's record.
+
+    sweep_start builds the sweep from its start time. Returns `skipped` when another sweep
+    holds the lock (single_flight=False lets concurrent sweeps race: tests of the row-level
+    guards). A dry run writes no record.
+    """
+    if not single_flight:
+        return _sweep_recorded(kind, host, dry_run, sweep_start)
+    with sweep_single_flight(lock, scope=scope) as acquired:
+        if not acquired:
+            logger.info("%s sweep on %s skipped: another one holds the lock", kind, host)
+            return skipped
+        return _sweep_recorded(kind, host, dry_run, sweep_start)
+
+
+def _sweep_recorded(
+    kind: SweepKind, host: str, dry_run: bool, sweep_start: Callable[[datetime], Sweep[R]]
+) -> R:
+    started_at = timezone.now()
+    sweep = sweep_start(started_at)
+    error = None
+    try:
+        sweep.run()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result = sweep.result()
+        shown = result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS)
+        if result.noteworthy:
+            logger.warning("%s sweep: %s", kind, shown)
+        if not dry_run:
+            sweep_record_save_quietly(
+                kind=kind, host=host, started_at=started_at, result=shown, error=error
+            )
+    return result
+
+
+Key = TypeVar("Key")
+Locked = TypeVar("Locked")
+Outcome = TypeVar("Outcome")
+
+
+@dataclass(frozen=True)
+class SweepPage(Generic[Key, Locked]):
+    """One locked page of a sweep: what its writer gets, its items' ids (redone one by one if
+    the page fails), the key the next page starts after, and whether there may be one."""
+
+    locked: Locked
+    item_ids: list[Any]
+    last_key: Key
+    more: bool
+
+
+def sweep_pages(
+    *,
+    what: str,
+    page_lock: Callable[[Key | None], SweepPage[Key, Locked] | None],
+    page_write: Callable[[Locked], Outcome],
+    committed: Callable[[Outcome], None],
+    item_redo: Callable[[Any], None],
+) -> None:
+    """The loop both sweeps share: lock the next page (None: there is none), decide and write it
+    in one transaction, and count it once that committed (a rolled-back page is redone).
+
+    A page that fails is redone item by item (item_redo, each in a transaction of its own): one
+    bad row must not cost the others their recovery (reference 9.9).
+    """
+    after: Key | None = None
+    while True:
+        page = None
+        try:
+            with transaction.atomic():
+                page = page_lock(after)
+                if page is None:
+                    return
+                outcome = page_write(page.locked)
+            committed(outcome)
+        except Exception:
+            if page is None:
+                raise
+            logger.exception(
+                "%s page failed; handling its %d items one by one", what, len(page.item_ids)
+            )
+            for item_id in page.item_ids:
+                item_redo(item_id)
+        if not page.more:
+            return
+        after = page.last_key
 
 
 def sql_execute(sql: str, params: dict) -> list[tuple]:
