@@ -320,16 +320,18 @@ def run_events_insert(rows: Sequence[EventRow], *, now: datetime) -> None:
         """,
         {
             "now": now,
-            "rows": json_rows(
-                {
-                    **vars(row),
-                    "message": redact_text(row.message),
-                    "payload": redact_document(row.payload),
-                }
-                for row in rows
-            ),
+            "rows": json_rows(_event_values(row) for row in rows),
         },
     )
+
+
+def _event_values(row: EventRow) -> dict:
+    """The row's values redacted as run_event_append redacts one event (the row's own values,
+    not a copy, when nothing in them is: a batch's document stays its only large copy)."""
+    message, payload = redact_text(row.message), redact_document(row.payload)
+    if message == row.message and payload == row.payload:
+        return vars(row)
+    return {**vars(row), "message": message, "payload": payload}
 
 
 @dataclass(frozen=True)
@@ -364,11 +366,16 @@ def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
         """,
         {
             "now": now,
-            "rows": json_rows(
-                {**vars(row), "details": activity_details_redacted(row.details)} for row in rows
-            ),
+            "rows": json_rows(_activity_values(row) for row in rows),
         },
     )
+
+
+def _activity_values(row: ActivityRow) -> dict:
+    """The row's values, details redacted as activity_log_record redacts one row's (the row's
+    own values when nothing in them is)."""
+    details = activity_details_redacted(row.details)
+    return vars(row) if details == row.details else {**vars(row), "details": details}
 
 
 def runs_dispatch_within_slots(
