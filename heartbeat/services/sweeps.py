@@ -244,7 +244,8 @@ def sweep_pages(
     """
     after: Key | None = None
     while True:
-        page = None
+        # The last page's rows and outcome go before the next page is read: one page in memory.
+        page = outcome = None
         try:
             with transaction.atomic():
                 page = page_lock(after)
