@@ -3,8 +3,6 @@ on it, including for a row without a boot id (seeded by hand or by an old versio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from heartbeat import selectors
@@ -13,20 +11,13 @@ from heartbeat.process_control import Liveness
 from heartbeat.services import cancel_run, reap_orphaned_runs
 from tests.factories import make_agent
 from tests.recovery.builders import make_running_run
-from tests.recovery.processes import RunProcesses, is_gone, is_running, wait_for
+from tests.recovery.processes import is_gone, is_running, wait_for
 
 pytestmark = [
     pytest.mark.process,
     pytest.mark.timeout(90),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture
-def processes() -> Iterator[RunProcesses]:
-    procs = RunProcesses()
-    yield procs
-    procs.cleanup()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,20 +15,13 @@ from heartbeat.models import Agent, AgentWakeupRequest, HeartbeatRun, HeartbeatR
 from heartbeat.services import reap_orphaned_runs
 from tests.factories import make_agent, make_issue
 from tests.recovery.builders import DEAD_PID, make_running_run
-from tests.recovery.processes import RunProcesses, is_gone, is_running, wait_for
+from tests.recovery.processes import is_gone, is_running, wait_for
 
 pytestmark = [
     pytest.mark.process,
     pytest.mark.timeout(90),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture
-def processes() -> Iterator[RunProcesses]:
-    procs = RunProcesses()
-    yield procs
-    procs.cleanup()
 
 
 @pytest.fixture
