@@ -34,7 +34,7 @@ from heartbeat.models import (
 )
 from heartbeat.process_control import Liveness, ProcessIdentity, probe
 from heartbeat.run_log import run_log_path_inside_root
-from heartbeat.services import sweeps_latest
+from heartbeat.services import run_process_identity, sweeps_latest
 from issues.models import Issue, IssueComment
 from issues.wake_rules import CLOSED_STATUSES as CLOSED_ISSUE_STATUSES
 from paperclip.models import Company, spend_month_of
@@ -79,17 +79,8 @@ def run_owner_liveness(run: HeartbeatRun) -> Liveness | None:
 
 def run_process_liveness(run: HeartbeatRun) -> Liveness | None:
     """Whether the run's agent process is alive with its recorded identity; None if unrecorded."""
-    if not run.process_pid or run.process_pid <= 0 or not run.process_host:
-        return None
-    return probe(
-        ProcessIdentity(
-            pid=run.process_pid,
-            pgid=run.process_group_id,
-            started_at=run.process_started_at,
-            host=run.process_host,
-            boot_id=run.process_boot_id or "",
-        )
-    )
+    identity = run_process_identity(run)
+    return None if identity is None else probe(identity)
 
 
 def run_watcher(run: HeartbeatRun) -> str:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from django.conf import settings
@@ -40,16 +40,22 @@ def activity_text_redactor_register(redactor: Callable[[str], str]) -> None:
         _text_redactors.append(redactor)
 
 
-def _redact(details: Any) -> Any:
+@lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    # Cached: a sweep redacts the same few keys thousands of times.
+    return _SECRET_KEY_PATTERN.search(key) is not None
+
+
+def activity_details_redacted(details: Any) -> Any:
     """Activity details are shown to every board member and to the company's agents: values
     under secret-looking keys and credential-shaped text never reach them."""
     if isinstance(details, dict):
         return {
-            key: "***REDACTED***" if _SECRET_KEY_PATTERN.search(str(key)) else _redact(value)
+            key: "***REDACTED***" if _is_secret_key(str(key)) else activity_details_redacted(value)
             for key, value in details.items()
         }
     if isinstance(details, list):
-        return [_redact(item) for item in details]
+        return [activity_details_redacted(item) for item in details]
     if isinstance(details, str):
         for redactor in _text_redactors:
             details = redactor(details)
@@ -79,7 +85,7 @@ def activity_log_record(
             entity_id=str(entity_id),
             agent_id=agent_id,
             run_id=run_id,
-            details=_redact(details) if details is not None else None,
+            details=activity_details_redacted(details) if details is not None else None,
         )
     )
 

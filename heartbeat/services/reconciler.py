@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from heartbeat import process_control
 from heartbeat.conf import HeartbeatConf, heartbeat_conf
@@ -42,18 +41,18 @@ from heartbeat.models import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
-    SWEEP_RECORD_MAX_IDS,
     ActivityRow,
     EventRow,
     SweepLock,
+    SweepPage,
     activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
     sql_execute,
     sweep_ids_shown,
-    sweep_record_save_quietly,
-    sweep_single_flight,
+    sweep_pages,
+    sweep_run,
 )
 from issues.models import Issue, IssueComment
 from paperclip.models import Company
@@ -203,6 +202,11 @@ class ReconcileResult:
     errors: int = 0
     sweep_skipped: bool = False
     dry_run: bool = False
+
+    @property
+    def noteworthy(self) -> bool:
+        """Whether the sweep requeued, escalated or failed anything."""
+        return bool(self.issue_ids or self.errors)
 
     def as_dict(self, *, max_ids: int | None = None) -> dict:
         """The JSON shape (commands' --json; sweep records and logs keep max_ids ids)."""
@@ -390,39 +394,21 @@ def reconcile_stranded_assigned_issues(
     dry_run reports what would change and changes nothing. single_flight=False lets
     concurrent sweeps race (tests of the row-level guards).
     """
-    if not single_flight:
-        return _reconcile(now, dry_run, batch_size)
-    with sweep_single_flight(SweepLock.RECONCILE) as acquired:
-        if not acquired:
-            logger.info("reconcile sweep skipped: another reconcile sweep holds the lock")
-            return ReconcileResult(sweep_skipped=True, dry_run=dry_run)
-        return _reconcile(now, dry_run, batch_size)
-
-
-def _reconcile(now, dry_run, batch_size) -> ReconcileResult:
-    started_at = timezone.now()
-    sweep = _Reconcile(conf=heartbeat_conf(), now=now or started_at, dry_run=dry_run)
-    error = None
-    try:
-        sweep.run(batch_size or sweep.conf.sweep_batch_size)
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        result = sweep.result()
-        if result.issue_ids or result.errors:
-            logger.warning(
-                "reconciled stranded issues: %s", result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS)
-            )
-        if not dry_run:
-            sweep_record_save_quietly(
-                kind=SweepKind.RECONCILE,
-                host=process_control.current_host(),
-                started_at=started_at,
-                result=result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS),
-                error=error,
-            )
-    return result
+    conf = heartbeat_conf()
+    return sweep_run(
+        kind=SweepKind.RECONCILE,
+        lock=SweepLock.RECONCILE,
+        host=process_control.current_host(),
+        single_flight=single_flight,
+        dry_run=dry_run,
+        skipped=ReconcileResult(sweep_skipped=True, dry_run=dry_run),
+        sweep_start=lambda started_at: _Reconcile(
+            conf=conf,
+            now=now or started_at,
+            dry_run=dry_run,
+            batch_size=batch_size or conf.sweep_batch_size,
+        ),
+    )
 
 
 @dataclass
@@ -438,6 +424,7 @@ class _Reconcile:
     conf: HeartbeatConf
     now: datetime
     dry_run: bool
+    batch_size: int
     counts: dict[StrandedAction, int] = field(default_factory=dict)
     issue_ids: list[uuid.UUID] = field(default_factory=list)
     errors: int = 0
@@ -459,28 +446,27 @@ class _Reconcile:
         if action is not StrandedAction.SKIP:
             self.issue_ids.extend(issue_ids)
 
-    def run(self, batch_size: int) -> None:
-        after = None
-        while True:
-            page = None
-            try:
-                with transaction.atomic():
-                    page = issues_stranded(after=after, limit=batch_size, lock=not self.dry_run)
-                    if page.last_key is None:
-                        return
-                    outcomes = self._decide_and_write(page.issues)
-                self._count_all(outcomes)
-            except Exception:
-                if page is None or page.last_key is None:
-                    raise
-                logger.exception(
-                    "reconcile batch failed; handling its %d issues one by one", len(page.issues)
-                )
-                for issue in page.issues:
-                    self._run_one(issue.issue_id)
-            after = page.last_key
-            if page.scanned < batch_size:
-                return
+    def run(self) -> None:
+        sweep_pages(
+            what="reconcile",
+            page_lock=self._page_lock,
+            page_write=self._decide_and_write,
+            committed=self._count_all,
+            item_redo=self._run_one,
+        )
+
+    def _page_lock(
+        self, after: tuple[datetime, uuid.UUID] | None
+    ) -> SweepPage[tuple[datetime, uuid.UUID], list[StrandedIssue]] | None:
+        page = issues_stranded(after=after, limit=self.batch_size, lock=not self.dry_run)
+        if page.last_key is None:
+            return None
+        return SweepPage(
+            locked=page.issues,
+            item_ids=[issue.issue_id for issue in page.issues],
+            last_key=page.last_key,
+            more=page.scanned >= self.batch_size,
+        )
 
     def _run_one(self, issue_id: uuid.UUID) -> None:
         try:

@@ -225,16 +225,25 @@ def run_shim_identity(run: HeartbeatRun) -> process_control.ProcessIdentity | No
     )
 
 
-def run_process_identity(run: HeartbeatRun) -> process_control.ProcessIdentity | None:
-    """The recorded identity of the run's process, or None when no process was recorded."""
-    if not run.process_pid or not run.process_host or not run.process_boot_id:
+def run_process_identity(
+    run: HeartbeatRun, *, host: str | None = None, boot_id: str | None = None
+) -> process_control.ProcessIdentity | None:
+    """The recorded identity of the run's agent process, or None when no process was recorded.
+
+    The one definition the reaper, the console and cancel share. A row without a host or boot
+    id (seeded by hand or by an old version) is taken as this host's in this boot (host and
+    boot_id, this process's own when not given): its recorded start time, when there is one,
+    still tells a recycled pid apart, and without one only the run marker lets terminate_tree
+    signal it.
+    """
+    if run.process_pid is None or run.process_pid <= 0:
         return None
     return process_control.ProcessIdentity(
         pid=run.process_pid,
         pgid=run.process_group_id,
         started_at=run.process_started_at,
-        host=run.process_host,
-        boot_id=run.process_boot_id,
+        host=run.process_host or run.owner_host or host or process_control.current_host(),
+        boot_id=run.process_boot_id or boot_id or process_control.current_boot_id(),
     )
 
 

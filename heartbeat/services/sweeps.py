@@ -6,14 +6,15 @@ import json
 import logging
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -21,7 +22,9 @@ from heartbeat.conf import heartbeat_conf
 from heartbeat.models import HeartbeatRun, HeartbeatRunEvent, RunStatus, SweepKind, SweepRecord
 from heartbeat.services.lifecycle import dispatch_lease_expiry, run_dispatch_on_commit
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
+from heartbeat.shim.run_shim import redact_document, redact_text
 from paperclip.models import ActivityLog
+from paperclip.services import activity_details_redacted
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +142,130 @@ def sweep_record_save_quietly(
         logger.exception("could not record the %s sweep", kind)
 
 
+class SweepResult(Protocol):
+    """What a sweep reports: counts and ids (see ReapResult, ReconcileResult)."""
+
+    @property
+    def noteworthy(self) -> bool:
+        """Whether the sweep changed or failed anything (worth a log line)."""
+
+    def as_dict(self, *, max_ids: int | None = None) -> dict: ...
+
+
+R = TypeVar("R", bound=SweepResult)
+
+
+class Sweep(Protocol[R]):
+    """One sweep's work: run() does it, result() says what it did so far."""
+
+    def run(self) -> None: ...
+
+    def result(self) -> R: ...
+
+
+def sweep_run(
+    *,
+    kind: SweepKind,
+    lock: SweepLock,
+    host: str,
+    scope: int = 0,
+    single_flight: bool,
+    dry_run: bool,
+    skipped: R,
+    sweep_start: Callable[[datetime], Sweep[R]],
+) -> R:
+    """The frame both sweeps share: single flight, a log line, and the sweep's record.
+
+    sweep_start builds the sweep from its start time. Returns `skipped` when another sweep
+    holds the lock (single_flight=False lets concurrent sweeps race: tests of the row-level
+    guards). A dry run writes no record.
+    """
+    if not single_flight:
+        return _sweep_recorded(kind, host, dry_run, sweep_start)
+    with sweep_single_flight(lock, scope=scope) as acquired:
+        if not acquired:
+            logger.info("%s sweep on %s skipped: another one holds the lock", kind, host)
+            return skipped
+        return _sweep_recorded(kind, host, dry_run, sweep_start)
+
+
+def _sweep_recorded(
+    kind: SweepKind, host: str, dry_run: bool, sweep_start: Callable[[datetime], Sweep[R]]
+) -> R:
+    started_at = timezone.now()
+    sweep = sweep_start(started_at)
+    error = None
+    try:
+        sweep.run()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result = sweep.result()
+        shown = result.as_dict(max_ids=SWEEP_RECORD_MAX_IDS)
+        if result.noteworthy:
+            logger.warning("%s sweep: %s", kind, shown)
+        if not dry_run:
+            sweep_record_save_quietly(
+                kind=kind, host=host, started_at=started_at, result=shown, error=error
+            )
+    return result
+
+
+Key = TypeVar("Key")
+Locked = TypeVar("Locked")
+Outcome = TypeVar("Outcome")
+
+
+@dataclass(frozen=True)
+class SweepPage(Generic[Key, Locked]):
+    """One locked page of a sweep: what its writer gets, its items' ids (redone one by one if
+    the page fails), the key the next page starts after, and whether there may be one."""
+
+    locked: Locked
+    item_ids: list[Any]
+    last_key: Key
+    more: bool
+
+
+def sweep_pages(
+    *,
+    what: str,
+    page_lock: Callable[[Key | None], SweepPage[Key, Locked] | None],
+    page_write: Callable[[Locked], Outcome],
+    committed: Callable[[Outcome], None],
+    item_redo: Callable[[Any], None],
+) -> None:
+    """The loop both sweeps share: lock the next page (None: there is none), decide and write it
+    in one transaction, and count it once that committed (a rolled-back page is redone).
+
+    A page that fails is redone item by item (item_redo, each in a transaction of its own): one
+    bad row must not cost the others their recovery (reference 9.9).
+    """
+    after: Key | None = None
+    while True:
+        # The last page's rows and outcome go before the next page is read: one page in memory.
+        page = outcome = None
+        try:
+            with transaction.atomic():
+                page = page_lock(after)
+                if page is None:
+                    return
+                outcome = page_write(page.locked)
+            committed(outcome)
+        except Exception:
+            if page is None:
+                raise
+            logger.exception(
+                "%s page failed; handling its %d items one by one", what, len(page.item_ids)
+            )
+            for item_id in page.item_ids:
+                item_redo(item_id)
+        if not page.more:
+            return
+        after = page.last_key
+
+
 def sql_execute(sql: str, params: dict) -> list[tuple]:
     """Run one statement and return its rows (none for a statement without RETURNING).
 
@@ -179,7 +306,7 @@ class EventRow:
 
 
 def run_events_insert(rows: Sequence[EventRow], *, now: datetime) -> None:
-    """Insert a batch's run events in one statement."""
+    """Insert a batch's run events in one statement, redacted as run_event_append redacts one."""
     if not rows:
         return
     sql_execute(
@@ -192,8 +319,20 @@ def run_events_insert(rows: Sequence[EventRow], *, now: datetime) -> None:
         FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(company_id uuid, run_id uuid,
             agent_id uuid, seq int, event_type text, level text, message text, payload jsonb)
         """,
-        {"now": now, "rows": json_rows(vars(row) for row in rows)},
+        {
+            "now": now,
+            "rows": json_rows(_event_values(row) for row in rows),
+        },
     )
+
+
+def _event_values(row: EventRow) -> dict:
+    """The row's values redacted as run_event_append redacts one event (the row's own values,
+    not a copy, when nothing in them is: a batch's document stays its only large copy)."""
+    message, payload = redact_text(row.message), redact_document(row.payload)
+    if message == row.message and payload == row.payload:
+        return vars(row)
+    return {**vars(row), "message": message, "payload": payload}
 
 
 @dataclass(frozen=True)
@@ -211,7 +350,8 @@ class ActivityRow:
 
 
 def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
-    """Insert a batch's activity-log rows in one statement (details carry no secrets)."""
+    """Insert a batch's activity-log rows in one statement, their details redacted as
+    activity_log_record redacts one row's."""
     if not rows:
         return
     sql_execute(
@@ -225,8 +365,18 @@ def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
             action text, entity_type text, entity_id text, agent_id uuid, run_id uuid,
             details jsonb)
         """,
-        {"now": now, "rows": json_rows(vars(row) for row in rows)},
+        {
+            "now": now,
+            "rows": json_rows(_activity_values(row) for row in rows),
+        },
     )
+
+
+def _activity_values(row: ActivityRow) -> dict:
+    """The row's values, details redacted as activity_log_record redacts one row's (the row's
+    own values when nothing in them is)."""
+    details = activity_details_redacted(row.details)
+    return vars(row) if details == row.details else {**vars(row), "details": details}
 
 
 def runs_dispatch_within_slots(

@@ -104,6 +104,11 @@ _KEY_BLOCK_MAX_CHARS = 16 * 1024
 # a space instead, so memory stays bounded whatever the run prints.
 _LINE_MAX_CHARS = 16 * 1024
 _LINE_BREAKS = ("\n", "\r")
+# Any of the shapes above: a short text none of them matches (most event messages and activity
+# details a sweep writes by the thousand) is returned as it is without building a redactor.
+_ANY_CREDENTIAL_SHAPE = re.compile(
+    "|".join(p.pattern for p in (*_CREDENTIAL_PATTERNS, _BEARER_TOKEN, _KEY_BEGIN))
+)
 
 
 class SecretRedactor:
@@ -217,6 +222,8 @@ def _space_before(text: str, limit: int) -> int:
 
 def redact_text(text: str, secrets=()) -> str:
     """One piece of text with the secrets and credential-shaped text replaced."""
+    if not secrets and _ANY_CREDENTIAL_SHAPE.search(text) is None:
+        return text
     redactor = SecretRedactor(secrets)
     return redactor.feed(text) + redactor.flush()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from heartbeat.services import reap_orphaned_runs
 from tests.factories import make_agent, make_issue
 from tests.polling import wait_until
 from tests.recovery.builders import DEAD_PID, make_running_run
-from tests.recovery.processes import WAIT_SECONDS, RunProcesses, is_gone, is_running
+from tests.recovery.processes import WAIT_SECONDS, is_gone, is_running
 
 pytestmark = [
     pytest.mark.process,
@@ -25,13 +24,6 @@ pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture
-def processes() -> Iterator[RunProcesses]:
-    procs = RunProcesses()
-    yield procs
-    procs.cleanup()
 
 
 @pytest.fixture
