@@ -106,8 +106,11 @@ def test_leases_of_all_watched_runs_are_renewed_in_one_statement(launch, run_log
 
 @pytest.mark.cluster
 def test_restarted_supervisor_adopts_the_live_run_and_finalizes_it(launch, run_logs, tmp_path):
+    # The agent ends only once the second supervisor has adopted it: a fixed sleep let a slow
+    # start (a loaded machine) find the run already ended, finalized without adoption.
+    release = tmp_path / "release"
     with running_supervisor(tmp_path) as first:
-        run = launch("sleep 4; echo done")
+        run = launch(f"while [ ! -e {release} ]; do sleep 0.05; done; echo done")
         wait_until(
             lambda: _owner_pid(run.id) == first.pid,
             timeout=WAIT_SECONDS,
@@ -118,6 +121,12 @@ def test_restarted_supervisor_adopts_the_live_run_and_finalizes_it(launch, run_l
     assert is_running(run.process_pid)
 
     with running_supervisor(tmp_path) as second:
+        wait_until(
+            lambda: _owner_pid(run.id) == second.pid,
+            timeout=WAIT_SECONDS,
+            message="the second supervisor adopts it",
+        )
+        release.touch()
         wait_until(lambda: _status(run.id) != "running", timeout=30, message="the run is finalized")
 
     run.refresh_from_db()
