@@ -24,6 +24,7 @@ from heartbeat.services.agents import (
     AgentError,
     agent_create,
     agent_key_create,
+    agent_key_revoke,
     agent_pause,
     agent_resume,
     agent_update,
@@ -295,6 +296,9 @@ class AgentApiKeyAdmin(CredentialAdmin, CompanyScopedAdmin):
         )
         form.secret = created.secret
         return created.key
+
+    def credential_revoke(self, request, credential):
+        agent_key_revoke(agent_id=credential.agent_id, key_id=credential.pk, **actor_of(request))
 
 
 @admin.register(AgentTaskSession)

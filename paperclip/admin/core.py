@@ -18,7 +18,12 @@ from paperclip.admin.service_backed import (
     form_changes,
 )
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership, CompanySkill
-from paperclip.services import board_token_create, company_create, company_update
+from paperclip.services import (
+    board_token_create,
+    board_token_revoke,
+    company_create,
+    company_update,
+)
 
 
 @admin.register(Company)
@@ -137,6 +142,9 @@ class BoardApiTokenAdmin(CredentialAdmin):
             user_id=request.user.pk, name=form.cleaned_data["name"]
         )
         return token
+
+    def credential_revoke(self, request, credential):
+        board_token_revoke(token=credential)
 
 
 # The entity types the services write, and the admin page each one opens.

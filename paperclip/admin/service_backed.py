@@ -57,10 +57,39 @@ class ServiceBackedAdmin(admin.ModelAdmin):
 class CredentialAdmin(ServiceBackedAdmin):
     """Credentials are made by their service, and the secret is shown once, on the page that
     answers the creation: only its hash is stored, and it never goes into a message (messages
-    travel back in a cookie or sit in the session)."""
+    travel back in a cookie or sit in the session).
+
+    A credential is never edited or deleted here, only revoked through its service: a saved
+    change form used to go through the create service and mint a second credential, leaving the
+    first one working, and a deleted row would take its audit trail along.
+    """
 
     # What the created credential is for and how to use it, shown beside the secret.
     usage = ""
+    actions = ["revoke_selected"]
+
+    def credential_revoke(self, request, credential: Model) -> None:
+        """Revoke one credential through its service (idempotent)."""
+        raise NotImplementedError
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request) -> bool:
+        # Whoever may issue a credential here may revoke one they can see.
+        return self.has_add_permission(request)
+
+    @admin.action(description="Revoke selected credentials", permissions=["revoke"])
+    def revoke_selected(self, request, queryset):
+        revoked = 0
+        for credential in queryset:
+            if credential.revoked_at is None:
+                self.credential_revoke(request, credential)
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} of {len(queryset)} selected.")
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
