@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 
 from issues.models import Issue, IssueComment
 from issues.services import (
     IssueError,
     issue_create,
+    issue_delete,
     issue_release,
     issue_update,
 )
@@ -249,6 +252,25 @@ class IssueAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
         return issue_update(
             issue_id=obj.pk, company_id=obj.company_id, changes=changes, **actor_of(request)
         ).issue
+
+    # Deletes go through issue_delete, as the API's do: it refuses an issue a run is executing
+    # and records the deletion; the admin's own delete did neither.
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except IssueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:issues_issue_change", args=[object_id]))
+
+    def delete_model(self, request, obj):
+        issue_delete(issue_id=obj.pk, company_id=obj.company_id, **actor_of(request))
+
+    def delete_queryset(self, request, queryset):
+        for issue in queryset:
+            try:
+                issue_delete(issue_id=issue.pk, company_id=issue.company_id, **actor_of(request))
+            except IssueError as exc:
+                self.message_user(request, f"{issue.identifier}: {exc}", messages.ERROR)
 
     @admin.display(description="assignee", ordering="assignee_agent__name")
     def assignee(self, obj: Issue) -> str:

@@ -127,3 +127,34 @@ def test_name_and_title_are_single_line_inputs(admin_client_, url, field):
     page = admin_client_.get(reverse(url)).content.decode()
     assert f'<input type="text" name="{field}"' in page
     assert f'<textarea name="{field}"' not in page
+
+
+@pytest.mark.django_db
+def test_deleting_an_issue_in_the_admin_records_it_as_the_api_does(
+    admin_client_, company_a, instance_admin
+):
+    issue = make_issue(company_a, status="todo")
+
+    response = admin_client_.post(
+        reverse("admin:issues_issue_delete", args=[issue.pk]), {"post": "yes"}
+    )
+
+    assert response.status_code == 302
+    assert not Issue.objects.filter(pk=issue.pk).exists()
+    activity = ActivityLog.objects.get(action="issue.deleted", entity_id=str(issue.pk))
+    assert activity.actor_type == "user" and activity.actor_id == str(instance_admin.pk)
+
+
+@pytest.mark.django_db
+def test_an_issue_a_run_is_executing_is_not_deleted_in_the_admin(admin_client_, company_a, agent_a):
+    issue = make_issue(company_a, status="in_progress", assignee_agent_id=agent_a.id)
+    run = make_run(agent_a, status="running")
+    Issue.objects.filter(pk=issue.pk).update(checkout_run=run, execution_run=run)
+
+    response = admin_client_.post(
+        reverse("admin:issues_issue_delete", args=[issue.pk]), {"post": "yes"}, follow=True
+    )
+
+    assert Issue.objects.filter(pk=issue.pk).exists()
+    assert "Issue has an active run; cancel the run first" in response.content.decode()
+    assert not ActivityLog.objects.filter(action="issue.deleted").exists()
