@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from heartbeat import selectors
 from heartbeat.conf import heartbeat_conf
+from heartbeat.services.sweeps import sweep_overdue_sec
 from paperclip.admin import board_company_ids
 from paperclip.models import Company
 
@@ -136,7 +137,7 @@ def _fragment_context(request) -> dict:
         "show_company": selected is None or len(selected) > 1,
         "is_instance_admin": visible is None,
         "detached_grace_sec": conf.detached_grace_sec,
-        "sweep_overdue_sec": conf.sweep_interval_sec * 3,
+        "sweep_overdue_sec": sweep_overdue_sec(),
         "chart_24h": outcome_chart("Runs by outcome, last 24 hours", data.chart_24h, "%H:00"),
         "chart_7d": outcome_chart("Runs by outcome, last 7 days", data.chart_7d, "%a %d"),
         "outcomes": _OUTCOME_ORDER,

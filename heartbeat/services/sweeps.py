@@ -426,6 +426,11 @@ class LatestSweep:
     overdue: bool
 
 
+def sweep_overdue_sec() -> float:
+    """How old the newest record of a sweep may be before the sweep counts as overdue."""
+    return heartbeat_conf().sweep_interval_sec * _OVERDUE_AFTER_INTERVALS
+
+
 def sweeps_latest(*, now: datetime | None = None) -> dict[str, LatestSweep]:
     """The newest reap and reconcile sweep records, each flagged overdue when it is too old.
 
@@ -433,9 +438,7 @@ def sweeps_latest(*, now: datetime | None = None) -> dict[str, LatestSweep]:
     take, what did it do, and is it still running on schedule".
     """
     now = now or timezone.now()
-    overdue_after = timedelta(
-        seconds=heartbeat_conf().sweep_interval_sec * _OVERDUE_AFTER_INTERVALS
-    )
+    overdue_after = timedelta(seconds=sweep_overdue_sec())
     newest = {
         record.kind: record
         for record in SweepRecord.objects.order_by("kind", "-started_at").distinct("kind")
