@@ -67,8 +67,11 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.runs import host_start_parked_runs
 from heartbeat.services.sessions import agent_session_forget, run_session_record
-from issues.models import Issue
-from issues.services import issue_run_summary_comment
+from issues.services import (
+    ExecutionLockMove,
+    issue_run_summary_comment,
+    issues_execution_lock_move,
+)
 from paperclip.credentials import run_credential_issue
 
 logger = logging.getLogger(__name__)
@@ -597,11 +600,16 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         )
         return
     if run.issue_id:
-        Issue.objects.filter(pk=run.issue_id, execution_run_id=run.id).update(
-            execution_run=retry,
-            execution_agent_name_key=agent_name_key(agent.name),
-            execution_locked_at=now,
-            updated_at=now,
+        issues_execution_lock_move(
+            moves=[
+                ExecutionLockMove(
+                    from_run_id=run.id,
+                    to_run_id=retry.id,
+                    agent_name_key=agent_name_key(agent.name),
+                    issue_id=run.issue_id,
+                )
+            ],
+            now=now,
         )
     payload = {"sessionId": run.session_id_before, "retryRunId": str(retry.id)}
     _event(

@@ -55,6 +55,7 @@ from heartbeat.services.sweeps import (
     sweep_run,
 )
 from issues.models import Issue, IssueComment
+from issues.services import issues_block, issues_execution_lock_clear
 from paperclip.models import Company
 
 logger = logging.getLogger(__name__)
@@ -544,14 +545,7 @@ class _Reconcile:
             rows.append((p, wake_reason, payload, context, attempt))
         # A lock left on a finished run would keep the recovery run from stamping its own at
         # claim; the candidate query proved that run inactive, and the issue row is ours.
-        sql_execute(
-            f"""
-            UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
-                execution_agent_name_key = NULL, execution_locked_at = NULL
-            WHERE id = ANY(%(ids)s::uuid[]) AND execution_run_id IS NOT NULL
-            """,
-            {"ids": [p.issue.issue_id for p in planned]},
-        )
+        issues_execution_lock_clear(issue_ids=[p.issue.issue_id for p in planned])
         leases = runs_dispatch_within_slots(
             [(p.run_id, p.issue.agent_id) for p in planned],
             runtime_configs={p.issue.agent_id: p.issue.agent_runtime_config for p in planned},
@@ -652,27 +646,9 @@ class _Reconcile:
     def _write_escalations(self, planned: list[_Planned]) -> set[uuid.UUID]:
         """Block the issues, one system comment and one activity row each; returns the won ids."""
         # Compare-and-set on the status the decision was made from, under the row lock.
-        won = {
-            row[0]
-            for row in sql_execute(
-                f"""
-                UPDATE {Issue._meta.db_table} AS i SET status = %(blocked)s,
-                    checkout_run_id = NULL, execution_run_id = NULL,
-                    execution_agent_name_key = NULL, execution_locked_at = NULL,
-                    completed_at = NULL, cancelled_at = NULL, updated_at = %(now)s
-                FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, expected text)
-                WHERE i.id = v.id AND i.status = v.expected
-                RETURNING i.id
-                """,
-                {
-                    "blocked": Issue.Status.BLOCKED,
-                    "now": self.now,
-                    "rows": json_rows(
-                        {"id": p.issue.issue_id, "expected": p.issue.status} for p in planned
-                    ),
-                },
-            )
-        }
+        won = issues_block(
+            expected_statuses={p.issue.issue_id: p.issue.status for p in planned}, now=self.now
+        )
         planned = [p for p in planned if p.issue.issue_id in won]
         if not planned:
             return won

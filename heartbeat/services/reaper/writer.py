@@ -56,7 +56,11 @@ from heartbeat.services.sweeps import (
     runs_dispatch_within_slots,
     sql_execute,
 )
-from issues.models import Issue
+from issues.services import (
+    ExecutionLockMove,
+    issues_execution_lock_move,
+    issues_execution_lock_release,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -231,28 +235,17 @@ def _retries_insert(planned: list[ReapPlan], *, now: datetime) -> list[EventRow]
             "now": now,
         },
     )
-    # The issue's execution lock moves to the retry only if it still names the lost run;
-    # checkout_run stays on the lost run (the reference's tests require it).
-    sql_execute(
-        f"""
-        UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.retry_id,
-            execution_agent_name_key = v.name_key, execution_locked_at = %(now)s,
-            updated_at = %(now)s
-        FROM jsonb_to_recordset(%(rows)s::jsonb)
-            AS v(lost_id uuid, retry_id uuid, name_key text)
-        WHERE i.execution_run_id = v.lost_id
-        """,
-        {
-            "now": now,
-            "rows": json_rows(
-                {
-                    "lost_id": p.run.id,
-                    "retry_id": p.retry_id,
-                    "name_key": agent_name_key(p.run.agent.name),
-                }
-                for p in planned
-            ),
-        },
+    # The issue's execution lock moves to the retry only if it still names the lost run.
+    issues_execution_lock_move(
+        moves=[
+            ExecutionLockMove(
+                from_run_id=p.run.id,
+                to_run_id=p.retry_id,
+                agent_name_key=agent_name_key(p.run.agent.name),
+            )
+            for p in planned
+        ],
+        now=now,
     )
     return [
         EventRow(
@@ -270,14 +263,7 @@ def _retries_insert(planned: list[ReapPlan], *, now: datetime) -> list[EventRow]
 
 def _issues_release(planned: list[ReapPlan], *, now: datetime) -> None:
     """Release the issue locks the lost runs hold; promote deferred wakes where there are."""
-    sql_execute(
-        f"""
-        UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
-            execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %(now)s
-        WHERE execution_run_id = ANY(%(lost)s::uuid[])
-        """,
-        {"now": now, "lost": [p.run.id for p in planned]},
-    )
+    issues_execution_lock_release(run_ids=[p.run.id for p in planned], now=now)
     by_issue = {p.run.issue_id: p.run for p in planned if p.run.issue_id}
     if not by_issue:
         return
