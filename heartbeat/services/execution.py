@@ -62,6 +62,7 @@ from heartbeat.services.lifecycle import (
     issue_release_and_promote,
     run_create_queued,
     run_retry_context,
+    run_retry_wake_payload,
     run_scope_lock,
     runtime_state_record,
 )
@@ -569,11 +570,7 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         source=WakeSource.AUTOMATION,
         trigger_detail="system",
         reason=SESSION_RETRY_WAKE_REASON,
-        payload={
-            key: value
-            for key, value in (("issueId", run.issue_id), ("retryOfRunId", str(run.id)))
-            if value
-        },
+        payload=run_retry_wake_payload(run),
         status=WakeupStatus.QUEUED,
         requested_by_actor_type="system",
     )

@@ -37,18 +37,19 @@ from heartbeat.models import (
     RunStatus,
     SweepKind,
     WakeSource,
-    WakeupStatus,
 )
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
     ActivityRow,
     EventRow,
+    QueuedRunRow,
     SweepLock,
     SweepPage,
     activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
+    runs_queue_with_wakes,
     sql_execute,
     sweep_ids_shown,
     sweep_pages,
@@ -551,54 +552,26 @@ class _Reconcile:
             runtime_configs={p.issue.agent_id: p.issue.agent_runtime_config for p in planned},
             now=self.now,
         )
-        sql_execute(
-            f"""
-            WITH src AS (
-                SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(run_id uuid,
-                    wakeup_id uuid, company_id uuid, agent_id uuid, reason text, payload jsonb,
-                    context jsonb, retry_of uuid, retries int, lease timestamptz)
-            ), wakes AS (
-                INSERT INTO {AgentWakeupRequest._meta.db_table} (
-                    id, company_id, agent_id, source, trigger_detail, reason, payload, status,
-                    coalesced_count, requested_by_actor_type, run_id, requested_at, created_at,
-                    updated_at)
-                SELECT wakeup_id, company_id, agent_id, %(source)s, 'system', reason,
-                    payload, %(queued)s, 0, 'system', run_id, %(now)s, %(now)s, %(now)s
-                FROM src
-            )
-            INSERT INTO {HeartbeatRun._meta.db_table} (
-                id, company_id, agent_id, invocation_source, trigger_detail, status,
-                wakeup_request_id, context_snapshot, retry_of_run_id, process_loss_retry_count,
-                event_seq, log_compressed, issue_comment_status, lease_expires_at, created_at,
-                updated_at)
-            SELECT run_id, company_id, agent_id, %(source)s, 'system', %(queued)s, wakeup_id,
-                context, retry_of, retries, 1, false, 'not_applicable', lease, %(now)s,
-                %(now)s
-            FROM src
-            """,
-            {
-                "rows": json_rows(
-                    {
-                        "run_id": p.run_id,
-                        "wakeup_id": p.wakeup_id,
-                        "company_id": p.issue.company_id,
-                        "agent_id": p.issue.agent_id,
-                        "reason": wake_reason,
-                        "payload": payload,
-                        "context": context,
-                        "retry_of": p.issue.latest_run_id,
-                        # The lineage keeps its process-loss budget: recovery must not reset it.
-                        "retries": p.issue.latest_process_loss_retry_count,
-                        "lease": lease,
-                    }
-                    for (p, wake_reason, payload, context, _attempt), lease in zip(
-                        rows, leases, strict=True
-                    )
-                ),
-                "source": WakeSource.AUTOMATION,
-                "queued": WakeupStatus.QUEUED,
-                "now": self.now,
-            },
+        runs_queue_with_wakes(
+            [
+                QueuedRunRow(
+                    run_id=p.run_id,
+                    wakeup_id=p.wakeup_id,
+                    company_id=p.issue.company_id,
+                    agent_id=p.issue.agent_id,
+                    wake_reason=wake_reason,
+                    wake_payload=payload,
+                    context=context,
+                    retry_of_run_id=p.issue.latest_run_id,
+                    # The lineage keeps its process-loss budget: recovery must not reset it.
+                    process_loss_retry_count=p.issue.latest_process_loss_retry_count,
+                    lease=lease,
+                )
+                for (p, wake_reason, payload, context, _attempt), lease in zip(
+                    rows, leases, strict=True
+                )
+            ],
+            now=self.now,
         )
         run_events_insert(
             [
