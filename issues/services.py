@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import orjson
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -837,3 +839,116 @@ def issue_comment_delete(
             details={"identifier": issue.identifier, "commentId": str(comment.id)},
         )
     return comment
+
+
+# The execution lock and recovery writes the heartbeat app's sweeps make: batch-first (one
+# statement per batch, its per-item values one JSON document read with jsonb_to_recordset);
+# a single-item caller passes one item.
+
+
+@dataclass(frozen=True)
+class ExecutionLockMove:
+    """Move an issue's execution lock from one run to another (a retry of it)."""
+
+    from_run_id: uuid.UUID
+    to_run_id: uuid.UUID
+    agent_name_key: str | None
+    issue_id: uuid.UUID | None = None  # None: whichever issue the from-run locks
+
+
+def _sql(sql: str, params: dict) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _json_rows(rows: list[dict]) -> str:
+    return orjson.dumps(rows, default=str).decode()
+
+
+def issues_execution_lock_move(*, moves: list[ExecutionLockMove], now: datetime) -> None:
+    """Compare-and-set: the lock moves only where it still names the from-run; the checkout
+    stays where it is (the reference's tests require it)."""
+    if not moves:
+        return
+    _sql(
+        f"""
+        UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.to_id,
+            execution_agent_name_key = v.name_key, execution_locked_at = %(now)s,
+            updated_at = %(now)s
+        FROM jsonb_to_recordset(%(rows)s::jsonb)
+            AS v(from_id uuid, to_id uuid, name_key text, issue_id uuid)
+        WHERE i.execution_run_id = v.from_id AND (v.issue_id IS NULL OR i.id = v.issue_id)
+        """,
+        {
+            "now": now,
+            "rows": _json_rows(
+                [
+                    {
+                        "from_id": m.from_run_id,
+                        "to_id": m.to_run_id,
+                        "name_key": m.agent_name_key,
+                        "issue_id": m.issue_id,
+                    }
+                    for m in moves
+                ]
+            ),
+        },
+    )
+
+
+def issues_execution_lock_release(*, run_ids: list[uuid.UUID], now: datetime) -> None:
+    """Release every issue lock the given (finished) runs hold."""
+    if not run_ids:
+        return
+    _sql(
+        f"""
+        UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
+            execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %(now)s
+        WHERE execution_run_id = ANY(%(runs)s::uuid[])
+        """,
+        {"now": now, "runs": list(run_ids)},
+    )
+
+
+def issues_execution_lock_clear(*, issue_ids: list[uuid.UUID]) -> None:
+    """Clear locks the caller proved stale (left on finished runs); updated_at is kept, the
+    issue itself did not change."""
+    if not issue_ids:
+        return
+    _sql(
+        f"""
+        UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
+            execution_agent_name_key = NULL, execution_locked_at = NULL
+        WHERE id = ANY(%(ids)s::uuid[]) AND execution_run_id IS NOT NULL
+        """,
+        {"ids": list(issue_ids)},
+    )
+
+
+def issues_block(*, expected_statuses: dict[uuid.UUID, str], now: datetime) -> set[uuid.UUID]:
+    """Block issues, compare-and-set on the status each was decided from; returns the won ids.
+
+    Checkout and execution lock are dropped, completion and cancellation times cleared.
+    """
+    if not expected_statuses:
+        return set()
+    rows = _sql(
+        f"""
+        UPDATE {Issue._meta.db_table} AS i SET status = %(blocked)s,
+            checkout_run_id = NULL, execution_run_id = NULL,
+            execution_agent_name_key = NULL, execution_locked_at = NULL,
+            completed_at = NULL, cancelled_at = NULL, updated_at = %(now)s
+        FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, expected text)
+        WHERE i.id = v.id AND i.status = v.expected
+        RETURNING i.id
+        """,
+        {
+            "blocked": Issue.Status.BLOCKED,
+            "now": now,
+            "rows": _json_rows(
+                [{"id": i, "expected": status} for i, status in expected_statuses.items()]
+            ),
+        },
+    )
+    return {row[0] for row in rows}

@@ -62,13 +62,17 @@ from heartbeat.services.lifecycle import (
     issue_release_and_promote,
     run_create_queued,
     run_retry_context,
+    run_retry_wake_payload,
     run_scope_lock,
     runtime_state_record,
 )
 from heartbeat.services.runs import host_start_parked_runs
 from heartbeat.services.sessions import agent_session_forget, run_session_record
-from issues.models import Issue
-from issues.services import issue_run_summary_comment
+from issues.services import (
+    ExecutionLockMove,
+    issue_run_summary_comment,
+    issues_execution_lock_move,
+)
 from paperclip.credentials import run_credential_issue
 
 logger = logging.getLogger(__name__)
@@ -566,11 +570,7 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         source=WakeSource.AUTOMATION,
         trigger_detail="system",
         reason=SESSION_RETRY_WAKE_REASON,
-        payload={
-            key: value
-            for key, value in (("issueId", run.issue_id), ("retryOfRunId", str(run.id)))
-            if value
-        },
+        payload=run_retry_wake_payload(run),
         status=WakeupStatus.QUEUED,
         requested_by_actor_type="system",
     )
@@ -597,11 +597,16 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         )
         return
     if run.issue_id:
-        Issue.objects.filter(pk=run.issue_id, execution_run_id=run.id).update(
-            execution_run=retry,
-            execution_agent_name_key=agent_name_key(agent.name),
-            execution_locked_at=now,
-            updated_at=now,
+        issues_execution_lock_move(
+            moves=[
+                ExecutionLockMove(
+                    from_run_id=run.id,
+                    to_run_id=retry.id,
+                    agent_name_key=agent_name_key(agent.name),
+                    issue_id=run.issue_id,
+                )
+            ],
+            now=now,
         )
     payload = {"sessionId": run.session_id_before, "retryRunId": str(retry.id)}
     _event(

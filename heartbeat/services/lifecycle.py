@@ -123,6 +123,16 @@ def _run_dispatch(run_id: str) -> None:
         )
 
 
+def run_retry_wake_payload(run: HeartbeatRun) -> dict:
+    """The payload of the wake that queues a retry of run: its issue as the run's context names
+    it (the value as is), and the retried run."""
+    return {
+        key: value
+        for key, value in (("issueId", run.issue_id), ("retryOfRunId", str(run.id)))
+        if value
+    }
+
+
 def run_retry_context(
     context: Mapping[str, Any] | None,
     *,

@@ -37,24 +37,26 @@ from heartbeat.models import (
     RunStatus,
     SweepKind,
     WakeSource,
-    WakeupStatus,
 )
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
     ActivityRow,
     EventRow,
+    QueuedRunRow,
     SweepLock,
     SweepPage,
     activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
+    runs_queue_with_wakes,
     sql_execute,
     sweep_ids_shown,
     sweep_pages,
     sweep_run,
 )
 from issues.models import Issue, IssueComment
+from issues.services import issues_block, issues_execution_lock_clear
 from paperclip.models import Company
 
 logger = logging.getLogger(__name__)
@@ -544,67 +546,32 @@ class _Reconcile:
             rows.append((p, wake_reason, payload, context, attempt))
         # A lock left on a finished run would keep the recovery run from stamping its own at
         # claim; the candidate query proved that run inactive, and the issue row is ours.
-        sql_execute(
-            f"""
-            UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
-                execution_agent_name_key = NULL, execution_locked_at = NULL
-            WHERE id = ANY(%(ids)s::uuid[]) AND execution_run_id IS NOT NULL
-            """,
-            {"ids": [p.issue.issue_id for p in planned]},
-        )
+        issues_execution_lock_clear(issue_ids=[p.issue.issue_id for p in planned])
         leases = runs_dispatch_within_slots(
             [(p.run_id, p.issue.agent_id) for p in planned],
             runtime_configs={p.issue.agent_id: p.issue.agent_runtime_config for p in planned},
             now=self.now,
         )
-        sql_execute(
-            f"""
-            WITH src AS (
-                SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(run_id uuid,
-                    wakeup_id uuid, company_id uuid, agent_id uuid, reason text, payload jsonb,
-                    context jsonb, retry_of uuid, retries int, lease timestamptz)
-            ), wakes AS (
-                INSERT INTO {AgentWakeupRequest._meta.db_table} (
-                    id, company_id, agent_id, source, trigger_detail, reason, payload, status,
-                    coalesced_count, requested_by_actor_type, run_id, requested_at, created_at,
-                    updated_at)
-                SELECT wakeup_id, company_id, agent_id, %(source)s, 'system', reason,
-                    payload, %(queued)s, 0, 'system', run_id, %(now)s, %(now)s, %(now)s
-                FROM src
-            )
-            INSERT INTO {HeartbeatRun._meta.db_table} (
-                id, company_id, agent_id, invocation_source, trigger_detail, status,
-                wakeup_request_id, context_snapshot, retry_of_run_id, process_loss_retry_count,
-                event_seq, log_compressed, issue_comment_status, lease_expires_at, created_at,
-                updated_at)
-            SELECT run_id, company_id, agent_id, %(source)s, 'system', %(queued)s, wakeup_id,
-                context, retry_of, retries, 1, false, 'not_applicable', lease, %(now)s,
-                %(now)s
-            FROM src
-            """,
-            {
-                "rows": json_rows(
-                    {
-                        "run_id": p.run_id,
-                        "wakeup_id": p.wakeup_id,
-                        "company_id": p.issue.company_id,
-                        "agent_id": p.issue.agent_id,
-                        "reason": wake_reason,
-                        "payload": payload,
-                        "context": context,
-                        "retry_of": p.issue.latest_run_id,
-                        # The lineage keeps its process-loss budget: recovery must not reset it.
-                        "retries": p.issue.latest_process_loss_retry_count,
-                        "lease": lease,
-                    }
-                    for (p, wake_reason, payload, context, _attempt), lease in zip(
-                        rows, leases, strict=True
-                    )
-                ),
-                "source": WakeSource.AUTOMATION,
-                "queued": WakeupStatus.QUEUED,
-                "now": self.now,
-            },
+        runs_queue_with_wakes(
+            [
+                QueuedRunRow(
+                    run_id=p.run_id,
+                    wakeup_id=p.wakeup_id,
+                    company_id=p.issue.company_id,
+                    agent_id=p.issue.agent_id,
+                    wake_reason=wake_reason,
+                    wake_payload=payload,
+                    context=context,
+                    retry_of_run_id=p.issue.latest_run_id,
+                    # The lineage keeps its process-loss budget: recovery must not reset it.
+                    process_loss_retry_count=p.issue.latest_process_loss_retry_count,
+                    lease=lease,
+                )
+                for (p, wake_reason, payload, context, _attempt), lease in zip(
+                    rows, leases, strict=True
+                )
+            ],
+            now=self.now,
         )
         run_events_insert(
             [
@@ -652,27 +619,9 @@ class _Reconcile:
     def _write_escalations(self, planned: list[_Planned]) -> set[uuid.UUID]:
         """Block the issues, one system comment and one activity row each; returns the won ids."""
         # Compare-and-set on the status the decision was made from, under the row lock.
-        won = {
-            row[0]
-            for row in sql_execute(
-                f"""
-                UPDATE {Issue._meta.db_table} AS i SET status = %(blocked)s,
-                    checkout_run_id = NULL, execution_run_id = NULL,
-                    execution_agent_name_key = NULL, execution_locked_at = NULL,
-                    completed_at = NULL, cancelled_at = NULL, updated_at = %(now)s
-                FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, expected text)
-                WHERE i.id = v.id AND i.status = v.expected
-                RETURNING i.id
-                """,
-                {
-                    "blocked": Issue.Status.BLOCKED,
-                    "now": self.now,
-                    "rows": json_rows(
-                        {"id": p.issue.issue_id, "expected": p.issue.status} for p in planned
-                    ),
-                },
-            )
-        }
+        won = issues_block(
+            expected_statuses={p.issue.issue_id: p.issue.status for p in planned}, now=self.now
+        )
         planned = [p for p in planned if p.issue.issue_id in won]
         if not planned:
             return won

@@ -19,7 +19,16 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from heartbeat.conf import heartbeat_conf
-from heartbeat.models import HeartbeatRun, HeartbeatRunEvent, RunStatus, SweepKind, SweepRecord
+from heartbeat.models import (
+    AgentWakeupRequest,
+    HeartbeatRun,
+    HeartbeatRunEvent,
+    RunStatus,
+    SweepKind,
+    SweepRecord,
+    WakeSource,
+    WakeupStatus,
+)
 from heartbeat.services.lifecycle import dispatch_lease_expiry, run_dispatch_on_commit
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from heartbeat.shim.run_shim import redact_document, redact_text
@@ -289,6 +298,63 @@ def json_rows(rows: Sequence[dict]) -> str:
         return orjson.dumps(rows, default=str).decode()
     except orjson.JSONEncodeError:
         return json.dumps(rows, default=str)
+
+
+@dataclass(frozen=True)
+class QueuedRunRow:
+    """A run a sweep queues (a retry or a recovery run) with the wake that asked for it."""
+
+    run_id: uuid.UUID
+    wakeup_id: uuid.UUID
+    company_id: uuid.UUID
+    agent_id: uuid.UUID
+    wake_reason: str
+    wake_payload: dict
+    context: dict
+    retry_of_run_id: uuid.UUID | None
+    process_loss_retry_count: int
+    lease: datetime | None
+    session_id_before: str | None = None
+
+
+def runs_queue_with_wakes(rows: Sequence[QueuedRunRow], *, now: datetime) -> None:
+    """Insert the runs and their wakes in one statement; the wake and the run point at each
+    other, so the foreign keys are checked at commit (call inside the batch's transaction)."""
+    if not rows:
+        return
+    sql_execute(
+        f"""
+        WITH src AS (
+            SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(run_id uuid,
+                wakeup_id uuid, company_id uuid, agent_id uuid, wake_reason text,
+                wake_payload jsonb, context jsonb, retry_of_run_id uuid,
+                process_loss_retry_count int, lease timestamptz, session_id_before text)
+        ), wakes AS (
+            INSERT INTO {AgentWakeupRequest._meta.db_table} (
+                id, company_id, agent_id, source, trigger_detail, reason, payload, status,
+                coalesced_count, requested_by_actor_type, run_id, requested_at, created_at,
+                updated_at)
+            SELECT wakeup_id, company_id, agent_id, %(source)s, 'system', wake_reason,
+                wake_payload, %(queued)s, 0, 'system', run_id, %(now)s, %(now)s, %(now)s
+            FROM src
+        )
+        INSERT INTO {HeartbeatRun._meta.db_table} (
+            id, company_id, agent_id, invocation_source, trigger_detail, status,
+            wakeup_request_id, context_snapshot, session_id_before, retry_of_run_id,
+            process_loss_retry_count, event_seq, log_compressed, issue_comment_status,
+            lease_expires_at, created_at, updated_at)
+        SELECT run_id, company_id, agent_id, %(source)s, 'system', %(queued)s, wakeup_id,
+            context, session_id_before, retry_of_run_id, process_loss_retry_count, 1, false,
+            'not_applicable', lease, %(now)s, %(now)s
+        FROM src
+        """,
+        {
+            "rows": json_rows(vars(row) for row in rows),
+            "source": WakeSource.AUTOMATION,
+            "queued": WakeupStatus.QUEUED,
+            "now": now,
+        },
+    )
 
 
 @dataclass(frozen=True)

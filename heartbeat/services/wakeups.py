@@ -36,6 +36,7 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from issues.models import Issue
+from issues.services import issues_execution_lock_clear
 from paperclip.services import activity_log_record
 
 ISSUE_NOT_FOUND_REASON = "issue_execution_issue_not_found"
@@ -445,9 +446,7 @@ def _issue_active_run(issue: Issue, *, now: datetime) -> HeartbeatRun | None:
         run = HeartbeatRun.objects.select_related("agent").filter(pk=issue.execution_run_id).first()
         if run is not None and run.status in ACTIVE_RUN_STATUSES:
             return run
-        Issue.objects.filter(pk=issue.pk).update(
-            execution_run=None, execution_agent_name_key=None, execution_locked_at=None
-        )
+        issues_execution_lock_clear(issue_ids=[issue.pk])
         issue.execution_run_id = None
         issue.execution_agent_name_key = None
     run = (

@@ -84,6 +84,17 @@ def test_retry_gets_its_own_queued_wakeup(agent):
     assert wakeup.payload == {"retryOfRunId": str(run.id)}
 
 
+def test_retry_wake_names_the_issue_as_the_lost_runs_context_does(agent):
+    # The reconciler's recovery runs and the session retry queue the same way (one function):
+    # the wake's issueId is the context's value as is, not its text.
+    run = make_running_run(agent, pid=DEAD_PID, context_snapshot={"issueId": 42})
+
+    reap_orphaned_runs()
+
+    wakeup = HeartbeatRun.objects.get(retry_of_run=run).wakeup_request
+    assert wakeup.payload == {"issueId": 42, "retryOfRunId": str(run.id)}
+
+
 def test_used_retry_budget_fails_without_retry_and_releases_the_issue(agent):
     issue = make_issue(agent.company)
     run = make_running_run(agent, pid=DEAD_PID, issue=issue, process_loss_retry_count=1)

@@ -30,7 +30,6 @@ from heartbeat.models import (
     HeartbeatRunEvent,
     RunErrorCode,
     RunStatus,
-    WakeSource,
     WakeupStatus,
 )
 from heartbeat.process_control import ProcessIdentity
@@ -40,6 +39,7 @@ from heartbeat.services.lifecycle import (
     agent_start_next_queued,
     issue_release_and_promote,
     queued_parked_filter,
+    run_retry_wake_payload,
 )
 from heartbeat.services.reaper.decisions import (
     PROCESS_LOST_WAKE_REASON,
@@ -50,13 +50,19 @@ from heartbeat.services.runs import run_process_identity
 from heartbeat.services.sweeps import (
     ActivityRow,
     EventRow,
+    QueuedRunRow,
     activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
+    runs_queue_with_wakes,
     sql_execute,
 )
-from issues.models import Issue
+from issues.services import (
+    ExecutionLockMove,
+    issues_execution_lock_move,
+    issues_execution_lock_release,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,72 +193,36 @@ def _retries_insert(planned: list[ReapPlan], *, now: datetime) -> list[EventRow]
         },
         now=now,
     )
-    sql_execute(
-        f"""
-        WITH src AS (
-            SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(lost_id uuid,
-                retry_id uuid, wakeup_id uuid, context jsonb, lease timestamptz)
-        ), wakes AS (
-            INSERT INTO {AgentWakeupRequest._meta.db_table} (
-                id, company_id, agent_id, source, trigger_detail, reason, payload, status,
-                coalesced_count, requested_by_actor_type, run_id, requested_at, created_at,
-                updated_at)
-            SELECT src.wakeup_id, r.company_id, r.agent_id, %(source)s, 'system', %(reason)s,
-                jsonb_strip_nulls(jsonb_build_object(
-                    'issueId', r.context_snapshot ->> 'issueId', 'retryOfRunId', r.id::text)),
-                %(queued)s, 0, 'system', src.retry_id, %(now)s, %(now)s, %(now)s
-            FROM src JOIN {HeartbeatRun._meta.db_table} AS r ON r.id = src.lost_id
-        )
-        INSERT INTO {HeartbeatRun._meta.db_table} (
-            id, company_id, agent_id, invocation_source, trigger_detail, status,
-            wakeup_request_id, context_snapshot, session_id_before, retry_of_run_id,
-            process_loss_retry_count, event_seq, log_compressed, issue_comment_status,
-            lease_expires_at, created_at, updated_at)
-        SELECT src.retry_id, r.company_id, r.agent_id, %(source)s, 'system', %(queued)s,
-            src.wakeup_id, src.context, r.session_id_before, r.id,
-            r.process_loss_retry_count + 1, 1, false, 'not_applicable', src.lease,
-            %(now)s, %(now)s
-        FROM src JOIN {HeartbeatRun._meta.db_table} AS r ON r.id = src.lost_id
-        """,
-        {
-            "rows": json_rows(
-                {
-                    "lost_id": p.run.id,
-                    "retry_id": p.retry_id,
-                    "wakeup_id": p.retry_wakeup_id,
-                    "context": retry_context(p.run.context_snapshot, lost_run_id=p.run.id),
-                    "lease": lease,
-                }
-                for p, lease in zip(planned, leases, strict=True)
-            ),
-            "source": WakeSource.AUTOMATION,
-            "reason": PROCESS_LOST_WAKE_REASON,
-            "queued": WakeupStatus.QUEUED,
-            "now": now,
-        },
+    runs_queue_with_wakes(
+        [
+            QueuedRunRow(
+                run_id=p.retry_id,
+                wakeup_id=p.retry_wakeup_id,
+                company_id=p.run.company_id,
+                agent_id=p.run.agent_id,
+                wake_reason=PROCESS_LOST_WAKE_REASON,
+                wake_payload=run_retry_wake_payload(p.run),
+                context=retry_context(p.run.context_snapshot, lost_run_id=p.run.id),
+                retry_of_run_id=p.run.id,
+                process_loss_retry_count=p.run.process_loss_retry_count + 1,
+                lease=lease,
+                session_id_before=p.run.session_id_before,
+            )
+            for p, lease in zip(planned, leases, strict=True)
+        ],
+        now=now,
     )
-    # The issue's execution lock moves to the retry only if it still names the lost run;
-    # checkout_run stays on the lost run (the reference's tests require it).
-    sql_execute(
-        f"""
-        UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.retry_id,
-            execution_agent_name_key = v.name_key, execution_locked_at = %(now)s,
-            updated_at = %(now)s
-        FROM jsonb_to_recordset(%(rows)s::jsonb)
-            AS v(lost_id uuid, retry_id uuid, name_key text)
-        WHERE i.execution_run_id = v.lost_id
-        """,
-        {
-            "now": now,
-            "rows": json_rows(
-                {
-                    "lost_id": p.run.id,
-                    "retry_id": p.retry_id,
-                    "name_key": agent_name_key(p.run.agent.name),
-                }
-                for p in planned
-            ),
-        },
+    # The issue's execution lock moves to the retry only if it still names the lost run.
+    issues_execution_lock_move(
+        moves=[
+            ExecutionLockMove(
+                from_run_id=p.run.id,
+                to_run_id=p.retry_id,
+                agent_name_key=agent_name_key(p.run.agent.name),
+            )
+            for p in planned
+        ],
+        now=now,
     )
     return [
         EventRow(
@@ -270,14 +240,7 @@ def _retries_insert(planned: list[ReapPlan], *, now: datetime) -> list[EventRow]
 
 def _issues_release(planned: list[ReapPlan], *, now: datetime) -> None:
     """Release the issue locks the lost runs hold; promote deferred wakes where there are."""
-    sql_execute(
-        f"""
-        UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
-            execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %(now)s
-        WHERE execution_run_id = ANY(%(lost)s::uuid[])
-        """,
-        {"now": now, "lost": [p.run.id for p in planned]},
-    )
+    issues_execution_lock_release(run_ids=[p.run.id for p in planned], now=now)
     by_issue = {p.run.issue_id: p.run for p in planned if p.run.issue_id}
     if not by_issue:
         return
