@@ -742,8 +742,17 @@ def command_test(args: list[str]) -> int:
     from paperclip import embedded_db
 
     embedded_was_running = uses_embedded_database() and embedded_db.is_running(paperclip_home())
+    pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT)
+    # A SIGTERM for this command (a CI timeout, a supervisor) must reach pytest too: it would
+    # otherwise run on as an orphan, its real processes and databases with it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: pytest.send_signal(signum))
     try:
-        return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=ROOT).returncode
+        while True:
+            try:
+                return pytest.wait()
+            except KeyboardInterrupt:
+                # The terminal's Ctrl-C reached pytest as well: let it report and end.
+                continue
     finally:
         # Leave a server that a running product uses alone; stop one that the tests started.
         stop = uses_embedded_database() and not embedded_was_running

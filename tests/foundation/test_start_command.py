@@ -95,3 +95,46 @@ def test_start_with_an_unknown_option_says_so_in_one_line_and_exits_2():
         "paperclip: cannot use '--bogus' here; usage: python3 -m paperclip "
         "{start [--port N] [--demo] [--stop-runs] | test [pytest args...]}"
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sigterm_to_the_test_command_ends_its_pytest_too(tmp_path):
+    pid_file = tmp_path / "pytest.pid"
+    sleeper = tmp_path / "test_sleeps.py"
+    sleeper.write_text(
+        "import os\nimport time\n\n\ndef test_sleeps():\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(100)\n"
+    )
+    command = subprocess.Popen(
+        [sys.executable, "-m", "paperclip", "test", str(sleeper), "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pytest_pid = None
+    try:
+        pytest_pid = int(
+            wait_until(
+                lambda: pid_file.exists() and pid_file.read_text(),
+                timeout=60,
+                message="the test command's pytest runs the sleeping test",
+            )
+        )
+        command.send_signal(signal.SIGTERM)
+        command.wait(timeout=30)
+        wait_until(
+            lambda: (
+                not psutil.pid_exists(pytest_pid)
+                or psutil.Process(pytest_pid).status() == psutil.STATUS_ZOMBIE
+            ),
+            timeout=30,
+            message="pytest ends with the test command",
+        )
+    finally:
+        if command.poll() is None:
+            command.kill()
+        if pytest_pid is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pytest_pid).kill()
