@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -25,7 +24,7 @@ from issues.wake_rules import (
     wakes_for_update,
 )
 from paperclip.models import Company
-from paperclip.rows import ModelRows
+from paperclip.rows import ModelRows, json_rows, sql_execute
 from paperclip.services import activity_log_record
 
 
@@ -856,22 +855,12 @@ class ExecutionLockMove:
     issue_id: uuid.UUID | None = None  # None: whichever issue the from-run locks
 
 
-def _sql(sql: str, params: dict) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
-def _json_rows(rows: list[dict]) -> str:
-    return orjson.dumps(rows, default=str).decode()
-
-
 def issues_execution_lock_move(*, moves: list[ExecutionLockMove], now: datetime) -> None:
     """Compare-and-set: the lock moves only where it still names the from-run; the checkout
     stays where it is (the reference's tests require it)."""
     if not moves:
         return
-    _sql(
+    sql_execute(
         f"""
         UPDATE {Issue._meta.db_table} AS i SET execution_run_id = v.to_id,
             execution_agent_name_key = v.name_key, execution_locked_at = %(now)s,
@@ -882,7 +871,7 @@ def issues_execution_lock_move(*, moves: list[ExecutionLockMove], now: datetime)
         """,
         {
             "now": now,
-            "rows": _json_rows(
+            "rows": json_rows(
                 [
                     {
                         "from_id": m.from_run_id,
@@ -901,7 +890,7 @@ def issues_execution_lock_release(*, run_ids: list[uuid.UUID], now: datetime) ->
     """Release every issue lock the given (finished) runs hold."""
     if not run_ids:
         return
-    _sql(
+    sql_execute(
         f"""
         UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
             execution_agent_name_key = NULL, execution_locked_at = NULL, updated_at = %(now)s
@@ -916,7 +905,7 @@ def issues_execution_lock_clear(*, issue_ids: list[uuid.UUID]) -> None:
     issue itself did not change."""
     if not issue_ids:
         return
-    _sql(
+    sql_execute(
         f"""
         UPDATE {Issue._meta.db_table} SET execution_run_id = NULL,
             execution_agent_name_key = NULL, execution_locked_at = NULL
@@ -933,7 +922,7 @@ def issues_block(*, expected_statuses: dict[uuid.UUID, str], now: datetime) -> s
     """
     if not expected_statuses:
         return set()
-    rows = _sql(
+    rows = sql_execute(
         f"""
         UPDATE {Issue._meta.db_table} AS i SET status = %(blocked)s,
             checkout_run_id = NULL, execution_run_id = NULL,
@@ -946,7 +935,7 @@ def issues_block(*, expected_statuses: dict[uuid.UUID, str], now: datetime) -> s
         {
             "blocked": Issue.Status.BLOCKED,
             "now": now,
-            "rows": _json_rows(
+            "rows": json_rows(
                 [{"id": i, "expected": status} for i, status in expected_statuses.items()]
             ),
         },

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 import zlib
@@ -13,7 +12,6 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -33,6 +31,7 @@ from heartbeat.services.lifecycle import dispatch_lease_expiry, run_dispatch_on_
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from heartbeat.shim.run_shim import redact_document, redact_text
 from paperclip.models import ActivityLog
+from paperclip.rows import json_rows, sql_execute
 from paperclip.services import activity_details_redacted
 
 logger = logging.getLogger(__name__)
@@ -273,31 +272,6 @@ def sweep_pages(
         if not page.more:
             return
         after = page.last_key
-
-
-def sql_execute(sql: str, params: dict) -> list[tuple]:
-    """Run one statement and return its rows (none for a statement without RETURNING).
-
-    The sweeps write a whole batch per statement, its per-item values passed as one JSON
-    document read with jsonb_to_recordset (see json_rows): one round trip, one parameter, and
-    no model instances per item.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
-def json_rows(rows: Sequence[dict]) -> str:
-    """A batch's per-item values as one JSON array (ids and times as strings).
-
-    orjson writes UUIDs and datetimes itself (a tenth of the time of json.dumps with a default
-    per value); anything it refuses goes through the standard library's encoder.
-    """
-    rows = list(rows)
-    try:
-        return orjson.dumps(rows, default=str).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(rows, default=str)
 
 
 @dataclass(frozen=True)
