@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from issues.models import Issue, IssueComment
@@ -23,27 +23,8 @@ from issues.wake_rules import (
     wakes_for_create,
     wakes_for_update,
 )
-from paperclip.models import Company
 from paperclip.rows import ModelRows, json_rows, sql_execute
-from paperclip.services import activity_log_record
-
-
-def _next_issue_number(company_id: uuid.UUID | str) -> tuple[int, str]:
-    """Take the company's next number inside the caller's transaction.
-
-    The row lock taken by UPDATE serialises concurrent creators, and a rolled-back creation
-    rolls its increment back too, so numbers are unique and gapless.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE paperclip_company SET issue_counter = issue_counter + 1 "
-            "WHERE id = %s RETURNING issue_counter, issue_prefix",
-            [company_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise Company.DoesNotExist(f"company {company_id} not found")
-    return row[0], row[1]
+from paperclip.services import activity_log_record, company_issue_number_next
 
 
 def issue_create(
@@ -82,7 +63,7 @@ def issue_create(
     )
     _check_new_issue(issue)
     with transaction.atomic():
-        issue.issue_number, prefix = _next_issue_number(company_id)
+        issue.issue_number, prefix = company_issue_number_next(company_id=company_id)
         issue.identifier = f"{prefix}-{issue.issue_number}"
         issue.save(force_insert=True)
         activity_log_record(

@@ -123,6 +123,24 @@ def company_create(
     return company
 
 
+def company_issue_number_next(*, company_id: uuid.UUID | str) -> tuple[int, str]:
+    """Take the company's next issue number, with its issue prefix, in the caller's transaction.
+
+    The row lock taken by UPDATE serialises concurrent creators, and a rolled-back creation
+    rolls its increment back too, so numbers are unique and gapless.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Company._meta.db_table}" SET issue_counter = issue_counter + 1 '
+            "WHERE id = %s RETURNING issue_counter, issue_prefix",
+            [company_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Company.DoesNotExist(f"company {company_id} not found")
+    return row[0], row[1]
+
+
 class CompanyBudgetSpent(Exception):
     """The company cannot be set active: its monthly budget is spent (the API answers 409)."""
 
