@@ -40,12 +40,10 @@ from heartbeat.models import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
-    ActivityRow,
     EventRow,
     QueuedRunRow,
     SweepLock,
     SweepPage,
-    activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
@@ -58,6 +56,7 @@ from heartbeat.services.sweeps import (
 from issues.models import Issue, IssueComment
 from issues.services import issues_block, issues_execution_lock_clear
 from paperclip.models import Company
+from paperclip.services import ActivityRow, activity_log_record_many
 
 logger = logging.getLogger(__name__)
 
@@ -594,8 +593,8 @@ class _Reconcile:
             ],
             now=self.now,
         )
-        activity_insert(
-            [
+        activity_log_record_many(
+            rows=[
                 _activity(
                     p.issue,
                     action="issue.recovery_requeued",
@@ -651,8 +650,8 @@ class _Reconcile:
                 ),
             },
         )
-        activity_insert(
-            [
+        activity_log_record_many(
+            rows=[
                 _activity(
                     p.issue,
                     action="issue.updated",
