@@ -922,3 +922,30 @@ def issues_block(*, expected_statuses: dict[uuid.UUID, str], now: datetime) -> s
         },
     )
     return {row[0] for row in rows}
+
+
+@dataclass(frozen=True)
+class SystemComment:
+    """A comment with no author and no run: the product's own note on an issue."""
+
+    company_id: uuid.UUID
+    issue_id: uuid.UUID
+    body: str
+
+
+def issue_system_comments_create(*, comments: list[SystemComment], now: datetime) -> None:
+    """Write the comments in one statement (the reconciler's escalation notes, reference 5.2).
+
+    The issues' updated_at is the caller's: the change the comment explains stamps it.
+    """
+    if not comments:
+        return
+    sql_execute(
+        f"""
+        INSERT INTO {IssueComment._meta.db_table} (
+            id, company_id, issue_id, body, created_at, updated_at)
+        SELECT gen_random_uuid(), v.company_id, v.issue_id, v.body, %(now)s, %(now)s
+        FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(company_id uuid, issue_id uuid, body text)
+        """,
+        {"now": now, "rows": json_rows(vars(comment) for comment in comments)},
+    )
