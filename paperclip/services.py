@@ -107,7 +107,7 @@ def activity_log_record(
     run_id: uuid.UUID | str | None = None,
     details: dict | None = None,
 ) -> ActivityLog:
-    """Record one activity row (activity_log_record_many with one item) and return it."""
+    """Record one activity row, through the batch's statement and redaction, and return it."""
     row = ActivityRow(
         company_id=company_id,
         action=action,
@@ -124,6 +124,7 @@ def activity_log_record(
     _activity_rows_insert([values], now=now)
     activity = ActivityLog(**{**values, "entity_id": str(entity_id), "created_at": now})
     activity._state.adding = False
+    activity._state.db = connection.alias
     return activity
 
 
