@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache, partial
@@ -25,7 +25,7 @@ from paperclip.models import (
     spend_month_of,
     spend_under_budget,
 )
-from paperclip.rows import ModelRows
+from paperclip.rows import json_rows, sql_execute
 from paperclip.signals import company_resumed
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
@@ -62,6 +62,39 @@ def activity_details_redacted(details: Any) -> Any:
     return details
 
 
+@dataclass(frozen=True)
+class ActivityRow:
+    """One activity-log row to record; details are redacted on the way in."""
+
+    company_id: uuid.UUID | str
+    action: str
+    entity_type: str
+    entity_id: uuid.UUID | str
+    agent_id: uuid.UUID | str | None = None
+    run_id: uuid.UUID | str | None = None
+    details: dict | None = None
+    actor_type: str = ActivityLog.ActorType.SYSTEM
+    actor_id: str = "system"
+
+
+_ACTIVITY_INSERT = f"""
+INSERT INTO "{ActivityLog._meta.db_table}" (
+    id, company_id, actor_type, actor_id, action, entity_type, entity_id, agent_id, run_id,
+    details, created_at)
+SELECT v.id, v.company_id, v.actor_type, v.actor_id, v.action, v.entity_type, v.entity_id,
+    v.agent_id, v.run_id, v.details, %(now)s
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, company_id uuid, actor_type text,
+    actor_id text, action text, entity_type text, entity_id text, agent_id uuid, run_id uuid,
+    details jsonb)
+"""
+
+
+def activity_log_record_many(*, rows: Sequence[ActivityRow], now: datetime) -> None:
+    """Record activity rows in one statement (a sweep's batch, or one row of a request)."""
+    if rows:
+        _activity_rows_insert([_activity_values(row) for row in rows], now=now)
+
+
 def activity_log_record(
     *,
     company_id: uuid.UUID | str,
@@ -74,23 +107,40 @@ def activity_log_record(
     run_id: uuid.UUID | str | None = None,
     details: dict | None = None,
 ) -> ActivityLog:
-    # Every write of the API records one: fixed SQL (see paperclip.rows).
-    return _ACTIVITY_ROWS.insert(
-        ActivityLog(
-            company_id=company_id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            action=action,
-            entity_type=entity_type,
-            entity_id=str(entity_id),
-            agent_id=agent_id,
-            run_id=run_id,
-            details=activity_details_redacted(details) if details is not None else None,
-        )
+    """Record one activity row, through the batch's statement and redaction, and return it."""
+    row = ActivityRow(
+        company_id=company_id,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        agent_id=agent_id,
+        run_id=run_id,
+        details=details,
+        actor_type=actor_type,
+        actor_id=actor_id,
     )
+    values = _activity_values(row)
+    now = timezone.now()
+    _activity_rows_insert([values], now=now)
+    activity = ActivityLog(**{**values, "entity_id": str(entity_id), "created_at": now})
+    activity._state.adding = False
+    activity._state.db = connection.alias
+    return activity
 
 
-_ACTIVITY_ROWS = ModelRows(ActivityLog)
+def _activity_values(row: ActivityRow) -> dict:
+    """The row's columns with a new id and its details redacted (the one redaction rule of
+    every activity row, single or batch)."""
+    details = row.details
+    if details is not None:
+        details = activity_details_redacted(details)
+    return {**vars(row), "id": uuid.uuid4(), "details": details}
+
+
+def _activity_rows_insert(values: list[dict], *, now: datetime) -> None:
+    # Every write of the API records one, and a sweep thousands: one fixed statement for both,
+    # its per-row values one JSON document (see paperclip.rows).
+    sql_execute(_ACTIVITY_INSERT, {"now": now, "rows": json_rows(values)})
 
 
 def company_create(
@@ -121,6 +171,24 @@ def company_create(
                 company=company, user_id=creator_user_id, role=CompanyMembership.Role.OWNER
             )
     return company
+
+
+def company_issue_number_next(*, company_id: uuid.UUID | str) -> tuple[int, str]:
+    """Take the company's next issue number, with its issue prefix, in the caller's transaction.
+
+    The row lock taken by UPDATE serialises concurrent creators, and a rolled-back creation
+    rolls its increment back too, so numbers are unique and gapless.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Company._meta.db_table}" SET issue_counter = issue_counter + 1 '
+            "WHERE id = %s RETURNING issue_counter, issue_prefix",
+            [company_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Company.DoesNotExist(f"company {company_id} not found")
+    return row[0], row[1]
 
 
 class CompanyBudgetSpent(Exception):

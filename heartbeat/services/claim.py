@@ -8,14 +8,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from heartbeat import process_control
 from heartbeat.conf import heartbeat_conf
 from heartbeat.models import (
-    TERMINAL_RUN_STATUSES,
     Agent,
     AgentStatus,
     AgentWakeupRequest,
@@ -30,16 +29,8 @@ from heartbeat.services.lifecycle import agent_name_key, run_scope_lock
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from heartbeat.services.sessions import run_session_to_resume
 from heartbeat.services.sweeps import AdvisoryLock, advisory_lock_key, sweep_lock_scope
-from issues.models import Issue
+from issues.services import issue_checkout_for_run, issue_execution_lock_take
 from paperclip.models import Company
-
-# Issues the run checks out for its agent when it starts (reference 2.4 "harness checkout").
-_CHECKOUT_FROM_STATUSES = (
-    Issue.Status.TODO,
-    Issue.Status.BACKLOG,
-    Issue.Status.BLOCKED,
-    Issue.Status.IN_PROGRESS,
-)
 
 
 class ClaimRefusal(StrEnum):
@@ -175,34 +166,16 @@ def _issue_lock_stamp(*, run: HeartbeatRun, agent: Agent, now: datetime) -> bool
     issue_id = run.issue_id
     if not issue_id:
         return False
-    Issue.objects.filter(pk=issue_id, company_id=run.company_id).filter(
-        Q(execution_run__isnull=True) | Q(execution_run=run)
-    ).update(
-        execution_run=run,
-        execution_agent_name_key=agent_name_key(agent.name),
-        execution_locked_at=now,
-        updated_at=now,
+    issue_execution_lock_take(
+        issue_id=issue_id,
+        company_id=run.company_id,
+        run_id=run.id,
+        agent_name_key=agent_name_key(agent.name),
+        now=now,
     )
     reason = (run.context_snapshot or {}).get("wakeReason") or ""
     if not reason or reason == "issue_comment_mentioned" or reason.startswith("execution_"):
         return False
-    # A checkout held by a finished or vanished run is adopted (reference 9.8).
-    free = (
-        Q(checkout_run__isnull=True)
-        | Q(checkout_run=run)
-        | Q(checkout_run__status__in=TERMINAL_RUN_STATUSES)
-    )
-    return bool(
-        Issue.objects.filter(
-            free,
-            pk=issue_id,
-            company_id=run.company_id,
-            assignee_agent_id=agent.id,
-            status__in=_CHECKOUT_FROM_STATUSES,
-        ).update(
-            status=Issue.Status.IN_PROGRESS,
-            checkout_run=run,
-            started_at=Coalesce(F("started_at"), now),
-            updated_at=now,
-        )
+    return issue_checkout_for_run(
+        issue_id=issue_id, company_id=run.company_id, agent_id=agent.id, run_id=run.id, now=now
     )

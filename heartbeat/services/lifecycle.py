@@ -40,15 +40,18 @@ from heartbeat.services.policy import (
     heartbeat_policy_max_concurrent_runs,
 )
 from issues.models import Issue
+from issues.services import (
+    issue_execution_lock_end,
+    issue_execution_lock_take,
+    issue_reopen_for_comment_wake,
+)
 from paperclip.models import Company
-from paperclip.services import activity_log_record
 from paperclip.telemetry import telemetry_client
 
 logger = logging.getLogger(__name__)
 
 EXECUTE_RUN_TASK = "heartbeat.tasks.execute_run"
 FIRST_HEARTBEAT_EVENT = "agent.first_heartbeat"
-_REOPEN_ON_COMMENT_STATUSES = (Issue.Status.DONE, Issue.Status.CANCELLED)
 
 
 def agent_name_key(name: str) -> str:
@@ -277,12 +280,7 @@ def issue_release_and_promote(*, run: HeartbeatRun, now: datetime) -> HeartbeatR
         if issue.execution_run_id is not None and issue.execution_run_id != run.id:
             return None
         if issue.execution_run_id == run.id:
-            Issue.objects.filter(pk=issue.pk).update(
-                execution_run=None,
-                execution_agent_name_key=None,
-                execution_locked_at=None,
-                updated_at=now,
-            )
+            issue_execution_lock_end(issue_id=issue.pk, run_id=run.id, now=now)
         return _promote_deferred_wake(issue=issue, now=now)
 
 
@@ -309,8 +307,8 @@ def _promote_deferred_wake(*, issue: Issue, now: datetime) -> HeartbeatRun | Non
         payload = wake.payload or {}
         context = dict(payload.get("_paperclipWakeContext") or {})
         context.setdefault("issueId", str(issue.id))
-        if _carries_comment(context, payload) and issue.status in _REOPEN_ON_COMMENT_STATUSES:
-            _issue_reopen_for_comment(issue=issue, wake=wake, now=now)
+        if _carries_comment(context, payload):
+            issue_reopen_for_comment_wake(issue=issue, agent_id=wake.agent_id, now=now)
         try:
             promoted = run_create_queued(
                 agent=wake.agent,
@@ -332,11 +330,12 @@ def _promote_deferred_wake(*, issue: Issue, now: datetime) -> HeartbeatRun | Non
             error=None,
             updated_at=now,
         )
-        Issue.objects.filter(pk=issue.pk).update(
-            execution_run=promoted,
-            execution_agent_name_key=agent_name_key(wake.agent.name),
-            execution_locked_at=now,
-            updated_at=now,
+        issue_execution_lock_take(
+            issue_id=issue.pk,
+            company_id=issue.company_id,
+            run_id=promoted.id,
+            agent_name_key=agent_name_key(wake.agent.name),
+            now=now,
         )
         return promoted
     return None
@@ -348,22 +347,6 @@ def _carries_comment(context: dict, payload: dict) -> bool:
         or context.get("commentId")
         or payload.get("commentId")
         or payload.get("wakeCommentIds")
-    )
-
-
-def _issue_reopen_for_comment(*, issue: Issue, wake: AgentWakeupRequest, now: datetime) -> None:
-    previous = issue.status
-    Issue.objects.filter(pk=issue.pk).update(
-        status=Issue.Status.TODO, completed_at=None, cancelled_at=None, updated_at=now
-    )
-    issue.status = Issue.Status.TODO
-    activity_log_record(
-        company_id=issue.company_id,
-        action="issue.reopened",
-        entity_type="issue",
-        entity_id=issue.id,
-        agent_id=wake.agent_id,
-        details={"from": previous, "to": Issue.Status.TODO, "reason": "deferred_comment_wake"},
     )
 
 

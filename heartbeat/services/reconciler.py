@@ -40,12 +40,10 @@ from heartbeat.models import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from heartbeat.services.sweeps import (
-    ActivityRow,
     EventRow,
     QueuedRunRow,
     SweepLock,
     SweepPage,
-    activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
@@ -55,9 +53,15 @@ from heartbeat.services.sweeps import (
     sweep_pages,
     sweep_run,
 )
-from issues.models import Issue, IssueComment
-from issues.services import issues_block, issues_execution_lock_clear
+from issues.models import Issue
+from issues.services import (
+    SystemComment,
+    issue_system_comments_create,
+    issues_block,
+    issues_execution_lock_clear,
+)
 from paperclip.models import Company
+from paperclip.services import ActivityRow, activity_log_record_many
 
 logger = logging.getLogger(__name__)
 
@@ -594,8 +598,8 @@ class _Reconcile:
             ],
             now=self.now,
         )
-        activity_insert(
-            [
+        activity_log_record_many(
+            rows=[
                 _activity(
                     p.issue,
                     action="issue.recovery_requeued",
@@ -625,34 +629,24 @@ class _Reconcile:
         planned = [p for p in planned if p.issue.issue_id in won]
         if not planned:
             return won
-        # A system comment: no author, no run (reference 5.2).
-        sql_execute(
-            f"""
-            INSERT INTO {IssueComment._meta.db_table} (
-                id, company_id, issue_id, body, created_at, updated_at)
-            SELECT gen_random_uuid(), v.company_id, v.issue_id, v.body, %(now)s, %(now)s
-            FROM jsonb_to_recordset(%(rows)s::jsonb)
-                AS v(company_id uuid, issue_id uuid, body text)
-            """,
-            {
-                "now": self.now,
-                "rows": json_rows(
-                    {
-                        "company_id": p.issue.company_id,
-                        "issue_id": p.issue.issue_id,
-                        "body": escalation_comment(
-                            action=p.action,
-                            agent_name=p.issue.agent_name,
-                            error_code=p.issue.latest_error_code,
-                            error=p.issue.latest_error,
-                        ),
-                    }
-                    for p in planned
-                ),
-            },
+        issue_system_comments_create(
+            comments=[
+                SystemComment(
+                    company_id=p.issue.company_id,
+                    issue_id=p.issue.issue_id,
+                    body=escalation_comment(
+                        action=p.action,
+                        agent_name=p.issue.agent_name,
+                        error_code=p.issue.latest_error_code,
+                        error=p.issue.latest_error,
+                    ),
+                )
+                for p in planned
+            ],
+            now=self.now,
         )
-        activity_insert(
-            [
+        activity_log_record_many(
+            rows=[
                 _activity(
                     p.issue,
                     action="issue.updated",

@@ -27,16 +27,15 @@ from heartbeat.process_control import ProcessIdentity
 from heartbeat.services.events import run_event_append
 from heartbeat.services.runs import cancel_run
 from heartbeat.services.sweeps import (
-    ActivityRow,
     AdvisoryLock,
     EventRow,
-    activity_insert,
     advisory_lock_key,
     json_rows,
     run_events_insert,
     sql_execute,
     sweep_lock_scope,
 )
+from paperclip.services import ActivityRow, activity_log_record_many
 
 # Why runs were cancelled when the product stopped with them (`start --stop-runs`).
 CANCELLED_AT_STOP = "Cancelled when the product was stopped with its runs (start --stop-runs)"
@@ -262,7 +261,7 @@ def runs_adopt(
             )
         )
     run_events_insert(events, now=now)
-    activity_insert(activity, now=now)
+    activity_log_record_many(rows=activity, now=now)
     return [row[0] for row in adopted]
 
 

@@ -30,9 +30,7 @@ from heartbeat.models import (
 from heartbeat.services.lifecycle import dispatch_lease_expiry, run_dispatch_on_commit
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from heartbeat.shim.run_shim import redact_document, redact_text
-from paperclip.models import ActivityLog
 from paperclip.rows import json_rows, sql_execute
-from paperclip.services import activity_details_redacted
 
 logger = logging.getLogger(__name__)
 
@@ -373,50 +371,6 @@ def _event_values(row: EventRow) -> dict:
     if message == row.message and payload == row.payload:
         return vars(row)
     return {**vars(row), "message": message, "payload": payload}
-
-
-@dataclass(frozen=True)
-class ActivityRow:
-    """An activity-log row written by a sweep (actor: the system)."""
-
-    company_id: uuid.UUID
-    action: str
-    entity_type: str
-    entity_id: uuid.UUID
-    agent_id: uuid.UUID | None
-    run_id: uuid.UUID | None
-    details: dict
-    actor_id: str = "system"
-
-
-def activity_insert(rows: Sequence[ActivityRow], *, now: datetime) -> None:
-    """Insert a batch's activity-log rows in one statement, their details redacted as
-    activity_log_record redacts one row's."""
-    if not rows:
-        return
-    sql_execute(
-        f"""
-        INSERT INTO {ActivityLog._meta.db_table} (
-            id, company_id, actor_type, actor_id, action, entity_type, entity_id, agent_id,
-            run_id, details, created_at)
-        SELECT gen_random_uuid(), v.company_id, 'system', v.actor_id, v.action, v.entity_type,
-            v.entity_id, v.agent_id, v.run_id, v.details, %(now)s
-        FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(company_id uuid, actor_id text,
-            action text, entity_type text, entity_id text, agent_id uuid, run_id uuid,
-            details jsonb)
-        """,
-        {
-            "now": now,
-            "rows": json_rows(_activity_values(row) for row in rows),
-        },
-    )
-
-
-def _activity_values(row: ActivityRow) -> dict:
-    """The row's values, details redacted as activity_log_record redacts one row's (the row's
-    own values when nothing in them is)."""
-    details = activity_details_redacted(row.details)
-    return vars(row) if details == row.details else {**vars(row), "details": details}
 
 
 def runs_dispatch_within_slots(

@@ -36,7 +36,7 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from issues.models import Issue
-from issues.services import issues_execution_lock_clear
+from issues.services import issue_execution_lock_take, issues_execution_lock_clear
 from paperclip.services import activity_log_record
 
 ISSUE_NOT_FOUND_REASON = "issue_execution_issue_not_found"
@@ -466,10 +466,13 @@ def _issue_active_run(issue: Issue, *, now: datetime) -> HeartbeatRun | None:
     )
     if run is not None:
         # A run queued before the lock existed (or by an older version): adopt it.
-        Issue.objects.filter(pk=issue.pk).update(
-            execution_run=run,
-            execution_agent_name_key=agent_name_key(run.agent.name),
-            execution_locked_at=now,
+        issue_execution_lock_take(
+            issue_id=issue.pk,
+            company_id=issue.company_id,
+            run_id=run.id,
+            agent_name_key=agent_name_key(run.agent.name),
+            now=now,
+            touch_updated_at=False,
         )
         issue.execution_agent_name_key = agent_name_key(run.agent.name)
     return run

@@ -10,9 +10,9 @@ from django.utils import timezone
 from heartbeat.models import HeartbeatRunEvent
 from heartbeat.run_log import REDACTED
 from heartbeat.services.events import run_event_append
-from heartbeat.services.sweeps import ActivityRow, EventRow, activity_insert, run_events_insert
+from heartbeat.services.sweeps import EventRow, run_events_insert
 from paperclip.models import ActivityLog
-from paperclip.services import activity_log_record
+from paperclip.services import ActivityRow, activity_log_record, activity_log_record_many
 from tests.factories import make_agent, make_run
 
 pytestmark = pytest.mark.django_db
@@ -67,8 +67,8 @@ def test_batch_activity_row_is_redacted_as_a_single_row_is():
         details=DETAILS,
     )
 
-    activity_insert(
-        [
+    activity_log_record_many(
+        rows=[
             ActivityRow(
                 company_id=agent.company_id,
                 action="heartbeat.batch",

@@ -48,10 +48,8 @@ from heartbeat.services.reaper.decisions import (
 )
 from heartbeat.services.runs import run_process_identity
 from heartbeat.services.sweeps import (
-    ActivityRow,
     EventRow,
     QueuedRunRow,
-    activity_insert,
     json_rows,
     run_events_insert,
     runs_dispatch_within_slots,
@@ -63,6 +61,7 @@ from issues.services import (
     issues_execution_lock_move,
     issues_execution_lock_release,
 )
+from paperclip.services import ActivityRow, activity_log_record_many
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,9 @@ def runs_mark_detached(
         ],
         now=now,
     )
-    activity_insert([_activity(p, "heartbeat.run_detached", host) for p in planned], now=now)
+    activity_log_record_many(
+        rows=[_activity(p, "heartbeat.run_detached", host) for p in planned], now=now
+    )
     return [p.run.id for p in planned]
 
 
@@ -168,8 +169,8 @@ def runs_mark_lost(
         _issues_release(released, now=now)
     events.extend(_lost_event(p, won[p.run.id]) for p in planned)
     run_events_insert(events, now=now)
-    activity_insert(
-        [_activity(p, "heartbeat.run_process_lost", host) for p in planned],
+    activity_log_record_many(
+        rows=[_activity(p, "heartbeat.run_process_lost", host) for p in planned],
         now=now,
     )
     _terminate_after_commit(
