@@ -194,6 +194,20 @@ def test_patch_posts_its_comment_in_the_same_transaction(side_a):
     assert (comment.body, comment.author_user_id) == ("Waiting on CI", str(side_a.user.pk))
 
 
+def test_patch_with_a_comment_leaves_the_issue_as_new_as_its_comment(side_a):
+    issue = make_issue(side_a.company, status="todo")
+    response = side_a.board.patch(
+        f"/api/issues/{issue.id}", {"status": "blocked", "comment": "Waiting on CI"}, format="json"
+    )
+    comment = IssueComment.objects.get(issue=issue)
+    issue.refresh_from_db()
+    assert issue.updated_at == comment.created_at
+    assert (
+        response.json()["updatedAt"]
+        == side_a.board.get(f"/api/issues/{issue.id}").json()["updatedAt"]
+    )
+
+
 def test_assigning_an_agent_to_a_todo_issue_wakes_it(
     side_a, wakes, django_capture_on_commit_callbacks
 ):
