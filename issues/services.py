@@ -736,16 +736,11 @@ def issue_release(
         issue.checkout_run = None
         _apply_status_timestamps(issue, timezone.now())
         issue.save()
-        activity_log_record(
-            company_id=issue.company_id,
+        _actor_activity_record(
+            issue,
             action="issue.released",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=actor_agent_id,
-            run_id=actor_run_id,
-            details={"identifier": issue.identifier, "previousStatus": previous_status},
+            actor=_Actor(actor_type, actor_id, actor_agent_id, actor_run_id),
+            details={"previousStatus": previous_status},
         )
     return issue
 
@@ -887,16 +882,11 @@ def issue_comment_delete(
         comment.updated_at = now
         comment.save()
         Issue.objects.filter(pk=issue.pk).update(updated_at=now)
-        activity_log_record(
-            company_id=issue.company_id,
+        _actor_activity_record(
+            issue,
             action="issue.comment_deleted",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=actor_agent_id,
-            run_id=actor_run_id,
-            details={"identifier": issue.identifier, "commentId": str(comment.id)},
+            actor=_Actor(actor_type, actor_id, actor_agent_id, actor_run_id),
+            details={"commentId": str(comment.id)},
         )
     return comment
 
