@@ -283,6 +283,20 @@ def test_agent_checks_out_an_issue_with_its_run(side_a):
     assert body["startedAt"] is not None
 
 
+def test_checkout_records_the_agent_and_its_run_in_the_activity_log(side_a):
+    run = make_run(side_a.agent, status=RUNNING)
+    issue = make_issue(side_a.company, status="todo", assignee_agent_id=side_a.agent.id)
+    client = agent_client_for(side_a.agent, run_id=run.id)
+    client.post(
+        f"/api/issues/{issue.id}/checkout",
+        {"agentId": str(side_a.agent.id), "expectedStatuses": ["todo"]},
+        format="json",
+    )
+    row = ActivityLog.objects.get(action="issue.checked_out", entity_id=issue.id)
+    assert (row.agent_id, row.run_id, row.entity_type) == (side_a.agent.id, run.id, "issue")
+    assert row.details == {"identifier": issue.identifier, "previousStatus": "todo"}
+
+
 def test_checkout_again_with_the_same_run_is_a_no_op(side_a):
     run = make_run(side_a.agent, status=RUNNING)
     issue = make_issue(side_a.company, status="todo")
