@@ -115,7 +115,7 @@ def issue_comment_create(
     # must roll the caller's whole change back anyway.
     # One statement writes the comment and bumps the issue (comments are the API's busiest
     # write): fixed SQL, see paperclip.rows.
-    return _COMMENT_ROWS.insert(
+    comment = _COMMENT_ROWS.insert(
         IssueComment(
             company_id=issue.company_id,
             issue=issue,
@@ -129,6 +129,8 @@ def issue_comment_create(
         ),
         with_params=lambda comment: [comment.created_at, issue.pk],
     )
+    issue.updated_at = comment.created_at
+    return comment
 
 
 _COMMENT_ROWS = ModelRows(IssueComment)
@@ -397,6 +399,44 @@ def _apply_status_timestamps(issue: Issue, now) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Actor:
+    """Who writes: a person (type "user"), an agent from one of its runs, or the system."""
+
+    type: str
+    id: str
+    agent_id: uuid.UUID | None = None
+    run_id: uuid.UUID | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.id if self.type == "user" else None
+
+
+def _actor_comment_create(issue: Issue, *, body: str, actor: _Actor) -> IssueComment:
+    return issue_comment_create(
+        issue=issue,
+        body=body,
+        author_agent_id=actor.agent_id,
+        author_user_id=actor.user_id,
+        created_by_run_id=actor.run_id,
+    )
+
+
+def _actor_activity_record(issue: Issue, *, action: str, actor: _Actor, details: dict) -> None:
+    activity_log_record(
+        company_id=issue.company_id,
+        action=action,
+        entity_type="issue",
+        entity_id=issue.id,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        agent_id=actor.agent_id,
+        run_id=actor.run_id,
+        details={"identifier": issue.identifier, **details},
+    )
+
+
 def issue_update(
     *,
     issue_id: uuid.UUID | str,
@@ -419,96 +459,112 @@ def issue_update(
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise IssueInvalidInput(f"Unknown issue fields: {sorted(unknown)}")
-    actor_agent_id = _uuid_or_none(actor_agent_id)
-    actor_run_id = _uuid_or_none(actor_run_id)
+    actor = _Actor(actor_type, actor_id, _uuid_or_none(actor_agent_id), _uuid_or_none(actor_run_id))
     with transaction.atomic():
         issue = _issue_locked(issue_id, company_id)
         before = {field: getattr(issue, field) for field in UPDATABLE_FIELDS}
         changed = _assert_run_ownership(
-            issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
+            issue, actor_agent_id=actor.agent_id, actor_run_id=actor.run_id
         )
-        if changes.get("assignee_agent_id") is not None:
-            _check_agent_in_company(
-                changes["assignee_agent_id"], issue.company_id, "assigneeAgentId"
-            )
-        if changes.get("parent_id") is not None:
-            _check_parent(issue, changes["parent_id"])
-        for field, value in changes.items():
-            setattr(issue, field, value)
-        reopens = comment_body is not None and comment_reopens(
-            status=before["status"],
-            assignee_agent_id=issue.assignee_agent_id,
-            reopen_requested=reopen,
-            actor_type=actor_type,
-            actor_agent_id=actor_agent_id,
+        reopens = _changes_apply(
+            issue, changes, comment_sent=comment_body is not None, reopen=reopen, actor=actor
         )
-        if reopens and "status" not in changes:
-            issue.status = Issue.Status.TODO
-        _check_assignment(issue)
-        changed += [f for f in UPDATABLE_FIELDS if getattr(issue, f) != before[f]]
-        assignee_changed = (
-            issue.assignee_agent_id != before["assignee_agent_id"]
-            or issue.assignee_user_id != before["assignee_user_id"]
-        )
-        if (assignee_changed or issue.status != Issue.Status.IN_PROGRESS) and _has_locks(issue):
-            _clear_locks(issue)
-            changed += list(_LOCK_FIELDS)
+        changed += _changed_fields_releasing_locks(issue, before)
         now = timezone.now()
         _apply_status_timestamps(issue, now)
         issue.updated_at = now
         issue.save()
         comment = None
         if comment_body is not None:
-            comment = IssueComment.objects.create(
-                company_id=issue.company_id,
-                issue=issue,
-                body=comment_body,
-                author_agent_id=actor_agent_id,
-                author_user_id=actor_id if actor_type == "user" else None,
-                created_by_run_id=actor_run_id,
-            )
-        activity_log_record(
-            company_id=issue.company_id,
+            comment = _actor_comment_create(issue, body=comment_body, actor=actor)
+        _actor_activity_record(
+            issue,
             action="issue.updated",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=actor_agent_id,
-            run_id=actor_run_id,
+            actor=actor,
             details={
-                "identifier": issue.identifier,
                 "changes": sorted(set(changed)),
                 "status": issue.status,
                 "previousStatus": before["status"],
                 "commentId": str(comment.id) if comment else None,
             },
         )
-        comment_facts = None
-        if comment is not None:
-            reopened = reopens and issue.status == Issue.Status.TODO != before["status"]
-            comment_facts = CommentFacts(
-                comment_id=comment.id,
-                reopened_from=before["status"] if reopened else None,
-                mentioned_agent_ids=_mentioned_agents(issue, comment.body),
-            )
         _request_wakes(
             issue=issue,
-            wakes=wakes_for_update(
-                issue_id=issue.id,
-                status_before=before["status"],
-                status_after=issue.status,
-                assignee_before=(before["assignee_agent_id"], before["assignee_user_id"]),
-                assignee_after=(issue.assignee_agent_id, issue.assignee_user_id),
-                actor_type=actor_type,
-                actor_agent_id=actor_agent_id,
-                comment=comment_facts,
+            wakes=_update_wakes(
+                issue, before=before, comment=comment, reopens=reopens, actor=actor
             ),
-            actor_type=actor_type,
-            actor_id=actor_id,
+            actor_type=actor.type,
+            actor_id=actor.id,
         )
     return IssueUpdateResult(
         issue=issue, comment=comment, changed_fields=tuple(sorted(set(changed)))
+    )
+
+
+def _changes_apply(
+    issue: Issue, changes: dict[str, Any], *, comment_sent: bool, reopen: bool, actor: _Actor
+) -> bool:
+    """Set the changed fields once what they name is checked. Returns whether the comment sent
+    with them reopens the issue, which then goes back to todo unless the change names a status."""
+    if changes.get("assignee_agent_id") is not None:
+        _check_agent_in_company(changes["assignee_agent_id"], issue.company_id, "assigneeAgentId")
+    if changes.get("parent_id") is not None:
+        _check_parent(issue, changes["parent_id"])
+    status_before = issue.status
+    for field, value in changes.items():
+        setattr(issue, field, value)
+    reopens = comment_sent and comment_reopens(
+        status=status_before,
+        assignee_agent_id=issue.assignee_agent_id,
+        reopen_requested=reopen,
+        actor_type=actor.type,
+        actor_agent_id=actor.agent_id,
+    )
+    if reopens and "status" not in changes:
+        issue.status = Issue.Status.TODO
+    _check_assignment(issue)
+    return reopens
+
+
+def _changed_fields_releasing_locks(issue: Issue, before: dict[str, Any]) -> list[str]:
+    """The fields that differ from `before`; a status other than in_progress or a new assignee
+    also releases the run locks (reference 1.7)."""
+    changed = [f for f in UPDATABLE_FIELDS if getattr(issue, f) != before[f]]
+    assignee_changed = (
+        issue.assignee_agent_id != before["assignee_agent_id"]
+        or issue.assignee_user_id != before["assignee_user_id"]
+    )
+    if (assignee_changed or issue.status != Issue.Status.IN_PROGRESS) and _has_locks(issue):
+        _clear_locks(issue)
+        changed += list(_LOCK_FIELDS)
+    return changed
+
+
+def _update_wakes(
+    issue: Issue,
+    *,
+    before: dict[str, Any],
+    comment: IssueComment | None,
+    reopens: bool,
+    actor: _Actor,
+) -> list[IssueWake]:
+    comment_facts = None
+    if comment is not None:
+        reopened = reopens and issue.status == Issue.Status.TODO != before["status"]
+        comment_facts = CommentFacts(
+            comment_id=comment.id,
+            reopened_from=before["status"] if reopened else None,
+            mentioned_agent_ids=_mentioned_agents(issue, comment.body),
+        )
+    return wakes_for_update(
+        issue_id=issue.id,
+        status_before=before["status"],
+        status_after=issue.status,
+        assignee_before=(before["assignee_agent_id"], before["assignee_user_id"]),
+        assignee_after=(issue.assignee_agent_id, issue.assignee_user_id),
+        actor_type=actor.type,
+        actor_agent_id=actor.agent_id,
+        comment=comment_facts,
     )
 
 
@@ -561,57 +617,21 @@ def issue_checkout(
     with transaction.atomic():
         issue = _issue_locked(issue_id, company_id)
         _check_agent_in_company(agent_id, issue.company_id, "agentId")
-        if issue.execution_run_id is not None and not _run_is_active(issue.execution_run_id):
-            issue.execution_run = None
-            issue.execution_agent_name_key = None
-            issue.execution_locked_at = None
-        same_agent = issue.assignee_agent_id == agent_id
-        if (
-            same_agent
-            and issue.status == Issue.Status.IN_PROGRESS
-            and issue.checkout_run_id == run_id
-            and issue.execution_run_id in (None, run_id)
-        ):
+        _clear_ended_execution_lock(issue)
+        if _checked_out_by(issue, agent_id=agent_id, run_id=run_id):
             issue.save()
             return issue
-        checkout_free = issue.checkout_run_id in (None, run_id) or (
-            same_agent and not _run_is_active(issue.checkout_run_id)
+        _assert_checkout_free(
+            issue, agent_id=agent_id, run_id=run_id, expected_statuses=expected_statuses
         )
-        if not (
-            issue.status in expected_statuses
-            and issue.assignee_agent_id in (None, agent_id)
-            and checkout_free
-            and issue.execution_run_id in (None, run_id)
-        ) and not (
-            same_agent
-            and issue.status == Issue.Status.IN_PROGRESS
-            and checkout_free
-            and issue.execution_run_id in (None, run_id)
-        ):
-            raise IssueConflict("Issue checkout conflict", _conflict_details(issue))
-        now = timezone.now()
         previous_status = issue.status
-        issue.assignee_agent_id = agent_id
-        issue.assignee_user_id = None
-        issue.status = Issue.Status.IN_PROGRESS
-        issue.checkout_run_id = run_id
-        if run_id is not None:
-            issue.execution_run_id = run_id
-            issue.execution_agent_name_key = _agent_name_key(agent_id)
-            issue.execution_locked_at = now
-        _apply_status_timestamps(issue, now)
-        issue.updated_at = now
+        _checkout_apply(issue, agent_id=agent_id, run_id=run_id, now=timezone.now())
         issue.save()
-        activity_log_record(
-            company_id=issue.company_id,
+        _actor_activity_record(
+            issue,
             action="issue.checked_out",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=agent_id,
-            run_id=run_id,
-            details={"identifier": issue.identifier, "previousStatus": previous_status},
+            actor=_Actor(actor_type, actor_id, agent_id, run_id),
+            details={"previousStatus": previous_status},
         )
         if run_id is None:
             # A board member handing the issue to an agent: the agent should start on it.
@@ -622,6 +642,53 @@ def issue_checkout(
                 actor_id=actor_id,
             )
     return issue
+
+
+def _clear_ended_execution_lock(issue: Issue) -> None:
+    if issue.execution_run_id is not None and not _run_is_active(issue.execution_run_id):
+        issue.execution_run = None
+        issue.execution_agent_name_key = None
+        issue.execution_locked_at = None
+
+
+def _checked_out_by(issue: Issue, *, agent_id: uuid.UUID, run_id: uuid.UUID | None) -> bool:
+    return (
+        issue.assignee_agent_id == agent_id
+        and issue.status == Issue.Status.IN_PROGRESS
+        and issue.checkout_run_id == run_id
+        and issue.execution_run_id in (None, run_id)
+    )
+
+
+def _assert_checkout_free(
+    issue: Issue, *, agent_id: uuid.UUID, run_id: uuid.UUID | None, expected_statuses: list[str]
+) -> None:
+    """The agent may take an issue in an expected status that is unassigned or its own, or its
+    own in_progress issue, when no other live run holds the checkout or the execution."""
+    same_agent = issue.assignee_agent_id == agent_id
+    checkout_free = issue.checkout_run_id in (None, run_id) or (
+        same_agent and not _run_is_active(issue.checkout_run_id)
+    )
+    takeable = (
+        issue.status in expected_statuses and issue.assignee_agent_id in (None, agent_id)
+    ) or (same_agent and issue.status == Issue.Status.IN_PROGRESS)
+    if not (takeable and checkout_free and issue.execution_run_id in (None, run_id)):
+        raise IssueConflict("Issue checkout conflict", _conflict_details(issue))
+
+
+def _checkout_apply(
+    issue: Issue, *, agent_id: uuid.UUID, run_id: uuid.UUID | None, now: datetime
+) -> None:
+    issue.assignee_agent_id = agent_id
+    issue.assignee_user_id = None
+    issue.status = Issue.Status.IN_PROGRESS
+    issue.checkout_run_id = run_id
+    if run_id is not None:
+        issue.execution_run_id = run_id
+        issue.execution_agent_name_key = _agent_name_key(agent_id)
+        issue.execution_locked_at = now
+    _apply_status_timestamps(issue, now)
+    issue.updated_at = now
 
 
 def issue_release(
@@ -652,16 +719,11 @@ def issue_release(
         issue.checkout_run = None
         _apply_status_timestamps(issue, timezone.now())
         issue.save()
-        activity_log_record(
-            company_id=issue.company_id,
+        _actor_activity_record(
+            issue,
             action="issue.released",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=actor_agent_id,
-            run_id=actor_run_id,
-            details={"identifier": issue.identifier, "previousStatus": previous_status},
+            actor=_Actor(actor_type, actor_id, actor_agent_id, actor_run_id),
+            details={"previousStatus": previous_status},
         )
     return issue
 
@@ -705,45 +767,21 @@ def issue_comment_post(
     reopen a finished or blocked issue (`reopen`, or a person writing on an agent's issue), and
     wakes the assignee and the agents it mentions after commit (docs/wake-rules.md).
     """
-    actor_agent_id = _uuid_or_none(actor_agent_id)
-    actor_run_id = _uuid_or_none(actor_run_id)
+    actor = _Actor(actor_type, actor_id, _uuid_or_none(actor_agent_id), _uuid_or_none(actor_run_id))
     with transaction.atomic():
         issue = _issue_locked(issue_id, company_id)
         changed = _assert_run_ownership(
-            issue, actor_agent_id=actor_agent_id, actor_run_id=actor_run_id
+            issue, actor_agent_id=actor.agent_id, actor_run_id=actor.run_id
         )
-        reopened_from = None
-        if comment_reopens(
-            status=issue.status,
-            assignee_agent_id=issue.assignee_agent_id,
-            reopen_requested=reopen,
-            actor_type=actor_type,
-            actor_agent_id=actor_agent_id,
-        ):
-            reopened_from = issue.status
-            issue.status = Issue.Status.TODO
-            _clear_locks(issue)
-            _apply_status_timestamps(issue, timezone.now())
+        reopened_from = _comment_reopen(issue, reopen=reopen, actor=actor)
         if changed or reopened_from:
             issue.save()
-        comment = issue_comment_create(
-            issue=issue,
-            body=body,
-            author_agent_id=actor_agent_id,
-            author_user_id=actor_id if actor_type == "user" else None,
-            created_by_run_id=actor_run_id,
-        )
-        activity_log_record(
-            company_id=issue.company_id,
+        comment = _actor_comment_create(issue, body=body, actor=actor)
+        _actor_activity_record(
+            issue,
             action="issue.comment_added",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=actor_agent_id,
-            run_id=actor_run_id,
+            actor=actor,
             details={
-                "identifier": issue.identifier,
                 "commentId": str(comment.id),
                 "reopened": reopened_from is not None,
                 "reopenedFrom": reopened_from,
@@ -755,17 +793,35 @@ def issue_comment_post(
                 issue_id=issue.id,
                 status_after=issue.status,
                 assignee_agent_id=issue.assignee_agent_id,
-                actor_agent_id=actor_agent_id,
+                actor_agent_id=actor.agent_id,
                 comment=CommentFacts(
                     comment_id=comment.id,
                     reopened_from=reopened_from,
                     mentioned_agent_ids=_mentioned_agents(issue, body),
                 ),
             ),
-            actor_type=actor_type,
-            actor_id=actor_id,
+            actor_type=actor.type,
+            actor_id=actor.id,
         )
     return comment
+
+
+def _comment_reopen(issue: Issue, *, reopen: bool, actor: _Actor) -> str | None:
+    """Move the issue back to todo, its run locks released, when the comment reopens it;
+    returns the status it left (None: it stays as it is)."""
+    if not comment_reopens(
+        status=issue.status,
+        assignee_agent_id=issue.assignee_agent_id,
+        reopen_requested=reopen,
+        actor_type=actor.type,
+        actor_agent_id=actor.agent_id,
+    ):
+        return None
+    reopened_from = issue.status
+    issue.status = Issue.Status.TODO
+    _clear_locks(issue)
+    _apply_status_timestamps(issue, timezone.now())
+    return reopened_from
 
 
 def issue_comment_delete(
@@ -809,16 +865,11 @@ def issue_comment_delete(
         comment.updated_at = now
         comment.save()
         Issue.objects.filter(pk=issue.pk).update(updated_at=now)
-        activity_log_record(
-            company_id=issue.company_id,
+        _actor_activity_record(
+            issue,
             action="issue.comment_deleted",
-            entity_type="issue",
-            entity_id=issue.id,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            agent_id=actor_agent_id,
-            run_id=actor_run_id,
-            details={"identifier": issue.identifier, "commentId": str(comment.id)},
+            actor=_Actor(actor_type, actor_id, actor_agent_id, actor_run_id),
+            details={"commentId": str(comment.id)},
         )
     return comment
 

@@ -402,56 +402,21 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
     the agent's next queued run, and runs parked while this host was full, are dispatched.
     """
     now = timezone.now()
-    log = outcome.log
-    cli = outcome.cli_output
-    output = {
-        "exit_code": outcome.exit_code,
-        "signal": outcome.signal,
-        "log_bytes": log.log_bytes if log else None,
-        "log_sha256": log.log_sha256 if log else None,
-        "stdout_excerpt": log.stdout_excerpt if log else None,
-        "stderr_excerpt": log.stderr_excerpt if log else None,
-    }
     with transaction.atomic():
         run_scope_lock(run=run)
         # After the agent's lock: the session's previous run (its usage base) has committed.
-        cost = _run_cost(run, cli)
-        reported = {
-            "usage_json": cost.usage_json if cost else None,
-            "session_id_after": _session_after(run, outcome),
-            "result_json": _result_json(outcome),
-        }
+        cost = _run_cost(run, outcome.cli_output)
+        reported = _run_reported_fields(run, outcome, cost)
         ended = HeartbeatRun.objects.filter(pk=run.id, status=RunStatus.RUNNING).update(
             status=outcome.status,
             finished_at=now,
             error=outcome.error,
             error_code=outcome.error_code,
             updated_at=now,
-            **output,
             **reported,
         )
         if not ended:
-            final = HeartbeatRun.objects.values_list("status", flat=True).get(pk=run.id)
-            # A supervisor and a reaper may both finalize one report: the output goes on once.
-            if log is not None and not (
-                HeartbeatRun.objects.filter(pk=run.id, log_sha256__isnull=True).update(
-                    **output, **reported
-                )
-            ):
-                return final
-            _notes_record(run, outcome.notes)
-            _event(
-                run,
-                HeartbeatRunEvent.EventType.LIFECYCLE,
-                f"process finished after the run was ended elsewhere ({final})",
-                payload={"status": final, "exitCode": outcome.exit_code, "signal": outcome.signal},
-            )
-            # The agent worked until it stopped: its session and its cost count all the same.
-            _cli_output_record(run, cli, reported["session_id_after"], now)
-            if cost is not None:
-                run_cost_record(run=run, cost=cost, now=now)
-            transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
-            return final
+            return _run_ended_elsewhere_record(run, outcome, reported, cost=cost, now=now)
         _notes_record(run, outcome.notes)
         run.status, run.finished_at, run.error, run.error_code = (
             outcome.status,
@@ -459,47 +424,104 @@ def run_finalize(*, run: HeartbeatRun, outcome: RunOutcome) -> str:
             outcome.error,
             outcome.error_code,
         )
-        for field, value in {**output, **reported}.items():
+        for field, value in reported.items():
             setattr(run, field, value)
-        succeeded = outcome.status == RunStatus.SUCCEEDED
-        AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
-            # Wakes have no timed_out status (reference quirk 9.11): a timeout is a failure.
-            status=WakeupStatus.COMPLETED
-            if succeeded
-            else WakeupStatus.CANCELLED
-            if outcome.status == RunStatus.CANCELLED
-            else WakeupStatus.FAILED,
-            finished_at=now,
-            error=outcome.error,
-            updated_at=now,
-        )
-        _event(
-            run,
-            HeartbeatRunEvent.EventType.LIFECYCLE,
-            f"run {outcome.status}",
-            level=HeartbeatRunEvent.Level.INFO if succeeded else HeartbeatRunEvent.Level.ERROR,
-            payload={
-                "status": outcome.status,
-                "exitCode": outcome.exit_code,
-                "signal": outcome.signal,
-                "errorCode": outcome.error_code,
-            },
-        )
-        if outcome.error_code == RunErrorCode.SESSION_UNKNOWN:
-            _session_retry_queue(run, cli, now)
-        summary = cli.summary if cli else None
-        if succeeded and summary and run.issue_id:
-            _summary_comment_post(run, summary)
-        issue_release_and_promote(run=run, now=now)
-        runtime_state_record(run=run, error=outcome.error)
-        _cli_output_record(run, cli, run.session_id_after, now)
-        agent_finalize_status(agent_id=run.agent_id, outcome=outcome.status, now=now)
-        if cost is not None:
-            run_cost_record(run=run, cost=cost, now=now)
-        transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
-        if run.owner_host:
-            transaction.on_commit(partial(host_start_parked_runs, host=run.owner_host))
+        _run_ended_settle(run, outcome, cost=cost, now=now)
     return outcome.status
+
+
+def _run_reported_fields(
+    run: HeartbeatRun, outcome: RunOutcome, cost: RunCost | None
+) -> dict[str, Any]:
+    """What the shim and the CLI reported, as the run's fields: the exit, the log and its
+    excerpts, the usage, the session the run ended in, and the result."""
+    log = outcome.log
+    return {
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "log_bytes": log.log_bytes if log else None,
+        "log_sha256": log.log_sha256 if log else None,
+        "stdout_excerpt": log.stdout_excerpt if log else None,
+        "stderr_excerpt": log.stderr_excerpt if log else None,
+        "usage_json": cost.usage_json if cost else None,
+        "session_id_after": _session_after(run, outcome),
+        "result_json": _result_json(outcome),
+    }
+
+
+def _run_ended_elsewhere_record(
+    run: HeartbeatRun,
+    outcome: RunOutcome,
+    reported: dict[str, Any],
+    *,
+    cost: RunCost | None,
+    now: datetime,
+) -> str:
+    """Add what only the shim knows to a run another writer ended; returns that ending."""
+    final = HeartbeatRun.objects.values_list("status", flat=True).get(pk=run.id)
+    # A supervisor and a reaper may both finalize one report: the output goes on once.
+    if outcome.log is not None and not (
+        HeartbeatRun.objects.filter(pk=run.id, log_sha256__isnull=True).update(**reported)
+    ):
+        return final
+    _notes_record(run, outcome.notes)
+    _event(
+        run,
+        HeartbeatRunEvent.EventType.LIFECYCLE,
+        f"process finished after the run was ended elsewhere ({final})",
+        payload={"status": final, "exitCode": outcome.exit_code, "signal": outcome.signal},
+    )
+    # The agent worked until it stopped: its session and its cost count all the same.
+    _cli_output_record(run, outcome.cli_output, reported["session_id_after"], now)
+    if cost is not None:
+        run_cost_record(run=run, cost=cost, now=now)
+    transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
+    return final
+
+
+def _run_ended_settle(
+    run: HeartbeatRun, outcome: RunOutcome, *, cost: RunCost | None, now: datetime
+) -> None:
+    """Everything that follows from the run's ending, in the transaction that ended it."""
+    cli = outcome.cli_output
+    succeeded = outcome.status == RunStatus.SUCCEEDED
+    AgentWakeupRequest.objects.filter(pk=run.wakeup_request_id).update(
+        # Wakes have no timed_out status (reference quirk 9.11): a timeout is a failure.
+        status=WakeupStatus.COMPLETED
+        if succeeded
+        else WakeupStatus.CANCELLED
+        if outcome.status == RunStatus.CANCELLED
+        else WakeupStatus.FAILED,
+        finished_at=now,
+        error=outcome.error,
+        updated_at=now,
+    )
+    _event(
+        run,
+        HeartbeatRunEvent.EventType.LIFECYCLE,
+        f"run {outcome.status}",
+        level=HeartbeatRunEvent.Level.INFO if succeeded else HeartbeatRunEvent.Level.ERROR,
+        payload={
+            "status": outcome.status,
+            "exitCode": outcome.exit_code,
+            "signal": outcome.signal,
+            "errorCode": outcome.error_code,
+        },
+    )
+    if outcome.error_code == RunErrorCode.SESSION_UNKNOWN:
+        _session_retry_queue(run, cli, now)
+    summary = cli.summary if cli else None
+    if succeeded and summary and run.issue_id:
+        _summary_comment_post(run, summary)
+    issue_release_and_promote(run=run, now=now)
+    runtime_state_record(run=run, error=outcome.error)
+    _cli_output_record(run, cli, run.session_id_after, now)
+    agent_finalize_status(agent_id=run.agent_id, outcome=outcome.status, now=now)
+    if cost is not None:
+        run_cost_record(run=run, cost=cost, now=now)
+    transaction.on_commit(partial(agent_start_next_queued, agent_id=run.agent_id))
+    if run.owner_host:
+        transaction.on_commit(partial(host_start_parked_runs, host=run.owner_host))
 
 
 def _run_cost(run: HeartbeatRun, cli: CliOutput | None) -> RunCost | None:
@@ -562,11 +584,46 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
     """Queue the one retry of a run whose CLI no longer had the session it was to resume, in a
     fresh session (Paperclip's adapters retry so within the run). The issue's execution lock
     moves to the retry, so a deferred wake keeps waiting behind it."""
-    agent = run.agent
-    cli_name = cli.cli if cli else agent.adapter_type
+    retry = _session_retry_create(run, now)
+    if retry is None:
+        return
+    if run.issue_id:
+        issues_execution_lock_move(
+            moves=[
+                ExecutionLockMove(
+                    from_run_id=run.id,
+                    to_run_id=retry.id,
+                    agent_name_key=agent_name_key(run.agent.name),
+                    issue_id=run.issue_id,
+                )
+            ],
+            now=now,
+        )
+    cli_name = cli.cli if cli else run.agent.adapter_type
+    payload = {"sessionId": run.session_id_before, "retryRunId": str(retry.id)}
+    _event(
+        run,
+        HeartbeatRunEvent.EventType.LIFECYCLE,
+        f"{cli_name} could not resume session {run.session_id_before}: it no longer exists. "
+        f"Retrying once with a fresh session as run {retry.id}",
+        level=HeartbeatRunEvent.Level.WARN,
+        payload=payload,
+    )
+    _event(
+        retry,
+        HeartbeatRunEvent.EventType.LIFECYCLE,
+        f"Retry of run {run.id} with a fresh session: {cli_name} no longer had its session "
+        f"{run.session_id_before}",
+        level=HeartbeatRunEvent.Level.WARN,
+        payload={"sessionId": run.session_id_before, "retryOfRunId": str(run.id)},
+    )
+
+
+def _session_retry_create(run: HeartbeatRun, now: datetime) -> HeartbeatRun | None:
+    """The retry's wake and queued run; None (the wake skipped) when it cannot be queued."""
     wakeup = AgentWakeupRequest.objects.create(
         company_id=run.company_id,
-        agent=agent,
+        agent=run.agent,
         source=WakeSource.AUTOMATION,
         trigger_detail="system",
         reason=SESSION_RETRY_WAKE_REASON,
@@ -575,8 +632,8 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         requested_by_actor_type="system",
     )
     try:
-        retry = run_create_queued(
-            agent=agent,
+        return run_create_queued(
+            agent=run.agent,
             wakeup=wakeup,
             context=run_retry_context(
                 run.context_snapshot,
@@ -595,36 +652,7 @@ def _session_retry_queue(run: HeartbeatRun, cli: CliOutput | None, now: datetime
         AgentWakeupRequest.objects.filter(pk=wakeup.pk).update(
             status=WakeupStatus.SKIPPED, finished_at=now, updated_at=now
         )
-        return
-    if run.issue_id:
-        issues_execution_lock_move(
-            moves=[
-                ExecutionLockMove(
-                    from_run_id=run.id,
-                    to_run_id=retry.id,
-                    agent_name_key=agent_name_key(agent.name),
-                    issue_id=run.issue_id,
-                )
-            ],
-            now=now,
-        )
-    payload = {"sessionId": run.session_id_before, "retryRunId": str(retry.id)}
-    _event(
-        run,
-        HeartbeatRunEvent.EventType.LIFECYCLE,
-        f"{cli_name} could not resume session {run.session_id_before}: it no longer exists. "
-        f"Retrying once with a fresh session as run {retry.id}",
-        level=HeartbeatRunEvent.Level.WARN,
-        payload=payload,
-    )
-    _event(
-        retry,
-        HeartbeatRunEvent.EventType.LIFECYCLE,
-        f"Retry of run {run.id} with a fresh session: {cli_name} no longer had its session "
-        f"{run.session_id_before}",
-        level=HeartbeatRunEvent.Level.WARN,
-        payload={"sessionId": run.session_id_before, "retryOfRunId": str(run.id)},
-    )
+        return None
 
 
 def _summary_comment_post(run: HeartbeatRun, summary: str) -> None:

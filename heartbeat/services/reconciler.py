@@ -425,6 +425,98 @@ class _Planned:
     wakeup_id: uuid.UUID | None = None
 
 
+@dataclass(frozen=True)
+class _Requeue:
+    """One issue's recovery run: the wake that asks for it and the context it runs with."""
+
+    planned: _Planned
+    wake_reason: str
+    payload: dict
+    context: dict
+    attempt: int
+
+
+def _requeue_plan(p: _Planned) -> _Requeue:
+    """A dispatch (todo) or a continuation (in_progress) recovery of the issue, counted in its
+    lineage; gives the planned issue the ids of its run and wake."""
+    issue = p.issue
+    continuing = p.action is StrandedAction.REQUEUE_CONTINUATION
+    retry_reason = CONTINUATION_REASON if continuing else DISPATCH_RETRY_REASON
+    wake_reason = CONTINUATION_REASON if continuing else DISPATCH_WAKE_REASON
+    source = "issue.continuation_recovery" if continuing else "issue.assignment_recovery"
+    attempt = (issue.latest.recovery_attempts(retry_reason) if issue.latest else 0) + 1
+    p.run_id, p.wakeup_id = uuid.uuid4(), uuid.uuid4()
+    payload = {"issueId": str(issue.issue_id)}
+    context = {
+        "issueId": str(issue.issue_id),
+        "taskId": str(issue.issue_id),
+        "taskKey": str(issue.issue_id),
+        "wakeReason": wake_reason,
+        "retryReason": retry_reason,
+        "source": source,
+        "wakeSource": WakeSource.AUTOMATION.value,
+        "wakeTriggerDetail": "system",
+        RECOVERY_ATTEMPT_KEY: attempt,
+    }
+    if issue.latest_run_id is not None:
+        payload["retryOfRunId"] = context["retryOfRunId"] = str(issue.latest_run_id)
+    return _Requeue(p, wake_reason, payload, context, attempt)
+
+
+def _requeue_run_row(r: _Requeue, lease: datetime | None) -> QueuedRunRow:
+    p = r.planned
+    return QueuedRunRow(
+        run_id=p.run_id,
+        wakeup_id=p.wakeup_id,
+        company_id=p.issue.company_id,
+        agent_id=p.issue.agent_id,
+        wake_reason=r.wake_reason,
+        wake_payload=r.payload,
+        context=r.context,
+        retry_of_run_id=p.issue.latest_run_id,
+        # The lineage keeps its process-loss budget: recovery must not reset it.
+        process_loss_retry_count=p.issue.latest_process_loss_retry_count,
+        lease=lease,
+    )
+
+
+def _requeue_event(r: _Requeue, *, limit: int) -> EventRow:
+    p = r.planned
+    return EventRow(
+        run_id=p.run_id,
+        company_id=p.issue.company_id,
+        agent_id=p.issue.agent_id,
+        seq=1,
+        level=HeartbeatRunEvent.Level.WARN,
+        message=f"run queued: {r.wake_reason} for stranded issue {p.issue.identifier} "
+        f"(recovery {r.attempt} of {limit})",
+        payload={
+            "wakeupRequestId": str(p.wakeup_id),
+            "issueId": str(p.issue.issue_id),
+            "retryOfRunId": r.payload.get("retryOfRunId"),
+        },
+    )
+
+
+def _requeue_activity(r: _Requeue) -> ActivityRow:
+    p = r.planned
+    return _activity(
+        p.issue,
+        action="issue.recovery_requeued",
+        run_id=p.run_id,
+        agent_id=p.issue.agent_id,
+        details={
+            "identifier": p.issue.identifier,
+            "status": p.issue.status,
+            "reason": r.wake_reason,
+            "runId": str(p.run_id),
+            "latestRunId": _str_or_none(p.issue.latest_run_id),
+            "latestRunStatus": p.issue.latest_run_status,
+            "source": "heartbeat.reconcile_stranded_assigned_issue",
+        },
+    )
+
+
 @dataclass
 class _Reconcile:
     conf: HeartbeatConf
@@ -524,30 +616,7 @@ class _Reconcile:
 
         The wake and the run point at each other; the foreign keys are checked at commit.
         """
-        rows = []
-        for p in planned:
-            issue = p.issue
-            continuing = p.action is StrandedAction.REQUEUE_CONTINUATION
-            retry_reason = CONTINUATION_REASON if continuing else DISPATCH_RETRY_REASON
-            wake_reason = CONTINUATION_REASON if continuing else DISPATCH_WAKE_REASON
-            source = "issue.continuation_recovery" if continuing else "issue.assignment_recovery"
-            attempt = (issue.latest.recovery_attempts(retry_reason) if issue.latest else 0) + 1
-            p.run_id, p.wakeup_id = uuid.uuid4(), uuid.uuid4()
-            payload = {"issueId": str(issue.issue_id)}
-            context = {
-                "issueId": str(issue.issue_id),
-                "taskId": str(issue.issue_id),
-                "taskKey": str(issue.issue_id),
-                "wakeReason": wake_reason,
-                "retryReason": retry_reason,
-                "source": source,
-                "wakeSource": WakeSource.AUTOMATION.value,
-                "wakeTriggerDetail": "system",
-                RECOVERY_ATTEMPT_KEY: attempt,
-            }
-            if issue.latest_run_id is not None:
-                payload["retryOfRunId"] = context["retryOfRunId"] = str(issue.latest_run_id)
-            rows.append((p, wake_reason, payload, context, attempt))
+        requeues = [_requeue_plan(p) for p in planned]
         # A lock left on a finished run would keep the recovery run from stamping its own at
         # claim; the candidate query proved that run inactive, and the issue row is ours.
         issues_execution_lock_clear(issue_ids=[p.issue.issue_id for p in planned])
@@ -557,68 +626,14 @@ class _Reconcile:
             now=self.now,
         )
         runs_queue_with_wakes(
-            [
-                QueuedRunRow(
-                    run_id=p.run_id,
-                    wakeup_id=p.wakeup_id,
-                    company_id=p.issue.company_id,
-                    agent_id=p.issue.agent_id,
-                    wake_reason=wake_reason,
-                    wake_payload=payload,
-                    context=context,
-                    retry_of_run_id=p.issue.latest_run_id,
-                    # The lineage keeps its process-loss budget: recovery must not reset it.
-                    process_loss_retry_count=p.issue.latest_process_loss_retry_count,
-                    lease=lease,
-                )
-                for (p, wake_reason, payload, context, _attempt), lease in zip(
-                    rows, leases, strict=True
-                )
-            ],
+            [_requeue_run_row(r, lease) for r, lease in zip(requeues, leases, strict=True)],
             now=self.now,
         )
         run_events_insert(
-            [
-                EventRow(
-                    run_id=p.run_id,
-                    company_id=p.issue.company_id,
-                    agent_id=p.issue.agent_id,
-                    seq=1,
-                    level=HeartbeatRunEvent.Level.WARN,
-                    message=f"run queued: {wake_reason} for stranded issue "
-                    f"{p.issue.identifier} (recovery {attempt} of "
-                    f"{self.conf.stranded_recovery_limit})",
-                    payload={
-                        "wakeupRequestId": str(p.wakeup_id),
-                        "issueId": str(p.issue.issue_id),
-                        "retryOfRunId": payload.get("retryOfRunId"),
-                    },
-                )
-                for p, wake_reason, payload, _context, attempt in rows
-            ],
+            [_requeue_event(r, limit=self.conf.stranded_recovery_limit) for r in requeues],
             now=self.now,
         )
-        activity_log_record_many(
-            rows=[
-                _activity(
-                    p.issue,
-                    action="issue.recovery_requeued",
-                    run_id=p.run_id,
-                    agent_id=p.issue.agent_id,
-                    details={
-                        "identifier": p.issue.identifier,
-                        "status": p.issue.status,
-                        "reason": wake_reason,
-                        "runId": str(p.run_id),
-                        "latestRunId": _str_or_none(p.issue.latest_run_id),
-                        "latestRunStatus": p.issue.latest_run_status,
-                        "source": "heartbeat.reconcile_stranded_assigned_issue",
-                    },
-                )
-                for p, wake_reason, _payload, _context, _attempt in rows
-            ],
-            now=self.now,
-        )
+        activity_log_record_many(rows=[_requeue_activity(r) for r in requeues], now=self.now)
 
     def _write_escalations(self, planned: list[_Planned]) -> set[uuid.UUID]:
         """Block the issues, one system comment and one activity row each; returns the won ids."""

@@ -181,31 +181,8 @@ def runs_adopt(
     if not runs:
         return []
     now = now or timezone.now()
-    lease = now + timedelta(seconds=heartbeat_conf().lease_expiry_sec)
     adopted = sql_execute(
-        f"""
-        WITH old AS (
-            SELECT id, owner_host, owner_pid, owner_since, error_code
-            FROM {HeartbeatRun._meta.db_table}
-            WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running'
-            ORDER BY id FOR UPDATE SKIP LOCKED
-        ), adoption AS (
-            SELECT id, owner_host, owner_pid, owner_since,
-                (owner_since IS NOT NULL OR error_code = %(detached)s) AS noted
-            FROM old
-        )
-        UPDATE {HeartbeatRun._meta.db_table} AS r SET owner_host = %(host)s,
-            owner_boot_id = %(boot_id)s, owner_pid = %(pid)s, owner_started_at = %(started)s,
-            owner_since = %(now)s, lease_expires_at = %(lease)s, lease_renewed_at = %(now)s,
-            error = CASE WHEN r.error_code = %(detached)s THEN NULL ELSE r.error END,
-            error_code = CASE WHEN r.error_code = %(detached)s THEN NULL ELSE r.error_code END,
-            detached_at = NULL,
-            event_seq = r.event_seq + CASE WHEN adoption.noted THEN 1 ELSE 0 END
-        FROM adoption
-        WHERE r.id = adoption.id
-        RETURNING r.id, adoption.noted, r.event_seq, adoption.owner_host, adoption.owner_pid,
-            adoption.owner_since
-        """,
+        _ADOPT_SQL,
         {
             "ids": [run.run_id for run in runs],
             "detached": RunErrorCode.PROCESS_DETACHED,
@@ -214,55 +191,115 @@ def runs_adopt(
             "pid": owner.pid,
             "started": owner.started_at,
             "now": now,
-            "lease": lease,
+            "lease": now + timedelta(seconds=heartbeat_conf().lease_expiry_sec),
         },
     )
     by_id = {run.run_id: run for run in runs}
-    events, activity = [], []
-    for run_id, noted, seq, old_host, old_pid, old_since in adopted:
-        if not noted:
-            continue
-        run = by_id[run_id]
-        if old_pid == owner.pid and old_host == owner.host:
-            message = (
-                f"Watched again by the run supervisor pid {owner.pid} on host {owner.host}"
-                + (f" ({outage_note})" if outage_note else "")
-                + ". The agent kept running under its monitor."
-            )
-        else:
-            message = (
-                f"Adopted by the run supervisor pid {owner.pid} on host {owner.host}; "
-                f"before, pid {old_pid} on {old_host}"
-                + (f" watched it from {old_since:%Y-%m-%d %H:%M:%S}" if old_since else "")
-                + " and is gone. The agent kept running under its monitor."
-            )
-        payload = {"supervisorPid": owner.pid, "previousOwnerPid": old_pid, "host": owner.host}
-        events.append(
-            EventRow(
-                run_id=run_id,
-                company_id=run.company_id,
-                agent_id=run.agent_id,
-                seq=seq,
-                level=HeartbeatRunEvent.Level.INFO,
-                message=message,
-                payload=payload,
-            )
+    records = [
+        _adoption_records(
+            by_id[run_id],
+            seq=seq,
+            owner=owner,
+            old_host=old_host,
+            old_pid=old_pid,
+            old_since=old_since,
+            outage_note=outage_note,
         )
-        activity.append(
-            ActivityRow(
-                company_id=run.company_id,
-                actor_id="run_supervisor",
-                action="heartbeat.run_adopted",
-                entity_type="heartbeat_run",
-                entity_id=run_id,
-                agent_id=run.agent_id,
-                run_id=run_id,
-                details=payload,
-            )
-        )
-    run_events_insert(events, now=now)
-    activity_log_record_many(rows=activity, now=now)
+        for run_id, noted, seq, old_host, old_pid, old_since in adopted
+        if noted
+    ]
+    run_events_insert([event for event, _ in records], now=now)
+    activity_log_record_many(rows=[activity for _, activity in records], now=now)
     return [row[0] for row in adopted]
+
+
+# Ownership moves to the new supervisor with a fresh lease; a detached mark is lifted. Runs
+# another transaction holds are skipped (their owner is busy with them). `noted` is whether
+# the adoption is told (an event, so the run's event_seq advances for it).
+_ADOPT_SQL = f"""
+    WITH old AS (
+        SELECT id, owner_host, owner_pid, owner_since, error_code
+        FROM {HeartbeatRun._meta.db_table}
+        WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running'
+        ORDER BY id FOR UPDATE SKIP LOCKED
+    ), adoption AS (
+        SELECT id, owner_host, owner_pid, owner_since,
+            (owner_since IS NOT NULL OR error_code = %(detached)s) AS noted
+        FROM old
+    )
+    UPDATE {HeartbeatRun._meta.db_table} AS r SET owner_host = %(host)s,
+        owner_boot_id = %(boot_id)s, owner_pid = %(pid)s, owner_started_at = %(started)s,
+        owner_since = %(now)s, lease_expires_at = %(lease)s, lease_renewed_at = %(now)s,
+        error = CASE WHEN r.error_code = %(detached)s THEN NULL ELSE r.error END,
+        error_code = CASE WHEN r.error_code = %(detached)s THEN NULL ELSE r.error_code END,
+        detached_at = NULL,
+        event_seq = r.event_seq + CASE WHEN adoption.noted THEN 1 ELSE 0 END
+    FROM adoption
+    WHERE r.id = adoption.id
+    RETURNING r.id, adoption.noted, r.event_seq, adoption.owner_host, adoption.owner_pid,
+        adoption.owner_since
+"""
+
+
+def _adoption_records(
+    run: HostRun,
+    *,
+    seq: int,
+    owner: ProcessIdentity,
+    old_host: str | None,
+    old_pid: int | None,
+    old_since: datetime | None,
+    outage_note: str | None,
+) -> tuple[EventRow, ActivityRow]:
+    """The event and the activity row that tell who watched the run before and who now does."""
+    payload = {"supervisorPid": owner.pid, "previousOwnerPid": old_pid, "host": owner.host}
+    message = _adoption_message(
+        owner, old_host=old_host, old_pid=old_pid, old_since=old_since, outage_note=outage_note
+    )
+    event = EventRow(
+        run_id=run.run_id,
+        company_id=run.company_id,
+        agent_id=run.agent_id,
+        seq=seq,
+        level=HeartbeatRunEvent.Level.INFO,
+        message=message,
+        payload=payload,
+    )
+    activity = ActivityRow(
+        company_id=run.company_id,
+        actor_id="run_supervisor",
+        action="heartbeat.run_adopted",
+        entity_type="heartbeat_run",
+        entity_id=run.run_id,
+        agent_id=run.agent_id,
+        run_id=run.run_id,
+        details=payload,
+    )
+    return event, activity
+
+
+def _adoption_message(
+    owner: ProcessIdentity,
+    *,
+    old_host: str | None,
+    old_pid: int | None,
+    old_since: datetime | None,
+    outage_note: str | None,
+) -> str:
+    """The adoption event's text: watched again by the same supervisor (after an outage), or
+    taken over from a supervisor that is gone."""
+    if old_pid == owner.pid and old_host == owner.host:
+        return (
+            f"Watched again by the run supervisor pid {owner.pid} on host {owner.host}"
+            + (f" ({outage_note})" if outage_note else "")
+            + ". The agent kept running under its monitor."
+        )
+    return (
+        f"Adopted by the run supervisor pid {owner.pid} on host {owner.host}; "
+        f"before, pid {old_pid} on {old_host}"
+        + (f" watched it from {old_since:%Y-%m-%d %H:%M:%S}" if old_since else "")
+        + " and is gone. The agent kept running under its monitor."
+    )
 
 
 def run_leases_renew(*, owner: ProcessIdentity, watching: int, now: datetime | None = None) -> int:

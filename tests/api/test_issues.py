@@ -194,6 +194,20 @@ def test_patch_posts_its_comment_in_the_same_transaction(side_a):
     assert (comment.body, comment.author_user_id) == ("Waiting on CI", str(side_a.user.pk))
 
 
+def test_patch_with_a_comment_leaves_the_issue_as_new_as_its_comment(side_a):
+    issue = make_issue(side_a.company, status="todo")
+    response = side_a.board.patch(
+        f"/api/issues/{issue.id}", {"status": "blocked", "comment": "Waiting on CI"}, format="json"
+    )
+    comment = IssueComment.objects.get(issue=issue)
+    issue.refresh_from_db()
+    assert issue.updated_at == comment.created_at
+    assert (
+        response.json()["updatedAt"]
+        == side_a.board.get(f"/api/issues/{issue.id}").json()["updatedAt"]
+    )
+
+
 def test_assigning_an_agent_to_a_todo_issue_wakes_it(
     side_a, wakes, django_capture_on_commit_callbacks
 ):
@@ -267,6 +281,20 @@ def test_agent_checks_out_an_issue_with_its_run(side_a):
     assert body["checkoutRunId"] == body["executionRunId"] == str(run.id)
     assert body["executionAgentNameKey"] == side_a.agent.name.lower()
     assert body["startedAt"] is not None
+
+
+def test_checkout_records_the_agent_and_its_run_in_the_activity_log(side_a):
+    run = make_run(side_a.agent, status=RUNNING)
+    issue = make_issue(side_a.company, status="todo", assignee_agent_id=side_a.agent.id)
+    client = agent_client_for(side_a.agent, run_id=run.id)
+    client.post(
+        f"/api/issues/{issue.id}/checkout",
+        {"agentId": str(side_a.agent.id), "expectedStatuses": ["todo"]},
+        format="json",
+    )
+    row = ActivityLog.objects.get(action="issue.checked_out", entity_id=issue.id)
+    assert (row.agent_id, row.run_id, row.entity_type) == (side_a.agent.id, run.id, "issue")
+    assert row.details == {"identifier": issue.identifier, "previousStatus": "todo"}
 
 
 def test_checkout_again_with_the_same_run_is_a_no_op(side_a):

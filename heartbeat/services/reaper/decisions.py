@@ -100,72 +100,117 @@ def reap_message(
     lease_renewed_at: datetime | None = None,
 ) -> str:
     """The run's error text for a decision (the reference's wording where it had one)."""
-    grace = _duration(detached_grace_sec)
     if decision.verdict is not ReapVerdict.LOST:
-        if monitor_alive:
-            return (
-                f"No run supervisor watches this run on host {owner_host or 'unknown'} (its "
-                f"last owner is gone); the agent keeps running under its monitor (shim pid "
-                f"{shim_pid}) and the next supervisor there adopts it; without one it is "
-                f"terminated after {grace} without reported activity"
-            )
-        if shim_pid is not None:
-            return (
-                f"The run's monitor (shim pid {shim_pid}) died, but child pid {pid} is still "
-                f"alive and its output is no longer recorded; watching it until it exits, "
-                f"terminating it after {grace} without reported activity"
-            )
-        return (
-            f"Lost in-memory process handle, but child pid {pid} is still alive "
-            f"(its worker is gone); watching it until it exits, terminating it after "
-            f"{grace} without reported activity"
+        return _watching_message(
+            pid=pid,
+            owner_host=owner_host,
+            grace=_duration(detached_grace_sec),
+            shim_pid=shim_pid,
+            monitor_alive=monitor_alive,
         )
-    cause = decision.cause
-    shown_pid = pid if pid is not None else "unknown"
-    if cause is LossCause.DETACHED_SILENT:
+    if decision.cause is LossCause.DETACHED_SILENT:
         base = (
             f"Process lost -- detached child pid {pid} reported no activity for "
             f"{_duration(detached_grace_sec)} and was terminated"
         )
-    elif decision.terminate and pgid is not None:
-        base = (
+    elif decision.terminate:
+        base = _terminated_message(pid=pid, pgid=pgid)
+    else:
+        base = _lost_message(
+            decision.cause,
+            pid=pid,
+            pgid=pgid,
+            owner_host=owner_host,
+            shim_pid=shim_pid,
+            lease_renewed_at=lease_renewed_at,
+        )
+    return base + ("; retrying once" if decision.retry else "")
+
+
+def _watching_message(
+    *,
+    pid: int | None,
+    owner_host: str | None,
+    grace: str,
+    shim_pid: int | None,
+    monitor_alive: bool,
+) -> str:
+    """A live run nobody watches: under its monitor, behind a dead monitor, or (no shim) left
+    by its worker."""
+    if monitor_alive:
+        return (
+            f"No run supervisor watches this run on host {owner_host or 'unknown'} (its "
+            f"last owner is gone); the agent keeps running under its monitor (shim pid "
+            f"{shim_pid}) and the next supervisor there adopts it; without one it is "
+            f"terminated after {grace} without reported activity"
+        )
+    if shim_pid is not None:
+        return (
+            f"The run's monitor (shim pid {shim_pid}) died, but child pid {pid} is still "
+            f"alive and its output is no longer recorded; watching it until it exits, "
+            f"terminating it after {grace} without reported activity"
+        )
+    return (
+        f"Lost in-memory process handle, but child pid {pid} is still alive "
+        f"(its worker is gone); watching it until it exits, terminating it after "
+        f"{grace} without reported activity"
+    )
+
+
+def _terminated_message(*, pid: int | None, pgid: int | None) -> str:
+    shown_pid = pid if pid is not None else "unknown"
+    if pgid is not None:
+        return (
             f"Process lost -- parent pid {shown_pid} exited, but descendant process group "
             f"{pgid} was still alive and was terminated"
         )
-    elif decision.terminate:
-        base = (
-            f"Process lost -- child pid {shown_pid} exited, but descendant processes of the run "
-            "were still alive and were terminated"
-        )
-    elif cause is LossCause.DETACHED_EXITED:
-        base = f"Process lost -- detached child pid {pid} exited; its exit status cannot be known"
-    elif cause is LossCause.MONITOR_DIED:
-        base = (
+    return (
+        f"Process lost -- child pid {shown_pid} exited, but descendant processes of the run "
+        "were still alive and were terminated"
+    )
+
+
+def _lost_message(
+    cause: LossCause | None,
+    *,
+    pid: int | None,
+    pgid: int | None,
+    owner_host: str | None,
+    shim_pid: int | None,
+    lease_renewed_at: datetime | None,
+) -> str:
+    """Why a run with no live process left is lost, as precisely as its probe tells."""
+    if cause is LossCause.DETACHED_EXITED:
+        return f"Process lost -- detached child pid {pid} exited; its exit status cannot be known"
+    if cause is LossCause.MONITOR_DIED:
+        shown_pid = pid if pid is not None else "unknown"
+        return (
             f"Process lost -- the run's monitor (shim pid {shim_pid}) died without recording "
             f"how the agent ended, and child pid {shown_pid} is no longer running"
         )
-    elif cause is LossCause.LEASE_EXPIRED:
+    if cause is LossCause.LEASE_EXPIRED:
         renewed = (
             f" (last renewed {lease_renewed_at:%Y-%m-%d %H:%M:%S} UTC)" if lease_renewed_at else ""
         )
-        base = (
+        return (
             f"Process lost -- the run supervisor on host {owner_host or 'unknown'} stopped "
             f"renewing the run's lease{renewed}; its processes were not signalled from this "
             "host, and its host's supervisor terminates them when it is back"
         )
-    elif pid is not None:
-        base = f"Process lost -- child pid {pid} is no longer running"
-        if cause is LossCause.PROCESS_ZOMBIE:
-            base += " (it exited and was left a zombie)"
-        elif cause is LossCause.PID_REUSED:
-            base += " (the pid now belongs to another process)"
-        elif cause is LossCause.HOST_REBOOTED:
-            base += " (the host rebooted since it started)"
-    elif pgid is not None:
-        base = f"Process lost -- process group {pgid} is no longer running"
-    else:
-        base = "Process lost -- server may have restarted"
-    return base + ("; retrying once" if decision.retry else "")
+    if pid is not None:
+        return f"Process lost -- child pid {pid} is no longer running" + _PID_LOSS_DETAIL.get(
+            cause, ""
+        )
+    if pgid is not None:
+        return f"Process lost -- process group {pgid} is no longer running"
+    return "Process lost -- server may have restarted"
+
+
+_PID_LOSS_DETAIL = {
+    LossCause.PROCESS_ZOMBIE: " (it exited and was left a zombie)",
+    LossCause.PID_REUSED: " (the pid now belongs to another process)",
+    LossCause.HOST_REBOOTED: " (the host rebooted since it started)",
+}
 
 
 def _duration(seconds: float) -> str:
