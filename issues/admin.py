@@ -17,6 +17,7 @@ from issues.services import (
 )
 from paperclip.admin import (
     CompanyScopedAdmin,
+    MachineOwnedAdmin,
     ServiceBackedAdmin,
     actor_of,
     admin_link,
@@ -298,7 +299,7 @@ def _pk(obj):
 
 
 @admin.register(IssueComment)
-class IssueCommentAdmin(CompanyScopedAdmin):
+class IssueCommentAdmin(MachineOwnedAdmin):
     """Comments are only read here. They are written through the API's comment service (a
     comment wakes the assignee and the agents it mentions) and deleted only by their author,
     leaving a tombstone (issue_comment_delete); the plain admin add, edit and delete did none of
@@ -310,15 +311,6 @@ class IssueCommentAdmin(CompanyScopedAdmin):
     search_fields = ["body", "issue__identifier"]
     raw_id_fields = ["issue", "author_agent", "created_by_run"]
     ordering = ["-created_at"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="issue", ordering="issue__identifier")
     def issue_link(self, obj: IssueComment) -> str:

@@ -415,18 +415,24 @@ class CompanyMembershipError(Exception):
     """A board membership change that cannot be made (shown to the operator)."""
 
 
-def _membership_activity(
-    membership: CompanyMembership, *, action: str, actor_type: str, actor_id: str
+def _board_activity(
+    *, company_id: uuid.UUID, action: str, details: dict, actor_type: str, actor_id: str
 ) -> None:
+    """A change of the company's board or skills, recorded on the company."""
     activity_log_record(
-        company_id=membership.company_id,
+        company_id=company_id,
         action=action,
         entity_type="company",
-        entity_id=membership.company_id,
+        entity_id=company_id,
         actor_type=actor_type,
         actor_id=actor_id,
-        details={"userId": str(membership.user_id), "role": membership.role},
+        details=details,
     )
+
+
+def _membership_activity(membership: CompanyMembership, *, action: str, **actor: str) -> None:
+    details = {"userId": str(membership.user_id), "role": membership.role}
+    _board_activity(company_id=membership.company_id, action=action, details=details, **actor)
 
 
 def _membership_role_check(role: str) -> None:
@@ -544,16 +550,9 @@ def _skill_validate(skill: CompanySkill, fields: dict[str, Any]) -> None:
         raise CompanySkillInvalid(f"The company already has a skill with key {skill.key!r}")
 
 
-def _skill_activity(skill: CompanySkill, *, action: str, actor_type: str, actor_id: str) -> None:
-    activity_log_record(
-        company_id=skill.company_id,
-        action=action,
-        entity_type="company",
-        entity_id=skill.company_id,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        details={"skillId": str(skill.id), "key": skill.key},
-    )
+def _skill_activity(skill: CompanySkill, *, action: str, **actor: str) -> None:
+    details = {"skillId": str(skill.id), "key": skill.key}
+    _board_activity(company_id=skill.company_id, action=action, details=details, **actor)
 
 
 def company_skill_create(
