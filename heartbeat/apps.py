@@ -8,11 +8,15 @@ class HeartbeatConfig(AppConfig):
     def ready(self):
         # Connects the receivers for events of the issues and paperclip apps.
         from heartbeat import receivers  # noqa: F401
+        from heartbeat.authentication import agent_credential_authenticate
         from heartbeat.shim.run_shim import redact_text
+        from paperclip.authentication import agent_credential_resolver_register
         from paperclip.services import activity_text_redactor_register
 
         # Activity details get the run log's credential patterns too.
         activity_text_redactor_register(redact_text)
+        # Agents' API keys and run credentials are this app's tables.
+        agent_credential_resolver_register(agent_credential_authenticate)
 
         self.connect_cluster_startup()
 

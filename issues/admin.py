@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
-from django.urls import reverse
 from django.utils.html import format_html
 
 from issues.models import Issue, IssueComment
@@ -19,6 +17,7 @@ from issues.services import (
 )
 from paperclip.admin import (
     CompanyScopedAdmin,
+    MachineOwnedAdmin,
     ServiceBackedAdmin,
     actor_of,
     admin_link,
@@ -255,22 +254,8 @@ class IssueAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
 
     # Deletes go through issue_delete, as the API's do: it refuses an issue a run is executing
     # and records the deletion; the admin's own delete did neither.
-    def delete_view(self, request, object_id, extra_context=None):
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except IssueError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:issues_issue_change", args=[object_id]))
-
-    def delete_model(self, request, obj):
+    def delete_through_service(self, request, obj):
         issue_delete(issue_id=obj.pk, company_id=obj.company_id, **actor_of(request))
-
-    def delete_queryset(self, request, queryset):
-        for issue in queryset:
-            try:
-                issue_delete(issue_id=issue.pk, company_id=issue.company_id, **actor_of(request))
-            except IssueError as exc:
-                self.message_user(request, f"{issue.identifier}: {exc}", messages.ERROR)
 
     @admin.display(description="assignee", ordering="assignee_agent__name")
     def assignee(self, obj: Issue) -> str:
@@ -314,7 +299,12 @@ def _pk(obj):
 
 
 @admin.register(IssueComment)
-class IssueCommentAdmin(CompanyScopedAdmin):
+class IssueCommentAdmin(MachineOwnedAdmin):
+    """Comments are only read here. They are written through the API's comment service (a
+    comment wakes the assignee and the agents it mentions) and deleted only by their author,
+    leaving a tombstone (issue_comment_delete); the plain admin add, edit and delete did none of
+    that, and an operator has no need to write as someone else."""
+
     list_display = ["created_at", "issue_link", "author", "excerpt", "run"]
     list_select_related = ["issue", "author_agent"]
     list_filter = ["company"]

@@ -2,7 +2,9 @@
 the run-scoped credential a run's process gets as PAPERCLIP_API_KEY).
 
 Every authenticator leaves an `Actor` in `request.auth`; views and permissions read only that.
-paperclip never imports heartbeat, so agent rows are reached through `apps.get_model`.
+Agents and their credentials are heartbeat's tables and paperclip never imports heartbeat:
+heartbeat installs the resolver of agent secrets (`agent_credential_resolver_register`, from its
+AppConfig.ready), and the bearer authentication hands it every secret that is not a board token.
 """
 
 from __future__ import annotations
@@ -10,26 +12,20 @@ from __future__ import annotations
 import copy
 import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, NoReturn
 
-from django.apps import apps
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Model
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from paperclip.credentials import (
-    RUN_CREDENTIAL_PREFIX,
-    RunCredential,
-    run_credential_parse,
-    secret_hash,
-)
+from paperclip.credentials import secret_hash
 from paperclip.models import BoardApiToken
-from paperclip.services import auth_failure_record
+from paperclip.services import auth_failure_record, board_token_touch
 from paperclip.throttle import (
     LOCKED_FOR_SQL,
     api_client_subject,
@@ -40,11 +36,6 @@ from paperclip.throttle import (
 
 BOARD_TOKEN_PREFIX = "pcbt_"
 RUN_ID_HEADER = "HTTP_X_PAPERCLIP_RUN_ID"
-# The statuses the reference refuses agent credentials for (section 7, actorMiddleware).
-AGENT_STATUSES_WITHOUT_ACCESS = ("terminated", "pending_approval")
-ACTIVE_RUN_STATUSES = ("queued", "running")
-# last_used_at is informational: writing it on every request would turn each read into a write.
-LAST_USED_RESOLUTION = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -107,54 +98,28 @@ class AgentPrincipal:
         return f"agent {self.agent.id}"
 
 
-def _parse_run_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw.strip())
-    except ValueError:
-        raise exceptions.ValidationError(
-            {"X-Paperclip-Run-Id": ["Must be a heartbeat run id (a UUID)."]}
-        ) from None
-
-
-def _linked_run_id(request, agent: Any, credential_run_id: uuid.UUID | None) -> uuid.UUID | None:
-    """The run a request is linked to: X-Paperclip-Run-Id, else the credential's run.
-
-    The reference trusts any run id in the header (its weakness 9.15), so a write could count as
-    activity of another agent's run; here the run must belong to the calling agent.
-    """
-    raw = request.META.get(RUN_ID_HEADER)
-    if not raw:
-        return credential_run_id
-    run_id = _parse_run_id(raw)
-    if run_id == credential_run_id:
-        return run_id
-    run_model = apps.get_model("heartbeat", "HeartbeatRun")
-    if not run_model.objects.filter(id=run_id, agent_id=agent.id).exists():
-        raise exceptions.PermissionDenied("X-Paperclip-Run-Id does not name a run of this agent")
-    return run_id
-
-
-def _agent_actor(request, agent: Any, source: str, key_id=None, run_id=None):
-    if agent.status in AGENT_STATUSES_WITHOUT_ACCESS:
-        raise exceptions.AuthenticationFailed(f"Agent is {agent.status}; its credentials are void")
-    actor = Actor(
-        kind="agent",
-        source=source,
-        agent=agent,
-        key_id=key_id,
-        run_id=_linked_run_id(request, agent, run_id),
-    )
-    return AgentPrincipal(agent), actor
-
-
 def _board_actor(request, user: Any, source: str, key_id: uuid.UUID | None = None):
     if request.META.get(RUN_ID_HEADER):
         raise exceptions.PermissionDenied("Only agents link writes to a run (X-Paperclip-Run-Id)")
     return user, Actor(kind="board", source=source, user=user, key_id=key_id)
 
 
+# (request, client subject, secret) -> (AgentPrincipal, Actor) for an agent's secret; refuses
+# with AuthenticationFailed (or the 429 of a locked client) otherwise.
+AgentCredentialResolver = Callable[[Any, str, str], tuple[Any, Actor]]
+_agent_credential_resolver: AgentCredentialResolver | None = None
+
+
+def agent_credential_resolver_register(resolver: AgentCredentialResolver) -> None:
+    """Install the resolver of agent secrets (API keys, run credentials): the app that owns
+    agents does, from its AppConfig.ready."""
+    global _agent_credential_resolver
+    _agent_credential_resolver = resolver
+
+
 class BearerAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer <secret>`: a run credential, an agent API key or a board token.
+    """`Authorization: Bearer <secret>`: a board token, or an agent's secret (a run credential or
+    an agent API key) for the resolver the agents' app installed.
 
     Failed attempts are throttled per client address (paperclip.throttle): a secret that matches
     nothing counts as a guess; a known credential that no longer works (an ended run, a revoked
@@ -175,80 +140,45 @@ class BearerAuthentication(authentication.BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Bearer token is not valid text") from None
         subject = api_client_subject(request)
-        if secret.startswith(RUN_CREDENTIAL_PREFIX):
-            return self._run_credential(request, subject, secret)
         if secret.startswith(BOARD_TOKEN_PREFIX):
             return self._board_token(request, subject, secret)
-        return self._agent_key(request, subject, secret)
+        if _agent_credential_resolver is None:
+            refuse_guess(subject, "Invalid API key")
+        return _agent_credential_resolver(request, subject, secret)
 
     def authenticate_header(self, request) -> str:
         return f'{self.keyword} realm="api"'
 
-    def _run_credential(self, request, subject: str, secret: str):
-        credential = run_credential_parse(secret)
-        if credential is None:
-            _refuse_guess(subject, "Invalid run credential")
-        found = _agent_by_active_run(credential, subject)
-        if found is None:
-            _refuse_known(subject, "Run credential expired: its run is not active")
-        agent_id, agent_version, run_id, locked_for = found
-        _refuse_if_locked(locked_for)
-        agent = _agent_rows.get(agent_id, agent_version)
-        if agent is None:
-            _refuse_known(subject, "Run credential expired: its agent is gone")
-        return _agent_actor(request, agent, "run_credential", run_id=run_id)
-
-    def _agent_key(self, request, subject: str, secret: str):
-        digest = secret_hash(secret)
-        found = _agent_by_key_hash(digest, subject)
-        if found is None:
-            if apps.get_model("heartbeat", "AgentApiKey").objects.filter(key_hash=digest).exists():
-                _refuse_known(subject, "API key revoked")
-            _refuse_guess(subject, "Invalid API key")
-        key_id, key_last_used_at, agent_id, agent_version, locked_for = found
-        _refuse_if_locked(locked_for)
-        agent = _agent_rows.get(agent_id, agent_version)
-        if agent is None:
-            _refuse_known(subject, "API key revoked: its agent is gone")
-        _touch_last_used(apps.get_model("heartbeat", "AgentApiKey"), key_id, key_last_used_at)
-        return _agent_actor(request, agent, "agent_key", key_id=key_id)
-
     def _board_token(self, request, subject: str, secret: str):
         found = _board_token_by_hash(secret_hash(secret), subject)
         if found is None:
-            _refuse_guess(subject, "Invalid board token")
+            refuse_guess(subject, "Invalid board token")
         token_id, revoked_at, expires_at, last_used_at, user_id, user_version, locked_for = found
         expired = expires_at is not None and expires_at <= timezone.now()
         user = _user_rows.get(user_id, user_version) if revoked_at is None and not expired else None
         if user is None or not user.is_active:
-            _refuse_known(subject, "Invalid board token")
-        _refuse_if_locked(locked_for)
-        _touch_last_used(BoardApiToken, token_id, last_used_at)
+            refuse_known(subject, "Invalid board token")
+        refuse_if_locked(locked_for)
+        board_token_touch(token_id=token_id, last_used_at=last_used_at)
         return _board_actor(request, user, "board_token", key_id=token_id)
 
 
-def _refuse_if_locked(locked_for_sec: int | None) -> None:
+def refuse_if_locked(locked_for_sec: int | None) -> None:
     if locked_for_sec is not None:
         raise too_many_failures(locked_for_sec)
 
 
-def _refuse_guess(subject: str, message: str) -> NoReturn:
+def refuse_guess(subject: str, message: str) -> NoReturn:
     """401 for a secret that matches nothing, counted toward the client's lockout (429 once
     the client is locked)."""
-    _refuse_if_locked(auth_failure_record(subject=subject).locked_for_sec)
+    refuse_if_locked(auth_failure_record(subject=subject).locked_for_sec)
     raise exceptions.AuthenticationFailed(message)
 
 
-def _refuse_known(subject: str, message: str) -> NoReturn:
+def refuse_known(subject: str, message: str) -> NoReturn:
     """401 for a credential that exists but no longer works: not a guess, not counted."""
-    _refuse_if_locked(auth_locked_for(subject=subject))
+    refuse_if_locked(auth_locked_for(subject=subject))
     raise exceptions.AuthenticationFailed(message)
-
-
-def _touch_last_used(model, pk, last_used_at) -> None:
-    now = timezone.now()
-    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
-        model.objects.filter(pk=pk).update(last_used_at=now)
 
 
 class RowCache:
@@ -264,8 +194,8 @@ class RowCache:
     shallow copy, so that what it caches on its instance (a related row) stays its own.
     """
 
-    def __init__(self, model_label: str, max_rows: int = 4096) -> None:
-        self._model_label = model_label
+    def __init__(self, model: type[Model], max_rows: int = 4096) -> None:
+        self._model = model
         self._max_rows = max_rows
         self._rows: dict[Any, tuple[str, Any]] = {}
 
@@ -274,8 +204,7 @@ class RowCache:
         if cached is not None and cached[0] == version:
             return copy.copy(cached[1])
         rows = (
-            apps.get_model(self._model_label)
-            .objects.annotate(row_version=RawSQL("xmin::text", ()))
+            self._model._default_manager.annotate(row_version=RawSQL("xmin::text", ()))
             .filter(pk=pk)
             .order_by()
         )
@@ -289,56 +218,14 @@ class RowCache:
         return copy.copy(row)
 
 
-_agent_rows = RowCache("heartbeat.Agent")
-_user_rows = RowCache(settings.AUTH_USER_MODEL)
+_user_rows = RowCache(get_user_model())
 
 
-def _fetch_one(sql: str, params: list) -> tuple | None:
+def credential_row(sql: str, params: list) -> tuple | None:
+    """The one row of a credential's lookup (fixed SQL through a plain cursor), or None."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
-
-
-@functools.cache
-def _agent_by_key_sql() -> str:
-    agent_table = apps.get_model("heartbeat", "Agent")._meta.db_table
-    key_table = apps.get_model("heartbeat", "AgentApiKey")._meta.db_table
-    return (
-        f"SELECT key.id, key.last_used_at, agent.id, agent.xmin::text, {LOCKED_FOR_SQL} "
-        f'FROM "{key_table}" AS key JOIN "{agent_table}" AS agent ON agent.id = key.agent_id '
-        f"WHERE key.key_hash = %s AND key.revoked_at IS NULL"
-    )
-
-
-def _agent_by_key_hash(digest: str, subject: str) -> tuple | None:
-    """(key id, key's last use, agent id, agent's row version, seconds the client stays
-    locked) of the unrevoked key with this hash, or None.
-
-    Agent keys authenticate every request of the heartbeat protocol: fixed SQL through a plain
-    cursor, since compiling ORM queries and building the agent from its row cost more than the
-    query itself.
-    """
-    return _fetch_one(_agent_by_key_sql(), [*locked_for_params(subject), digest])
-
-
-@functools.cache
-def _agent_by_active_run_sql() -> str:
-    agent_table = apps.get_model("heartbeat", "Agent")._meta.db_table
-    run_table = apps.get_model("heartbeat", "HeartbeatRun")._meta.db_table
-    return (
-        f"SELECT agent.id, agent.xmin::text, run.id, {LOCKED_FOR_SQL} "
-        f'FROM "{run_table}" AS run JOIN "{agent_table}" AS agent ON agent.id = run.agent_id '
-        f"WHERE run.id = %s AND run.agent_id = %s AND run.company_id = %s "
-        f"AND run.status IN ({', '.join(['%s'] * len(ACTIVE_RUN_STATUSES))})"
-    )
-
-
-def _agent_by_active_run(credential: RunCredential, subject: str) -> tuple | None:
-    """(agent id, agent's row version, run id, seconds the client stays locked) while the
-    credential's run is active, or None (the agents' everyday key: fixed SQL, as for keys)."""
-    ids = [uuid.UUID(credential.run_id), uuid.UUID(credential.agent_id)]
-    params = [*locked_for_params(subject), *ids, uuid.UUID(credential.company_id)]
-    return _fetch_one(_agent_by_active_run_sql(), [*params, *ACTIVE_RUN_STATUSES])
 
 
 @functools.cache
@@ -356,7 +243,7 @@ def _board_token_by_hash_sql() -> str:
 def _board_token_by_hash(digest: str, subject: str) -> tuple | None:
     """(token id, revoked at, expires at, last use, user id, user's row version, seconds the
     client stays locked) of the board token with this hash, or None."""
-    return _fetch_one(_board_token_by_hash_sql(), [*locked_for_params(subject), digest])
+    return credential_row(_board_token_by_hash_sql(), [*locked_for_params(subject), digest])
 
 
 class BoardSessionAuthentication(authentication.SessionAuthentication):

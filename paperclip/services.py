@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -12,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from paperclip.credentials import secret_generate
@@ -22,11 +25,14 @@ from paperclip.models import (
     BoardApiToken,
     Company,
     CompanyMembership,
+    CompanySkill,
     spend_month_of,
     spend_under_budget,
 )
 from paperclip.rows import json_rows, sql_execute
 from paperclip.signals import company_resumed
+
+logger = logging.getLogger(__name__)
 
 _SECRET_KEY_PATTERN = re.compile(r"(api[-_]?key|token|secret|password|authorization)", re.I)
 # Redactors of the text in activity details, installed by the apps that define them (heartbeat
@@ -451,3 +457,249 @@ def auth_failure_record(*, subject: str) -> AuthFailureRecorded:
         cursor.execute(_AUTH_FAILURE_SQL, params)
         locked_for, failures = cursor.fetchone()
     return AuthFailureRecorded(failures=failures or 0, locked_for_sec=locked_for)
+
+
+# --- Credentials' last use, board memberships, company skills, company deletion ---------------
+
+# last_used_at is informational: writing it on every request would turn each read into a write.
+CREDENTIAL_LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+def credential_last_use_due(*, last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a credential whose last use was stamped at `last_used_at` gets a new stamp now
+    (board tokens here, agent keys in heartbeat: one rule)."""
+    return last_used_at is None or now - last_used_at > CREDENTIAL_LAST_USED_RESOLUTION
+
+
+def board_token_touch(*, token_id: uuid.UUID, last_used_at: datetime | None) -> None:
+    """Stamp the token's last use. `last_used_at` is the value the caller read with the token,
+    so a request within the resolution of the previous stamp writes nothing."""
+    now = timezone.now()
+    if credential_last_use_due(last_used_at=last_used_at, now=now):
+        BoardApiToken.objects.filter(pk=token_id).update(last_used_at=now)
+
+
+class CompanyMembershipError(Exception):
+    """A board membership change that cannot be made (shown to the operator)."""
+
+
+def _board_activity(
+    *, company_id: uuid.UUID, action: str, details: dict, actor_type: str, actor_id: str
+) -> None:
+    """A change of the company's board or skills, recorded on the company."""
+    activity_log_record(
+        company_id=company_id,
+        action=action,
+        entity_type="company",
+        entity_id=company_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        details=details,
+    )
+
+
+def _membership_activity(membership: CompanyMembership, *, action: str, **actor: str) -> None:
+    details = {"userId": str(membership.user_id), "role": membership.role}
+    _board_activity(company_id=membership.company_id, action=action, details=details, **actor)
+
+
+def _membership_role_check(role: str) -> None:
+    if role not in CompanyMembership.Role.values:
+        raise CompanyMembershipError(
+            f"Unknown board role {role!r}: one of {', '.join(CompanyMembership.Role.values)}"
+        )
+
+
+def company_membership_add(
+    *,
+    company_id: uuid.UUID | str,
+    user_id: int,
+    role: str = CompanyMembership.Role.MEMBER,
+    actor_type: str = ActivityLog.ActorType.SYSTEM,
+    actor_id: str = "system",
+) -> CompanyMembership:
+    """Put a user on the company's board (refused when they already are)."""
+    _membership_role_check(role)
+    with transaction.atomic():
+        if CompanyMembership.objects.filter(company_id=company_id, user_id=user_id).exists():
+            raise CompanyMembershipError("This user is already on the company's board")
+        membership = CompanyMembership.objects.create(
+            company_id=company_id, user_id=user_id, role=role
+        )
+        _membership_activity(
+            membership, action="company.member_added", actor_type=actor_type, actor_id=actor_id
+        )
+    return membership
+
+
+def company_membership_ensure(
+    *,
+    company_id: uuid.UUID | str,
+    user_id: int,
+    role: str,
+    actor_type: str = ActivityLog.ActorType.SYSTEM,
+    actor_id: str = "system",
+) -> CompanyMembership:
+    """The user's membership of the company, added with `role` when missing (an existing one
+    keeps its role)."""
+    existing = CompanyMembership.objects.filter(company_id=company_id, user_id=user_id).first()
+    if existing is not None:
+        return existing
+    return company_membership_add(
+        company_id=company_id, user_id=user_id, role=role, actor_type=actor_type, actor_id=actor_id
+    )
+
+
+def company_membership_role_set(
+    *, membership_id: uuid.UUID | str, role: str, actor_type: str, actor_id: str
+) -> CompanyMembership:
+    """Change a board member's role; setting the role they have changes nothing."""
+    _membership_role_check(role)
+    with transaction.atomic():
+        membership = CompanyMembership.objects.select_for_update().get(pk=membership_id)
+        if membership.role != role:
+            membership.role = role
+            membership.save(update_fields=["role"])
+            _membership_activity(
+                membership,
+                action="company.member_role_changed",
+                actor_type=actor_type,
+                actor_id=actor_id,
+            )
+    return membership
+
+
+def company_membership_remove(
+    *, membership_id: uuid.UUID | str, actor_type: str, actor_id: str
+) -> None:
+    """Take a user off the company's board."""
+    with transaction.atomic():
+        membership = CompanyMembership.objects.select_for_update().get(pk=membership_id)
+        _membership_activity(
+            membership, action="company.member_removed", actor_type=actor_type, actor_id=actor_id
+        )
+        membership.delete()
+
+
+COMPANY_SKILL_EDITABLE_FIELDS = frozenset(
+    {
+        "key",
+        "slug",
+        "name",
+        "description",
+        "markdown",
+        "source_type",
+        "source_locator",
+        "source_ref",
+        "trust_level",
+        "compatibility",
+        "file_inventory",
+        "metadata",
+    }
+)
+_COMPANY_SKILL_REQUIRED_TEXT = ("key", "slug", "name", "markdown")
+
+
+class CompanySkillInvalid(Exception):
+    """A skill that cannot be saved as given (shown on the form that gave it)."""
+
+
+def _skill_validate(skill: CompanySkill, fields: dict[str, Any]) -> None:
+    unknown = set(fields) - COMPANY_SKILL_EDITABLE_FIELDS
+    if unknown:
+        raise CompanySkillInvalid(f"Unknown skill fields: {sorted(unknown)}")
+    blank = [name for name in _COMPANY_SKILL_REQUIRED_TEXT if not str(getattr(skill, name)).strip()]
+    if blank:
+        raise CompanySkillInvalid(f"A skill needs a non-blank {', '.join(blank)}")
+    if not isinstance(skill.file_inventory, list):
+        raise CompanySkillInvalid("fileInventory must be a list")
+    taken = CompanySkill.objects.filter(company_id=skill.company_id, key=skill.key)
+    if taken.exclude(pk=skill.pk).exists():
+        raise CompanySkillInvalid(f"The company already has a skill with key {skill.key!r}")
+
+
+def _skill_activity(skill: CompanySkill, *, action: str, **actor: str) -> None:
+    details = {"skillId": str(skill.id), "key": skill.key}
+    _board_activity(company_id=skill.company_id, action=action, details=details, **actor)
+
+
+def company_skill_create(
+    *, company_id: uuid.UUID | str, fields: dict[str, Any], actor_type: str, actor_id: str
+) -> CompanySkill:
+    """A new skill of the company (keys are model field names; the key is unique per company)."""
+    skill = CompanySkill(company_id=company_id, **fields)
+    with transaction.atomic():
+        # The company's row lock orders concurrent saves of the same key.
+        Company.objects.select_for_update().get(pk=company_id)
+        _skill_validate(skill, fields)
+        skill.save(force_insert=True)
+        _skill_activity(
+            skill, action="company.skill_created", actor_type=actor_type, actor_id=actor_id
+        )
+    return skill
+
+
+def company_skill_update(
+    *, skill_id: uuid.UUID | str, changes: dict[str, Any], actor_type: str, actor_id: str
+) -> CompanySkill:
+    """Change a skill's editable fields (keys are model field names)."""
+    with transaction.atomic():
+        skill = CompanySkill.objects.get(pk=skill_id)
+        Company.objects.select_for_update().get(pk=skill.company_id)
+        for field, value in changes.items():
+            setattr(skill, field, value)
+        _skill_validate(skill, changes)
+        skill.save()
+        _skill_activity(
+            skill, action="company.skill_updated", actor_type=actor_type, actor_id=actor_id
+        )
+    return skill
+
+
+def company_skill_delete(*, skill_id: uuid.UUID | str, actor_type: str, actor_id: str) -> None:
+    with transaction.atomic():
+        skill = CompanySkill.objects.select_for_update().get(pk=skill_id)
+        _skill_activity(
+            skill, action="company.skill_deleted", actor_type=actor_type, actor_id=actor_id
+        )
+        skill.delete()
+
+
+class CompanyDeleteRefused(Exception):
+    """The company has rows that must outlive it; nothing was deleted."""
+
+
+def company_delete(*, company_id: uuid.UUID | str, actor_type: str, actor_id: str) -> None:
+    """Delete a company and what is only its own: board memberships, skills, activity, issues
+    with their comments, agents that never ran with their keys and wakes.
+
+    Refused (CompanyDeleteRefused, nothing deleted) once the company has runs (a queued or
+    running one has a live or coming agent process and holds issue locks; a finished one is the
+    record of work and spend), cost records or issues assigned to its agents: the foreign keys
+    protect them. Pausing the company is the way to stop it. The company's activity log goes
+    with it, so the deletion is written to the server log.
+    """
+    with transaction.atomic():
+        # The row lock keeps runs from being inserted for the company while it is judged.
+        company = Company.objects.select_for_update().get(pk=company_id)
+        try:
+            company.delete()
+        except ProtectedError as exc:
+            raise CompanyDeleteRefused(
+                f"Company {company.name} cannot be deleted: it has "
+                f"{protected_rows_summary(exc.protected_objects)}, kept as the record of its "
+                "agents' work. Pause the company instead."
+            ) from None
+    logger.info(
+        "company %s (%s) deleted by %s:%s", company_id, company.issue_prefix, actor_type, actor_id
+    )
+
+
+def protected_rows_summary(protected) -> str:
+    """'2 heartbeat runs, 1 issue': the rows a ProtectedError names, counted by kind."""
+    counts = Counter(obj._meta for obj in protected)
+    kinds = [
+        f"{count} {meta.verbose_name if count == 1 else meta.verbose_name_plural}"
+        for meta, count in counts.items()
+    ]
+    return ", ".join(sorted(kinds))

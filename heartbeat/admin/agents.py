@@ -23,6 +23,7 @@ from heartbeat.services.agents import (
     AGENT_EDITABLE_FIELDS,
     AgentError,
     agent_create,
+    agent_delete,
     agent_key_create,
     agent_key_revoke,
     agent_pause,
@@ -136,6 +137,9 @@ class AgentAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
                 **actor_of(request),
             )
         return agent_update(agent_id=obj.pk, changes=changes, **actor_of(request))
+
+    def delete_through_service(self, request, obj):
+        agent_delete(agent_id=obj.pk, **actor_of(request))
 
     @admin.action(
         description="Pause selected agents (cancels their active runs)", permissions=["operate"]

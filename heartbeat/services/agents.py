@@ -1,13 +1,16 @@
-"""Agent state changes made by the board: create, edit, API keys, pause, resume, terminate."""
+"""Agent state changes made by the board: create, edit, API keys, pause, resume, terminate,
+delete."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from heartbeat.models import Agent, AgentApiKey, AgentStatus, HeartbeatRun
@@ -16,7 +19,11 @@ from heartbeat.services.lifecycle import agent_start_next_queued
 from heartbeat.services.runs import cancel_run
 from paperclip.credentials import secret_generate
 from paperclip.models import spend_month_of
-from paperclip.services import activity_log_record
+from paperclip.services import (
+    activity_log_record,
+    credential_last_use_due,
+    protected_rows_summary,
+)
 
 AGENT_KEY_PREFIX = "pcak_"
 AGENT_EDITABLE_FIELDS = frozenset(
@@ -181,6 +188,14 @@ def agent_key_revoke(
     return key
 
 
+def agent_key_touch(*, key_id: uuid.UUID, last_used_at: datetime | None) -> None:
+    """Stamp the key's last use. `last_used_at` is the value the caller read with the key, so a
+    request within the resolution of the previous stamp writes nothing (the board tokens' rule)."""
+    now = timezone.now()
+    if credential_last_use_due(last_used_at=last_used_at, now=now):
+        AgentApiKey.objects.filter(pk=key_id).update(last_used_at=now)
+
+
 # Reasons written on runs cancelled because their agent stopped (reference 4.2, related behavior).
 CANCELLED_BY_PAUSE = "Cancelled due to agent pause"
 CANCELLED_BY_TERMINATION = "Cancelled due to agent termination"
@@ -311,3 +326,44 @@ def agent_terminate(
     cancelled = _agent_cancel_active_runs(agent, CANCELLED_BY_TERMINATION)
     agent.refresh_from_db()
     return AgentStateChange(agent=agent, cancelled_run_ids=cancelled)
+
+
+def agent_delete(*, agent_id: uuid.UUID | str, actor_type: str, actor_id: str) -> None:
+    """Delete an agent that never ran; its keys, runtime state, wakes and task sessions go with
+    it, and the company's activity records the deletion.
+
+    Refused (AgentStateConflict, nothing deleted) while the agent has queued or running runs
+    (a live or coming agent process, and the issue locks it holds: pausing the agent cancels
+    them), and once it has run at all or is assigned an issue: runs, cost records and
+    assignments are kept as the record of its work, so terminating is the way to retire it.
+    """
+    with transaction.atomic():
+        # FOR UPDATE, not no_key: inserting a run takes a key-share lock on its agent, so no run
+        # starts for the agent while it is judged.
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+        active = HeartbeatRun.objects.active().filter(agent=agent).count()
+        if active:
+            raise AgentStateConflict(
+                f"Agent {agent.name} has {active} queued or running run(s): pause it (which "
+                "cancels them) before deleting it",
+                {"activeRuns": active},
+            )
+        deleted_id, company_id = agent.id, agent.company_id
+        try:
+            agent.delete()
+        except ProtectedError as exc:
+            raise AgentStateConflict(
+                f"Agent {agent.name} cannot be deleted: it has "
+                f"{protected_rows_summary(exc.protected_objects)}, kept as the record of its "
+                "work. Terminate the agent instead.",
+                {"status": agent.status},
+            ) from None
+        activity_log_record(
+            company_id=company_id,
+            action="agent.deleted",
+            entity_type="agent",
+            entity_id=deleted_id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            details={"name": agent.name},
+        )

@@ -19,9 +19,20 @@ from paperclip.admin.service_backed import (
 )
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership, CompanySkill
 from paperclip.services import (
+    COMPANY_SKILL_EDITABLE_FIELDS,
+    CompanyDeleteRefused,
+    CompanyMembershipError,
+    CompanySkillInvalid,
     board_token_create,
     board_token_revoke,
     company_create,
+    company_delete,
+    company_membership_add,
+    company_membership_remove,
+    company_membership_role_set,
+    company_skill_create,
+    company_skill_delete,
+    company_skill_update,
     company_update,
 )
 
@@ -30,6 +41,7 @@ from paperclip.services import (
 class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
     company_field = "pk"
     board_may_change = True
+    service_errors = (CompanyDeleteRefused,)
     editable_fields = (
         "name",
         "description",
@@ -90,6 +102,9 @@ class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
             company=obj, changes=form_changes(form, self.editable_fields), **actor_of(request)
         )
 
+    def delete_through_service(self, request, obj):
+        company_delete(company_id=obj.pk, **actor_of(request))
+
     def get_search_results(self, request, queryset, search_term):
         queryset, duplicates = super().get_search_results(request, queryset, search_term)
         term = as_uuid(search_term)
@@ -114,12 +129,31 @@ class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
 
 
 @admin.register(CompanyMembership)
-class CompanyMembershipAdmin(CompanyScopedAdmin):
+class CompanyMembershipAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
+    service_errors = (CompanyMembershipError,)
     list_display = ["user", "company", "role", "created_at"]
     list_filter = ["role", "company"]
     list_select_related = ["user", "company"]
     search_fields = ["user__username", "company__name"]
     autocomplete_fields = ["company"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A membership is one user on one board: only its role changes.
+        return [] if obj is None else ["company", "user"]
+
+    def save_through_service(self, request, form, obj):
+        role = form.cleaned_data["role"]
+        if obj is None:
+            return company_membership_add(
+                company_id=form.cleaned_data["company"].pk,
+                user_id=form.cleaned_data["user"].pk,
+                role=role,
+                **actor_of(request),
+            )
+        return company_membership_role_set(membership_id=obj.pk, role=role, **actor_of(request))
+
+    def delete_through_service(self, request, obj):
+        company_membership_remove(membership_id=obj.pk, **actor_of(request))
 
 
 @admin.register(BoardApiToken)
@@ -214,10 +248,32 @@ class ActivityLogAdmin(BigTableAdmin, MachineOwnedAdmin):
 
 
 @admin.register(CompanySkill)
-class CompanySkillAdmin(CompanyScopedAdmin):
+class CompanySkillAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
     board_may_add = True
     board_may_change = True
+    service_errors = (CompanySkillInvalid,)
+    single_line_fields = ("key", "slug", "name")
     list_display = ["key", "name", "company", "trust_level", "updated_at"]
     list_filter = ["trust_level", "company"]
     list_select_related = ["company"]
     search_fields = ["key", "name", "slug"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["company"]
+
+    def save_through_service(self, request, form, obj):
+        if obj is None:
+            data = form.cleaned_data
+            return company_skill_create(
+                company_id=data["company"].pk,
+                fields={name: data[name] for name in COMPANY_SKILL_EDITABLE_FIELDS if name in data},
+                **actor_of(request),
+            )
+        return company_skill_update(
+            skill_id=obj.pk,
+            changes=form_changes(form, COMPANY_SKILL_EDITABLE_FIELDS),
+            **actor_of(request),
+        )
+
+    def delete_through_service(self, request, obj):
+        company_skill_delete(skill_id=obj.pk, **actor_of(request))

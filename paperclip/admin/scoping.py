@@ -138,7 +138,8 @@ class CompanyScopedAdmin(admin.ModelAdmin):
 
 
 class MachineOwnedAdmin(CompanyScopedAdmin):
-    """Rows written only by the engine and the sweeps: never added or edited by hand."""
+    """Rows written only through services by the engine, the sweeps or the API: never added,
+    edited or deleted by hand."""
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,20 +1,25 @@
-"""Admin saves through the app's services (activity log, lock release, wakes), and credentials
-shown once."""
+"""Admin saves and deletes through the app's services (activity log, lock release, wakes,
+refusals), and credentials shown once."""
 
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Model
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 
 class ServiceBackedAdmin(admin.ModelAdmin):
-    """Saves go through the app's services (activity log, lock release, wakes), not model.save().
+    """Saves and deletes go through the app's services (activity log, lock release, wakes,
+    refusals), not model.save() and model.delete().
 
     The service runs once the form (and the model's constraints) validated, inside the admin's
     transaction; a domain error it raises shows on the form like any validation error instead of
-    a server error, and its own transaction has rolled back.
+    a server error, and its own transaction has rolled back. A delete service's refusal is shown
+    as an error message and nothing is deleted; an admin that routes no delete
+    (`delete_through_service`) lets nobody delete.
     """
 
     # Domain errors of the services, shown as form errors.
@@ -52,6 +57,52 @@ class ServiceBackedAdmin(admin.ModelAdmin):
         for field in obj._meta.concrete_fields:
             setattr(obj, field.attname, getattr(saved, field.attname))
         obj._state = saved._state
+
+    def delete_through_service(self, request, obj: Model) -> None:
+        """Delete the object through its service, which raises one of `service_errors` to
+        refuse."""
+        raise NotImplementedError
+
+    def _routes_deletes(self) -> bool:
+        return type(self).delete_through_service is not ServiceBackedAdmin.delete_through_service
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._routes_deletes() and super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        # What goes with an object is its delete service's rule, not the operator's permissions
+        # on the rows it cascades to (keys, wakes, activity: rows nobody deletes by hand). The
+        # confirmation page still lists the protected rows; the confirmed delete lets the
+        # service judge them and say why it refuses.
+        deleted, model_count, _, protected = super().get_deleted_objects(objs, request)
+        if request.POST.get("post"):
+            protected = []
+        return deleted, model_count, set(), protected
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except self.service_errors as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            change_url = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
+            return HttpResponseRedirect(reverse(change_url, args=[object_id]))
+
+    def log_deletions(self, request, queryset):
+        # Logged once the service deleted each object: a refused delete is no deletion.
+        return None
+
+    def delete_model(self, request, obj):
+        self.delete_through_service(request, obj)
+        super().log_deletions(request, [obj])
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            try:
+                self.delete_through_service(request, obj)
+            except self.service_errors as exc:
+                self.message_user(request, f"{obj} was not deleted: {exc}", messages.ERROR)
+                continue
+            super().log_deletions(request, [obj])
 
 
 class CredentialAdmin(ServiceBackedAdmin):

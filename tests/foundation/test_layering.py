@@ -27,14 +27,6 @@ COMPOSITION_ROOT = {
 # (module, function) -> how many `get_model` calls it makes. Every entry reaches a model of an
 # app above its own, which no import may do.
 GET_MODEL_ALLOWED = {
-    # paperclip authenticates agents (docs/design.md puts "authentication of board users and
-    # agents" in the core app), but the agent, key and run tables belong to heartbeat.
-    ("paperclip/authentication.py", "_linked_run_id"): 1,
-    ("paperclip/authentication.py", "BearerAuthentication._agent_key"): 2,
-    ("paperclip/authentication.py", "_agent_by_key_sql"): 2,
-    ("paperclip/authentication.py", "_agent_by_active_run_sql"): 2,
-    # The credential row cache is generic: it holds heartbeat.Agent and the user model by label.
-    ("paperclip/authentication.py", "RowCache.get"): 1,
     # The company and activity pages link to the agents, runs and issues of heartbeat and issues.
     ("paperclip/admin/core.py", "CompanyAdmin.links"): 3,
     ("paperclip/admin/core.py", "ActivityLogAdmin.entity"): 1,

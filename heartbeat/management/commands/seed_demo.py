@@ -11,7 +11,7 @@ from heartbeat.services import AgentNotInvokable, agent_create, runs_of_issue, w
 from issues.models import Issue
 from issues.services import issue_create
 from paperclip.models import Company, CompanyMembership
-from paperclip.services import company_create
+from paperclip.services import company_create, company_membership_ensure
 
 DEMO_PREFIX = "DEMO"
 DEMO_AGENT_NAME = "Demo engineer"
@@ -39,8 +39,11 @@ class Command(BaseCommand):
                 description="Seeded by manage.py seed_demo: one agent, one issue.",
                 creator_user_id=user.pk,
             )
-            CompanyMembership.objects.get_or_create(
-                company=company, user=user, defaults={"role": CompanyMembership.Role.OWNER}
+            company_membership_ensure(
+                company_id=company.id,
+                user_id=user.pk,
+                role=CompanyMembership.Role.OWNER,
+                actor_id="seed_demo",
             )
             agent = Agent.objects.filter(company=company, name=DEMO_AGENT_NAME).first()
             if agent is None:
