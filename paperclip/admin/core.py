@@ -20,6 +20,7 @@ from paperclip.admin.service_backed import (
 from paperclip.models import ActivityLog, BoardApiToken, Company, CompanyMembership, CompanySkill
 from paperclip.services import (
     COMPANY_SKILL_EDITABLE_FIELDS,
+    CompanyBudgetSpent,
     CompanyDeleteRefused,
     CompanyMembershipError,
     CompanySkillInvalid,
@@ -41,7 +42,7 @@ from paperclip.services import (
 class CompanyAdmin(ServiceBackedAdmin, CompanyScopedAdmin):
     company_field = "pk"
     board_may_change = True
-    service_errors = (CompanyDeleteRefused,)
+    service_errors = (CompanyDeleteRefused, CompanyBudgetSpent)
     editable_fields = (
         "name",
         "description",

@@ -96,13 +96,28 @@ class ServiceBackedAdmin(admin.ModelAdmin):
         super().log_deletions(request, [obj])
 
     def delete_queryset(self, request, queryset):
+        deleted = refused = 0
         for obj in queryset:
             try:
                 self.delete_through_service(request, obj)
             except self.service_errors as exc:
                 self.message_user(request, f"{obj} was not deleted: {exc}", messages.ERROR)
+                refused += 1
                 continue
             super().log_deletions(request, [obj])
+            deleted += 1
+        if refused:
+            request._service_deletes = (deleted, deleted + refused)
+
+    def message_user(self, request, message, level=messages.INFO, *args, **kwargs):
+        # `delete_selected` announces "Successfully deleted N" for the whole selection once
+        # delete_queryset returns; with refusals that count is wrong, so say what happened.
+        outcome = request.__dict__.pop("_service_deletes", None)
+        if outcome is not None and level == messages.SUCCESS:
+            deleted, selected = outcome
+            message = f"Deleted {deleted} of {selected} selected {self.opts.verbose_name_plural}."
+            level = messages.WARNING
+        super().message_user(request, message, level, *args, **kwargs)
 
 
 class CredentialAdmin(ServiceBackedAdmin):

@@ -93,6 +93,24 @@ def test_bulk_deleting_agents_deletes_those_without_runs_and_names_the_refused(
 
 
 @pytest.mark.django_db
+def test_a_bulk_delete_with_a_refusal_counts_only_what_it_deleted(
+    admin_client_, company_a, agent_a
+):
+    idle = make_agent(company_a, name="idle")
+    make_run(agent_a, status="queued")
+
+    response = admin_client_.post(
+        reverse("admin:heartbeat_agent_changelist"),
+        {"action": "delete_selected", "_selected_action": [agent_a.pk, idle.pk], "post": "yes"},
+        follow=True,
+    )
+
+    messages = _messages(response)
+    assert "Deleted 1 of 2 selected agents." in messages
+    assert not any(message.startswith("Successfully deleted") for message in messages)
+
+
+@pytest.mark.django_db
 def test_deleting_a_company_with_an_active_run_is_refused_with_the_reason(
     admin_client_, company_a, agent_a
 ):

@@ -3,10 +3,11 @@ domain error comes back on the form instead of a server error."""
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from heartbeat.models import Agent, AgentWakeupRequest
 from issues.models import Issue
-from paperclip.models import ActivityLog, Company
+from paperclip.models import ActivityLog, Company, spend_month_of
 from tests.factories import make_issue, make_run
 
 
@@ -111,6 +112,35 @@ def test_pausing_a_company_in_the_admin_stamps_paused_at(admin_client_, company_
     company = Company.objects.get(pk=company_a.pk)
     assert company.status == "paused" and company.paused_at is not None
     assert ActivityLog.objects.filter(action="company.updated", entity_id=str(company.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_activating_a_company_whose_budget_is_spent_is_a_form_error(admin_client_, company_a):
+    Company.objects.filter(pk=company_a.pk).update(
+        status="paused",
+        pause_reason="budget",
+        budget_monthly_cents=100,
+        spent_monthly_cents=100,
+        spend_month=spend_month_of(timezone.now()),
+    )
+    url = reverse("admin:paperclip_company_change", args=[company_a.pk])
+    response = admin_client_.post(
+        url,
+        {
+            "name": company_a.name,
+            "description": "",
+            "status": "active",
+            "pause_reason": "",
+            "issue_prefix": company_a.issue_prefix,
+            "budget_monthly_cents": "100",
+            "require_board_approval_for_new_agents": "on",
+            "brand_color": "",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "monthly budget is spent" in response.content.decode()
+    assert Company.objects.get(pk=company_a.pk).status == "paused"
 
 
 @pytest.mark.django_db
