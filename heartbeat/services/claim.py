@@ -29,7 +29,7 @@ from heartbeat.services.lifecycle import agent_name_key, run_scope_lock
 from heartbeat.services.policy import heartbeat_policy_max_concurrent_runs
 from heartbeat.services.sessions import run_session_to_resume
 from heartbeat.services.sweeps import AdvisoryLock, advisory_lock_key, sweep_lock_scope
-from issues.services import issue_checkout_for_run, issue_execution_lock_take
+from issues.services.run_engine import issue_checkout_for_run, issue_execution_lock_take
 from paperclip.models import Company
 
 

@@ -68,11 +68,8 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.runs import host_start_parked_runs
 from heartbeat.services.sessions import agent_session_forget, run_session_record
-from issues.services import (
-    ExecutionLockMove,
-    issue_run_summary_comment,
-    issues_execution_lock_move,
-)
+from issues.services import issue_run_summary_comment
+from issues.services.run_engine import ExecutionLockMove, issues_execution_lock_move
 from paperclip.credentials import run_credential_issue
 
 logger = logging.getLogger(__name__)

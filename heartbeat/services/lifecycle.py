@@ -40,7 +40,7 @@ from heartbeat.services.policy import (
     heartbeat_policy_max_concurrent_runs,
 )
 from issues.models import Issue
-from issues.services import (
+from issues.services.run_engine import (
     issue_execution_lock_end,
     issue_execution_lock_take,
     issue_reopen_for_comment_wake,

@@ -54,7 +54,7 @@ from heartbeat.services.sweeps import (
     sweep_run,
 )
 from issues.models import Issue
-from issues.services import (
+from issues.services.run_engine import (
     SystemComment,
     issue_system_comments_create,
     issues_block,

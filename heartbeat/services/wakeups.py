@@ -36,7 +36,7 @@ from heartbeat.services.lifecycle import (
 )
 from heartbeat.services.policy import heartbeat_policy
 from issues.models import Issue
-from issues.services import issue_execution_lock_take, issues_execution_lock_clear
+from issues.services.run_engine import issue_execution_lock_take, issues_execution_lock_clear
 from paperclip.services import activity_log_record
 
 ISSUE_NOT_FOUND_REASON = "issue_execution_issue_not_found"

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from issues.models import Issue, IssueComment
-from issues.services import (
+from issues.services.run_engine import (
     SystemComment,
     issue_checkout_for_run,
     issue_execution_lock_end,

@@ -56,7 +56,7 @@ from heartbeat.services.sweeps import (
     runs_queue_with_wakes,
     sql_execute,
 )
-from issues.services import (
+from issues.services.run_engine import (
     ExecutionLockMove,
     issues_execution_lock_move,
     issues_execution_lock_release,
