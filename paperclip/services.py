@@ -1,4 +1,5 @@
-"""State changes of the core app: companies and the activity log."""
+"""State changes of the core app: companies (their issue counter, spend, deletion), board
+memberships, company skills, board tokens and every activity row."""
 
 from __future__ import annotations
 
